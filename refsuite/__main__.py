@@ -1,0 +1,3 @@
+from refsuite.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""Data model of a validation report: tolerances, checks, tables, figures, sections.
+
+A study declares every tolerance *before* it measures anything (a :class:`Tolerance` is a
+frozen value with its justification), then records measured values against it with
+:meth:`Section.check`. The comparison is done here, once, so that no study can write its
+own pass/fail logic that cannot fail.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Comparison", "Tolerance", "Check", "Table", "Figure", "Section", "RunContext", "Mode"]
+
+
+class Comparison(enum.Enum):
+    """How a measured value is compared with its tolerance.
+
+    ABS_DIFF
+        passes when ``|measured - reference| <= limit``.
+    REL_DIFF
+        passes when ``|measured - reference| <= limit * |reference|``.
+    AT_MOST
+        passes when ``measured <= limit`` (e.g. a maximum |z-score|, an error norm).
+    AT_LEAST
+        passes when ``measured >= limit`` (e.g. a chi-square p-value, a speed).
+    """
+
+    ABS_DIFF = "abs_diff"
+    REL_DIFF = "rel_diff"
+    AT_MOST = "at_most"
+    AT_LEAST = "at_least"
+
+    @property
+    def symbol(self) -> str:
+        return {
+            Comparison.ABS_DIFF: "|x - ref| <=",
+            Comparison.REL_DIFF: "|x - ref| / |ref| <=",
+            Comparison.AT_MOST: "x <=",
+            Comparison.AT_LEAST: "x >=",
+        }[self]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A pass criterion, stated before the measurement it judges.
+
+    Parameters
+    ----------
+    limit : float
+        The bound (in ``unit``; relative bounds are fractions).
+    comparison : Comparison
+        How ``measured`` (and ``reference``) are compared with ``limit``.
+    unit : str
+        Unit of the measured value (for display), e.g. ``"mm"``, ``"ps"``, ``""``.
+    justification : str
+        Why this bound: a false-alarm rate, the paper's figure, a numerical accuracy target.
+    """
+
+    limit: float
+    comparison: Comparison
+    unit: str = ""
+    justification: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.comparison, Comparison):
+            raise TypeError(f"comparison must be a Comparison, got {self.comparison!r}")
+        if not math.isfinite(self.limit):
+            raise ValueError(f"limit must be finite, got {self.limit!r}")
+        if self.comparison in (Comparison.ABS_DIFF, Comparison.REL_DIFF) and self.limit < 0:
+            raise ValueError(f"limit must be >= 0 for {self.comparison.value}, got {self.limit!r}")
+
+    def passes(self, measured: float, reference: float | None) -> bool:
+        """Apply the criterion; NaN or a missing reference where one is needed fails."""
+        if measured is None or not math.isfinite(measured):
+            return False
+        if self.comparison is Comparison.AT_MOST:
+            return measured <= self.limit
+        if self.comparison is Comparison.AT_LEAST:
+            return measured >= self.limit
+        if reference is None or not math.isfinite(reference):
+            return False
+        diff = abs(measured - reference)
+        if self.comparison is Comparison.ABS_DIFF:
+            return diff <= self.limit
+        return diff <= self.limit * abs(reference)
+
+    def describe(self) -> str:
+        unit = "" if self.comparison is Comparison.REL_DIFF or not self.unit else f" {self.unit}"
+        return f"{self.comparison.symbol} {self.limit:.4g}{unit}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One judged measurement: what was measured, against what, with which tolerance."""
+
+    study: str
+    name: str
+    measured: float
+    reference: float | None
+    tolerance: Tolerance
+    passed: bool
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "name": self.name,
+            "measured": _json_float(self.measured),
+            "reference": _json_float(self.reference),
+            "tolerance": {
+                "limit": self.tolerance.limit,
+                "comparison": self.tolerance.comparison.value,
+                "unit": self.tolerance.unit,
+                "justification": self.tolerance.justification,
+                "text": self.tolerance.describe(),
+            },
+            "passed": self.passed,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Table:
+    """A table for a study page: ``columns`` names and ``rows`` of cells (numbers or text)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    """A figure embedded in the study page: PNG bytes and a caption."""
+
+    title: str
+    png: bytes
+    caption: str = ""
+
+
+class Mode(enum.Enum):
+    """Run size of the studies: QUICK is a smaller run of the same code as FULL."""
+
+    QUICK = "quick"
+    FULL = "full"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a study is given: run size, seed, torch device and a scratch directory."""
+
+    mode: Mode = Mode.QUICK
+    seed: int = 12345
+    device: str = "cpu"
+    work_dir: str | None = None
+
+    @property
+    def quick(self) -> bool:
+        return self.mode is Mode.QUICK
+
+    def rng(self, stream: int = 0) -> np.random.Generator:
+        """An independent, reproducible random stream for this run (numpy Generator)."""
+        return np.random.default_rng([self.seed, stream])
+
+
+@dataclass
+class Section:
+    """The result of one study: its checks, tables and figures.
+
+    Tolerances are registered with :meth:`declare` before any measurement; :meth:`check`
+    then refuses a name that was not declared, so every check's bound is fixed up front.
+    """
+
+    study: str
+    title: str
+    summary: str = ""
+    checks: list[Check] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    runtime_s: float = 0.0
+    _tolerances: dict[str, Tolerance] = field(default_factory=dict, repr=False)
+
+    def declare(self, name: str, tolerance: Tolerance) -> None:
+        """State the tolerance of check ``name`` before measuring it."""
+        if name in self._tolerances:
+            raise ValueError(f"tolerance for check {name!r} declared twice in study {self.study!r}")
+        self._tolerances[name] = tolerance
+
+    def check(self, name: str, measured: float, reference: float | None = None, detail: str = "") -> Check:
+        """Judge ``measured`` against the tolerance declared for ``name`` and record it."""
+        try:
+            tol = self._tolerances[name]
+        except KeyError:
+            raise KeyError(
+                f"check {name!r} in study {self.study!r} has no declared tolerance; "
+                f"declared: {sorted(self._tolerances)}"
+            ) from None
+        measured_f = float(measured)
+        reference_f = None if reference is None else float(reference)
+        result = Check(
+            study=self.study,
+            name=name,
+            measured=measured_f,
+            reference=reference_f,
+            tolerance=tol,
+            passed=tol.passes(measured_f, reference_f),
+            detail=detail,
+        )
+        self.checks.append(result)
+        return result
+
+    @property
+    def passed(self) -> bool:
+        """True when the study recorded at least one check and all of them passed."""
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def undecided(self) -> list[str]:
+        """Declared tolerances that were never measured (a study that forgot a check)."""
+        measured = {c.name for c in self.checks}
+        return sorted(set(self._tolerances) - measured)
+
+
+def _json_float(x: float | None) -> float | str | None:
+    if x is None:
+        return None
+    if math.isfinite(x):
+        return x
+    return str(x)

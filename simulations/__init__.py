@@ -1,0 +1,1 @@
+"""Simulation scenarios (TOML) and the GATE 10 (opengate) drivers that build them."""

@@ -1,0 +1,32 @@
+"""Shared pytest configuration: figures printed at the end of the run, capability skips."""
+
+from __future__ import annotations
+
+import pytest
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def record_figure(request):
+    """Record a figure (speed, accuracy) to print in the terminal summary.
+
+    ``record_figure("points/s", 1.2e6, reference=1020, reference_label="scipy quad")``
+    prints the value and, with a reference, the ratio value/reference.
+    """
+
+    def _record(label: str, value: float, *, unit: str = "", reference: float | None = None,
+                reference_label: str = "") -> None:
+        text = f"{request.node.nodeid}: {label} = {value:.4g} {unit}".rstrip()
+        if reference:
+            text += f"  (ratio {value / reference:.4g} vs {reference_label or 'reference'} {reference:.4g})"
+        _FIGURES.append(text)
+
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _FIGURES:
+        terminalreporter.section("refsuite figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

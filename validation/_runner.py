@@ -1,0 +1,84 @@
+"""Discover, run and report the validation studies."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from refsuite.report import Comparison, RunContext, Section, Tolerance, render_report
+
+_STUDY_FAILED = Tolerance(
+    1.0,
+    Comparison.AT_LEAST,
+    justification="a study must run to completion and measure every check it declared",
+)
+
+
+def discover_studies() -> dict[str, ModuleType]:
+    """Map study name -> module for every public module in :mod:`validation`."""
+    import validation
+
+    studies: dict[str, ModuleType] = {}
+    for info in sorted(pkgutil.iter_modules(validation.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"validation.{info.name}")
+        if not (hasattr(module, "NAME") and hasattr(module, "run")):
+            continue
+        if module.NAME in studies:
+            raise RuntimeError(f"two studies are named {module.NAME!r}")
+        studies[module.NAME] = module
+    return studies
+
+
+def run_study(module: ModuleType, ctx: RunContext) -> Section:
+    """Run one study; an exception or an undecided check becomes a red check, not a crash."""
+    start = time.perf_counter()
+    try:
+        section = module.run(ctx)
+    except Exception:  # the report must still be written and exit 1
+        section = Section(study=module.NAME, title=getattr(module, "TITLE", module.NAME))
+        section.declare("study completed", _STUDY_FAILED)
+        section.check("study completed", 0.0, detail="the study raised; see the traceback below")
+        section.notes.append(traceback.format_exc())
+    else:
+        missing = section.undecided()
+        if missing:
+            section.declare("study completed", _STUDY_FAILED)
+            section.check("study completed", 0.0, detail=f"declared but never measured: {', '.join(missing)}")
+    section.runtime_s = time.perf_counter() - start
+    return section
+
+
+def run_report(
+    ctx: RunContext,
+    out_dir: str | Path,
+    *,
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run the studies (all, or those named in ``only``) and write the report into ``out_dir``.
+
+    Returns the results dictionary (also written to ``out_dir/results.json``); its
+    ``"passed"`` entry is False when any check failed.
+    """
+    studies = discover_studies()
+    if only:
+        unknown = sorted(set(only) - set(studies))
+        if unknown:
+            raise ValueError(f"only: unknown stud{'y' if len(unknown) == 1 else 'ies'} {unknown}; available: {sorted(studies)}")
+        studies = {name: studies[name] for name in only}
+    start = time.perf_counter()
+    sections = []
+    bar = tqdm(studies.items(), desc="studies", unit="study", disable=not progress)
+    for name, module in bar:
+        bar.set_postfix_str(name)
+        sections.append(run_study(module, ctx))
+    return render_report(sections, out_dir, ctx, time.perf_counter() - start)
