@@ -30,3 +30,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("refsuite figures")
         for line in _FIGURES:
             terminalreporter.write_line(line)
+
+
+def throughput(benchmark, n_items: int) -> float:
+    """Items per second of the fastest timed round (the usual best-of figure).
+
+    Works with ``--benchmark-disable`` too (then the single untimed call is not available
+    and the figure is NaN, so nothing is claimed).
+    """
+    stats = getattr(benchmark, "stats", None)
+    if stats is None or getattr(benchmark, "disabled", False):
+        return float("nan")
+    return n_items / stats.stats.min

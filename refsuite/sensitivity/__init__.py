@@ -4,14 +4,15 @@
 - :func:`geometric_sensitivity_reference` — the paper's contour integrals by adaptive quadrature (oracle);
 - :func:`geometric_sensitivity_mc` — isotropic back-to-back pairs traced to the cylinder;
 - :func:`line_source_sensitivity` — mean over a centred axial line source (NEMA NU 2: 700 mm);
-- :func:`detection_sensitivity` — a wall of finite depth and attenuation (beyond the paper).
+- :func:`detection_sensitivity` — a wall of finite depth and attenuation (beyond the paper),
+  and :func:`detection_sensitivity_mc`, its Monte Carlo estimate.
 
 Lengths in mm; sensitivities are fractions of decays (dimensionless).
 """
 
 from .closed_form import geometric_sensitivity
 from .extended import detection_sensitivity, line_source_sensitivity
-from .monte_carlo import geometric_sensitivity_mc
+from .monte_carlo import detection_sensitivity_mc, geometric_sensitivity_mc
 from .reference import geometric_sensitivity_reference
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "geometric_sensitivity_mc",
     "line_source_sensitivity",
     "detection_sensitivity",
+    "detection_sensitivity_mc",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 from .._checks import check_positive
 from ._inputs import unwrap, validate_point
 
-__all__ = ["geometric_sensitivity_mc", "pair_hits_wall"]
+__all__ = ["geometric_sensitivity_mc", "detection_sensitivity_mc", "pair_hits_wall", "isotropic_directions"]
 
 _BLOCK = 1 << 18  # pairs per vectorised block (bounded memory)
 
@@ -51,7 +51,7 @@ def geometric_sensitivity_mc(r, z=0.0, *, radius, half_length, n_pairs, rng):
         count = 0
         for start in range(0, n_pairs, _BLOCK):
             m = min(_BLOCK, n_pairs - start)
-            u = _isotropic(m, rng)
+            u = isotropic_directions(m, rng)
             count += int(np.count_nonzero(pair_hits_wall(ri, zi, u, radius=ra, half_length=hl)))
         flat[i] = count
     estimate = hits / n_pairs
@@ -59,13 +59,78 @@ def geometric_sensitivity_mc(r, z=0.0, *, radius, half_length, n_pairs, rng):
     return unwrap(estimate, p.scalar), unwrap(stderr, p.scalar)
 
 
+def detection_sensitivity_mc(r, z=0.0, *, radius, half_length, depth, mu, n_pairs, rng):
+    """Monte Carlo estimate of :func:`detection_sensitivity` with its standard error.
+
+    Each photon's chord through the wall ``radius <= rho <= radius + depth``,
+    ``|z| <= half_length`` is found by intersecting its ray with both cylinders and the end
+    planes; it interacts when a uniform draw falls below ``1 - exp(-mu * chord)``.
+
+    Parameters
+    ----------
+    r, z : float or array_like
+        Source position, mm.
+    radius, half_length, depth : float
+        Inner radius, half-length and radial thickness of the wall, mm.
+    mu : float
+        Linear attenuation coefficient, 1/mm.
+    n_pairs : int
+        Pairs per point.
+    rng : numpy.random.Generator
+        Random stream.
+
+    Returns
+    -------
+    estimate, standard_error : float or ndarray
+    """
+    p = validate_point(r, z, radius, half_length)
+    depth = float(check_positive("depth", depth, unit="mm"))
+    mu = float(check_positive("mu", mu, unit="1/mm"))
+    n_pairs = _check_count(n_pairs)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    hits = np.empty(p.r.shape, dtype=np.int64)
+    flat = hits.reshape(-1)
+    for i, (ri, zi, ra, hl) in enumerate(
+        zip(p.r.ravel(), p.z_abs.ravel(), p.radius.ravel(), p.half_length.ravel())
+    ):
+        count = 0
+        for start in range(0, n_pairs, _BLOCK):
+            m = min(_BLOCK, n_pairs - start)
+            u = isotropic_directions(m, rng)
+            both = np.ones(m, dtype=bool)
+            for sign in (1.0, -1.0):
+                chord = _wall_chord(ri, zi, sign * u, ra, ra + depth, hl)
+                both &= rng.random(m) < -np.expm1(-mu * chord)
+            count += int(np.count_nonzero(both))
+        flat[i] = count
+    estimate = hits / n_pairs
+    stderr = np.sqrt(estimate * (1.0 - estimate) / n_pairs)
+    return unwrap(estimate, p.scalar), unwrap(stderr, p.scalar)
+
+
+def _wall_chord(r, z, u, r_in, r_out, half_length):
+    """Path length (mm) of rays from (r, 0, z) along unit ``u`` inside the wall annulus."""
+    wx, wy, wz = u[:, 0], u[:, 1], u[:, 2]
+    w2 = wx * wx + wy * wy
+    pw = r * wx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_in = (np.sqrt(pw * pw + w2 * (r_in * r_in - r * r)) - pw) / w2  # path length to rho = r_in
+        s_out = (np.sqrt(pw * pw + w2 * (r_out * r_out - r * r)) - pw) / w2
+        s_face = np.where(wz != 0.0, (np.sign(wz) * half_length - z) / wz, np.inf)  # to |z| = L
+    chord = np.minimum(s_out, s_face) - s_in
+    return np.where(w2 > 0.0, np.maximum(chord, 0.0), 0.0)
+
+
 def pair_hits_wall(r: float, z: float, u: np.ndarray, *, radius: float, half_length: float) -> np.ndarray:
     """Whether both photons of pairs emitted at (r, 0, z) along ``u`` and ``-u`` hit the wall.
 
     Parameters
     ----------
-    r, z : float
-        Source position, mm (x = r, y = 0).
+    r : float
+        Radial offset of the source, mm (x = r, y = 0).
+    z : float or ndarray, shape (n,)
+        Axial position(s) of the source, mm; may lie outside the scanner.
     u : ndarray, shape (n, 3)
         Unit directions.
     radius, half_length : float
@@ -89,8 +154,8 @@ def pair_hits_wall(r: float, z: float, u: np.ndarray, *, radius: float, half_len
     return (w2 > 0.0) & (np.abs(z_plus) <= half_length) & (np.abs(z_minus) <= half_length)
 
 
-def _isotropic(n: int, rng: np.random.Generator) -> np.ndarray:
-    """n unit vectors uniform on the sphere (Archimedes: u_z uniform in [-1, 1])."""
+def isotropic_directions(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, 3)`` unit vectors uniform on the sphere (Archimedes: u_z uniform in [-1, 1])."""
     uz = rng.uniform(-1.0, 1.0, n)
     phi = rng.uniform(0.0, 2.0 * np.pi, n)
     st = np.sqrt(1.0 - uz * uz)
