@@ -25,6 +25,24 @@ def record_figure(request):
     return _record
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "requires(name): skip, saying what is missing, unless refsuite.capabilities reports "
+        "capability `name` (cuda, opengate, geant4_data, parallelproj)",
+    )
+
+
+def pytest_runtest_setup(item):
+    from refsuite.capabilities import capability
+
+    for mark in item.iter_markers(name="requires"):
+        for name in mark.args:
+            cap = capability(name)
+            if not cap.available:
+                pytest.skip(f"needs {name}: {cap.detail}")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _FIGURES:
         terminalreporter.section("refsuite figures")
