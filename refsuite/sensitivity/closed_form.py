@@ -82,8 +82,10 @@ def geometric_sensitivity(r, z=0.0, *, radius, half_length):
 
     Examples
     --------
-    >>> round(geometric_sensitivity(0.0, 0.0, radius=403.8, half_length=153.0), 12)
-    0.354494001549
+    >>> round(geometric_sensitivity(0.0, 0.0, radius=403.8, half_length=153.0), 11)
+    0.35431911683
+    >>> geometric_sensitivity([0.0, 200.0, 375.0], 0.0, radius=403.8, half_length=153.0).round(6)
+    array([0.354319, 0.296204, 0.32227 ])
     """
     p = validate_point(r, z, radius, half_length)
     values = _sensitivity_normalised(

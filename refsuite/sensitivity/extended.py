@@ -43,6 +43,11 @@ def line_source_sensitivity(r, *, radius, half_length, source_length, epsabs=1e-
     -------
     float or ndarray
         Mean S_g per decay (dimensionless).
+
+    Examples
+    --------
+    >>> round(line_source_sensitivity(0.0, radius=403.8, half_length=153.0, source_length=700.0), 9)
+    0.080040362
     """
     radius_v = float(check_positive("radius", radius, unit="mm"))
     half = float(check_positive("half_length", half_length, unit="mm"))
@@ -106,6 +111,11 @@ def detection_sensitivity(r, z=0.0, *, radius, half_length, depth, mu, n_azimuth
     -------
     float or ndarray
         Pair detection probability per decay (dimensionless), <= S_g.
+
+    Examples
+    --------
+    >>> round(detection_sensitivity(0.0, 0.0, radius=403.8, half_length=153.0, depth=20.0, mu=0.087), 8)
+    0.23934253
     """
     p = validate_point(r, z, radius, half_length)
     depth_a = check_positive("depth", depth, unit="mm")
