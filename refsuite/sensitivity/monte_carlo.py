@@ -40,23 +40,11 @@ def geometric_sensitivity_mc(r, z=0.0, *, radius, half_length, n_pairs, rng):
         Detected fraction k/n and sqrt(S (1 - S) / n), shapes of the broadcast inputs.
     """
     p = validate_point(r, z, radius, half_length)
-    n_pairs = _check_count(n_pairs)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    hits = np.empty(p.r.shape, dtype=np.int64)
-    flat = hits.reshape(-1)
-    for i, (ri, zi, ra, hl) in enumerate(
-        zip(p.r.ravel(), p.z_abs.ravel(), p.radius.ravel(), p.half_length.ravel())
-    ):
-        count = 0
-        for start in range(0, n_pairs, _BLOCK):
-            m = min(_BLOCK, n_pairs - start)
-            u = isotropic_directions(m, rng)
-            count += int(np.count_nonzero(pair_hits_wall(ri, zi, u, radius=ra, half_length=hl)))
-        flat[i] = count
-    estimate = hits / n_pairs
-    stderr = np.sqrt(estimate * (1.0 - estimate) / n_pairs)
-    return unwrap(estimate, p.scalar), unwrap(stderr, p.scalar)
+
+    def accepted(ri, zi, ra, hl, u):
+        return pair_hits_wall(ri, zi, u, radius=ra, half_length=hl)
+
+    return _fraction_accepted(p, n_pairs, rng, accepted)
 
 
 def detection_sensitivity_mc(r, z=0.0, *, radius, half_length, depth, mu, n_pairs, rng):
@@ -86,6 +74,22 @@ def detection_sensitivity_mc(r, z=0.0, *, radius, half_length, depth, mu, n_pair
     p = validate_point(r, z, radius, half_length)
     depth = float(check_positive("depth", depth, unit="mm"))
     mu = float(check_positive("mu", mu, unit="1/mm"))
+
+    def accepted(ri, zi, ra, hl, u):
+        both = np.ones(len(u), dtype=bool)
+        for sign in (1.0, -1.0):
+            chord = _wall_chord(ri, zi, sign * u, ra, ra + depth, hl)
+            both &= rng.random(len(u)) < -np.expm1(-mu * chord)
+        return both
+
+    return _fraction_accepted(p, n_pairs, rng, accepted)
+
+
+def _fraction_accepted(p, n_pairs, rng, accepted):
+    """Draw ``n_pairs`` isotropic pairs per point of ``p`` and count those ``accepted`` keeps.
+
+    Returns the fraction and its binomial standard error, shaped like the inputs.
+    """
     n_pairs = _check_count(n_pairs)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -96,13 +100,8 @@ def detection_sensitivity_mc(r, z=0.0, *, radius, half_length, depth, mu, n_pair
     ):
         count = 0
         for start in range(0, n_pairs, _BLOCK):
-            m = min(_BLOCK, n_pairs - start)
-            u = isotropic_directions(m, rng)
-            both = np.ones(m, dtype=bool)
-            for sign in (1.0, -1.0):
-                chord = _wall_chord(ri, zi, sign * u, ra, ra + depth, hl)
-                both &= rng.random(m) < -np.expm1(-mu * chord)
-            count += int(np.count_nonzero(both))
+            u = isotropic_directions(min(_BLOCK, n_pairs - start), rng)
+            count += int(np.count_nonzero(accepted(ri, zi, ra, hl, u)))
         flat[i] = count
     estimate = hits / n_pairs
     stderr = np.sqrt(estimate * (1.0 - estimate) / n_pairs)
