@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# CI explores a fixed, reproducible set of examples (a red CI run can be replayed exactly);
+# local runs explore new random examples each time. Select with HYPOTHESIS_PROFILE.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 _FIGURES: list[str] = []
 
