@@ -147,11 +147,13 @@ def test_continuous_across_case_boundary(f, d):
     radius, half = d
     z = f * half
     r_knee = f * radius
-    delta = 1e-7 * radius
+    # S_g has a kink (not a jump) there and a steep slope near the wall: steps of 1e-10 R
+    # move it by well under 1e-7 unless it jumps.
+    delta = 1e-10 * radius
     left = geometric_sensitivity(r_knee - delta, z, radius=radius, half_length=half)
     right = geometric_sensitivity(r_knee + delta, z, radius=radius, half_length=half)
     at = geometric_sensitivity(r_knee, z, radius=radius, half_length=half)
-    assert abs(left - at) <= 1e-6 and abs(right - at) <= 1e-6
+    assert abs(left - at) <= 1e-7 and abs(right - at) <= 1e-7
 
 
 @settings(max_examples=150, deadline=None)
