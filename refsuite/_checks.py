@@ -35,7 +35,7 @@ def check_finite(name: str, value: Any) -> np.ndarray:
     arr = as_float_array(name, value)
     bad = ~np.isfinite(arr)
     if np.any(bad):
-        first = arr[bad].flat[0] if arr.ndim else arr.item()
+        first = float(arr[bad].flat[0]) if arr.ndim else arr.item()
         raise ValueError(f"{name} must be finite, got {first!r} (in {_show(value)})")
     return arr
 
@@ -44,7 +44,7 @@ def check_positive(name: str, value: Any, *, unit: str = "") -> np.ndarray:
     """Require finite values > 0."""
     arr = check_finite(name, value)
     if np.any(arr <= 0):
-        first = arr[arr <= 0].flat[0] if arr.ndim else arr.item()
+        first = float(arr[arr <= 0].flat[0]) if arr.ndim else arr.item()
         u = f" {unit}" if unit else ""
         raise ValueError(f"{name} must be > 0{u}, got {first!r}{u}")
     return arr
@@ -66,7 +66,7 @@ def check_in_range(
     hi_ok = arr <= high if high_inclusive else arr < high
     bad = ~(lo_ok & hi_ok)
     if np.any(bad):
-        first = arr[bad].flat[0] if arr.ndim else arr.item()
+        first = float(arr[bad].flat[0]) if arr.ndim else arr.item()
         u = f" {unit}" if unit else ""
         interval = f"{'[' if low_inclusive else '('}{_num(low)}, {_num(high)}{']' if high_inclusive else ')'}"
         raise ValueError(f"{name} must lie in {interval}{u}, got {first!r}{u}")
