@@ -9,7 +9,7 @@ import numpy as np
 
 from refsuite._checks import check_finite, check_positive
 
-from ._raygeom import box_interval, sphere_interval, segment_weights
+from ._raygeom import forward_box_lengths, sphere_interval, segment_weights
 from .base import MU_PMMA_511, Phantom, _register
 
 __all__ = ["PointSources", "Tube"]
@@ -84,13 +84,11 @@ class PointSources(Phantom):
         return segment_weights(s, e, t0, t1, sigma, centre) @ self._concentrations()
 
     def attenuation_length(self, origins, directions):
+        o = np.asarray(origins, float)
+        d = np.asarray(directions, float)
         if self.cube_mm == 0:
-            return np.zeros(np.asarray(origins).shape[0])
-        h = self.cube_mm / 2
-        t0, t1 = box_interval(np.asarray(origins, float), np.asarray(directions, float),
-                              self.centres_mm - h, self.centres_mm + h)
-        fwd = np.maximum(t1 - np.maximum(t0, 0.0), 0.0).sum(1)
-        return fwd * np.linalg.norm(directions, axis=-1)
+            return np.zeros(o.shape[0])
+        return forward_box_lengths(o, d, self.centres_mm, self.cube_mm / 2)
 
 
 @_register
