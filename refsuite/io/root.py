@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_path
 
-__all__ = ["write_coincidences", "read_coincidences", "REQUIRED_COLUMNS", "RootFileError", "assign_crystals"]
+__all__ = ["CoincidenceWriter", "write_coincidences", "read_coincidences", "REQUIRED_COLUMNS", "RootFileError", "assign_crystals"]
 
 #: Branches a coincidence file must have (GATE 10 names, suffix 1 and 2).
 REQUIRED_COLUMNS = tuple(
@@ -56,7 +57,8 @@ def write_coincidences(path, events, *, tree: str = "Coincidences", volume_ids: 
         Output ``.root`` file; replaced only when the write has completed.
     events : dict of str -> ndarray
         Equal-length columns, at least :data:`REQUIRED_COLUMNS` (mm, MeV, ns). Numeric
-        columns are written with their dtype; string columns as strings.
+        columns are written with their dtype; string columns as strings. ``events.attrs``
+        (if any) is stored as JSON in a ``TObjString`` named ``refsuite_attrs``.
     tree : str
         Tree name (GATE's Python sorter: ``Coincidences``).
     volume_ids : bool
@@ -69,26 +71,80 @@ def write_coincidences(path, events, *, tree: str = "Coincidences", volume_ids: 
     -------
     Path
     """
-    import uproot
-
     n = _check_events(events)
-    cols = {k: np.asarray(v) for k, v in events.items()}
-    if volume_ids and "PreStepUniqueVolumeID1" not in cols and "BlockID1" in cols and "CrystalID1" in cols:
-        for k in (1, 2):
-            cols[f"PreStepUniqueVolumeID{k}"] = np.char.add(
-                np.char.add("0_", cols[f"BlockID{k}"].astype(str)), np.char.add("_", cols[f"CrystalID{k}"].astype(str)))
-    attrs = getattr(events, "attrs", None)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with uproot.recreate(tmp) as f:
+    with CoincidenceWriter(path, tree=tree, volume_ids=volume_ids) as w:
+        step = max(1, int(chunk_size))
+        for s0 in range(0, max(n, 1), step):
+            w.write({k: np.asarray(v)[s0:s0 + step] for k, v in events.items()})
+        w.attrs.update(getattr(events, "attrs", None) or {})
+    return Path(path)
+
+
+class CoincidenceWriter:
+    """Stream coincidence chunks into one ROOT file; the file appears only on a clean exit.
+
+    >>> with CoincidenceWriter("run.root") as w:          # doctest: +SKIP
+    ...     for cols, _ in iter_simulate(scanner, phantom, n_decays=10**8, seed=1):
+    ...         w.write(cols)
+
+    Every chunk must have the same columns and dtypes (those of the first). ``attrs`` (a
+    dict) is written as JSON at the end. On an exception nothing is left behind.
+    """
+
+    def __init__(self, path, *, tree: str = "Coincidences", volume_ids: bool = True):
+        self.path = Path(path)
+        self.tree_name = tree
+        self.volume_ids = volume_ids
+        self.attrs: dict = {}
+        self.n_written = 0
+        self._tree = None
+        self._columns = None
+
+    def __enter__(self):
+        import uproot
+
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._file = uproot.recreate(tmp)
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def write(self, events) -> None:
+        """Append equal-length columns (at least :data:`REQUIRED_COLUMNS`)."""
+        n = _check_events(events)
+        cols = {k: np.asarray(v) for k, v in events.items()}
+        if self.volume_ids and "PreStepUniqueVolumeID1" not in cols and "BlockID1" in cols and "CrystalID1" in cols:
+            for k in (1, 2):
+                cols[f"PreStepUniqueVolumeID{k}"] = np.char.add(
+                    np.char.add("0_", cols[f"BlockID{k}"].astype(str)),
+                    np.char.add("_", cols[f"CrystalID{k}"].astype(str)))
+        if self._tree is None:
             # mktree: assigning a dict would write an RNTuple, which GATE tools do not read
-            t = f.mktree(tree, {k: ("string" if v.dtype.kind in "UOS" else v.dtype) for k, v in cols.items()})
-            step = max(1, int(chunk_size))
-            for s0 in range(0, max(n, 1), step):
-                t.extend({k: _branch(v[s0:s0 + step]) for k, v in cols.items()})
-            if attrs:
-                f[_ATTRS_KEY] = json.dumps(attrs, default=_json_default)
-    return path
+            self._columns = list(cols)
+            self._tree = self._file.mktree(
+                self.tree_name, {k: ("string" if v.dtype.kind in "UOS" else v.dtype) for k, v in cols.items()})
+        elif list(cols) != self._columns:
+            raise ValueError(f"chunk columns {sorted(cols)} differ from the first chunk's {sorted(self._columns)}")
+        self._tree.extend({k: _branch(v) for k, v in cols.items()})
+        self.n_written += n
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                if self._tree is None:
+                    raise ValueError(f"{self.path}: no events were written")
+                if self.attrs:
+                    self._file[_ATTRS_KEY] = json.dumps(self.attrs, default=_json_default)
+        except BaseException:
+            exc_type, exc, tb = sys.exc_info()
+            self._file.close()
+            self._atomic.__exit__(exc_type, exc, tb)
+            raise
+        self._file.close()
+        return self._atomic.__exit__(exc_type, exc, tb)
 
 
 def _branch(v):
@@ -210,7 +266,9 @@ def assign_crystals(scanner, points, *, chunk: int = 65536):
 
     The block is the one whose box contains the point, else the nearest box (distance from
     the point to the box); the crystal is then binned by the block's LUT
-    (:meth:`refsuite.geometry.CrystalLUT.locate`).
+    (:meth:`refsuite.geometry.CrystalLUT.locate`). Where blocks overlap (see
+    :func:`refsuite.geometry.overlapping_blocks`) a point may lie in two boxes; the lower block
+    index is returned.
 
     Returns
     -------
