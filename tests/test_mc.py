@@ -174,3 +174,40 @@ def test_benchmark_throughput(benchmark, record_figure):
     record_figure("MC decays/s (wall)", wall_rate, reference=1e3, reference_label="GATE ~1e3/s per core")
     record_figure("MC decays/s per CPU second", cpu_rate, reference=1e6, reference_label="goal 1e6/s")
     assert wall_rate > 1e4
+
+
+def test_trace_pairs_equals_two_single_traces():
+    from refsuite.mc import trace_blocks, trace_pairs
+
+    rng = np.random.default_rng(8)
+    scan = perturb(THULL, sigma_t_mm=1.0, sigma_r_deg=1.0, rng=rng)
+    x = SOURCES.sample(20_000, rng)
+    u = rng.normal(size=(20_000, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    s1, s2 = rng.exponential(1 / 0.087, (2, 20_000))
+    dec, (b1, l1, t1), (b2, l2, t2) = trace_pairs(scan, x, u, s1, s2)
+    p1, c1, m1, d1 = trace_blocks(scan, x, u, s1)
+    p2, c2, m2, d2 = trace_blocks(scan, x, -u, s2)
+    common, k1, k2 = np.intersect1d(p1, p2, return_indices=True)
+    np.testing.assert_array_equal(dec, common)
+    np.testing.assert_array_equal(b1, c1[k1])
+    np.testing.assert_array_equal(l2, m2[k2])
+    np.testing.assert_array_equal(t2, d2[k2])
+
+
+def test_memory_is_bounded_by_the_chunk():
+    """Peak memory of a streamed run does not grow with the number of decays."""
+    import tracemalloc
+
+    from refsuite.mc import iter_simulate
+
+    def peak(n):
+        tracemalloc.start()
+        for _ in iter_simulate(THULL, SOURCES, n_decays=n, seed=1, chunk_size=2 * SEED_BLOCK):
+            pass
+        p = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return p
+
+    small, large = peak(2 * SEED_BLOCK), peak(16 * SEED_BLOCK)
+    assert large < 1.3 * small

@@ -10,7 +10,7 @@ randoms, dead time.
 """
 
 from .simulate import COLUMNS, SEED_BLOCK, SPEED_OF_LIGHT_MM_PER_NS, Events, column_names, iter_simulate, simulate
-from .tracing import IdealCylinder, trace_blocks, trace_cylinder
+from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
 __all__ = ["COLUMNS", "Events", "IdealCylinder", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "column_names",
-           "iter_simulate", "simulate", "trace_blocks", "trace_cylinder"]
+           "iter_simulate", "simulate", "trace_blocks", "trace_cylinder", "trace_pairs"]

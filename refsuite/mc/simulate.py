@@ -21,7 +21,7 @@ import numpy as np
 
 from refsuite._checks import check_finite, check_positive
 
-from .tracing import IdealCylinder, trace_blocks, trace_cylinder
+from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
 __all__ = ["simulate", "iter_simulate", "Events", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
 
@@ -85,6 +85,27 @@ def _perpendicular_basis(u):
     return e1, np.cross(u, e1)
 
 
+def _trace_separately(detector, x, d1, d2, u01):
+    """Photon 1 for every decay, photon 2 where photon 1 interacted (acollinear pairs)."""
+    todo = np.arange(len(x))
+    hits = []
+    for j, d in enumerate((d1, d2)):
+        if isinstance(detector, IdealCylinder):
+            hit, t = trace_cylinder(detector, x[todo], d[todo])
+            p_i = np.flatnonzero(hit)
+            t = t[hit]
+            b = c = np.full(len(p_i), -1, np.int32)
+        else:
+            depth = -np.log1p(-u01[todo, 4 + j]) / detector.mu_per_mm
+            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo], depth)
+            c = detector.crystals.locate(local)
+        hits.append((b, c, t))
+        keep1 = p_i  # indexes the decays still in play; realigns photon 1 below
+        todo = todo[p_i]
+    (b1, c1, t1), second = hits
+    return todo, (b1[keep1], c1[keep1], t1[keep1]), second
+
+
 def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, opt):
     xs, us, ns, times = [], [], [], []
     for k, t0, dur, g in zip(blocks, starts, durations, sizes):
@@ -107,25 +128,12 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
         e1, e2 = _perpendicular_basis(d1)
         d2 = d2 + opt["acollinearity_sigma"] * (nrm[:, [0]] * e1 + nrm[:, [1]] * e2)
         d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
-    # photon 2 only matters where photon 1 reached a detector: trace it for those decays only
-    todo = np.arange(n)
-    hits = []
-    for j, d in enumerate((d1, d2)):
-        if isinstance(detector, IdealCylinder):
-            hit, t = trace_cylinder(detector, x[todo], d[todo])
-            p_i = np.flatnonzero(hit)
-            t = t[hit]
-            b = c = np.full(len(p_i), -1, np.int32)
-        else:
-            depth = -np.log1p(-u01[todo, 4 + j]) / detector.mu_per_mm
-            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo], depth)
-            c = detector.crystals.locate(local)
-        hits.append((p_i, b, c, t))
-        # p_i indexes the decays still in play; photon-1 results are realigned below
-        keep1 = p_i
-        todo = todo[p_i]
-    (_, b1, c1, t1), (_, b2, c2, t2) = hits
-    b1, c1, t1 = b1[keep1], c1[keep1], t1[keep1]
+    if isinstance(detector, IdealCylinder) or opt["acollinearity_sigma"] > 0:
+        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, d2, u01)
+    else:
+        depth = -np.log1p(-u01[:, 4:6]) / detector.mu_per_mm
+        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, depth[:, 0], depth[:, 1])
+        c1, c2 = detector.crystals.locate(l1), detector.crystals.locate(l2)
     ok = np.ones(len(todo), bool)
     # survival through the phantom material, evaluated only where it can still matter
     # (its uniform variates were drawn for every decay, so the result is unchanged)

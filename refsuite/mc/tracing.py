@@ -18,7 +18,7 @@ import numpy as np
 
 from refsuite._checks import check_positive
 
-__all__ = ["IdealCylinder", "trace_blocks", "trace_cylinder"]
+__all__ = ["IdealCylinder", "trace_blocks", "trace_pairs", "trace_cylinder"]
 
 
 @dataclass(frozen=True)
@@ -58,24 +58,26 @@ def trace_cylinder(cyl: IdealCylinder, origin, direction):
     return hit, np.where(hit, t, np.nan)
 
 
-def _cull(origin, direction, pos, radius, step=8192):
+def _cull(origin, direction, pos, radius, *, both_ways=False, step=8192):
     """Candidate (photon, block) pairs: rays passing within a block's bounding sphere.
 
     float32, cache-sized sub-batches, plain broadcasting (a K = 3 matrix product is slower
     and its threads compete with the other workers). The margin (1 mm^2 on the squared
     distance, 1 mm behind the origin) covers float32 rounding, so no true crossing is lost;
-    the exact test follows in float64.
+    the exact test follows in float64. With ``both_ways`` the line is tested once and the
+    candidates of the ray along ``-direction`` are returned too (the distance of a centre to
+    the line does not depend on the sense; ``t`` changes sign exactly).
     """
     p = pos.astype(np.float32)
     px, py, pz = p[None, :, 0], p[None, :, 1], p[None, :, 2]
     r2 = np.float32(radius**2 + 1.0)
     rb = np.float32(-radius - 1.0)
-    ii, bb = [], []
+    fwd, bwd = ([], []), ([], [])
     for s0 in range(0, origin.shape[0], step):
         o = origin[s0:s0 + step].astype(np.float32)
         d = direction[s0:s0 + step].astype(np.float32)
         rx, ry, rz = px - o[:, 0:1], py - o[:, 1:2], pz - o[:, 2:3]
-        # t of closest approach to each centre, then squared distance of the centre to the ray
+        # t of closest approach to each centre, then squared distance of the centre to the line
         tc = rx * d[:, 0:1]
         tc += ry * d[:, 1:2]
         tc += rz * d[:, 2:3]
@@ -83,10 +85,33 @@ def _cull(origin, direction, pos, radius, step=8192):
         d2 += ry * ry
         d2 += rz * rz
         d2 -= tc * tc
-        i, b = np.nonzero((d2 <= r2) & (tc >= rb))
-        ii.append(i + s0)
-        bb.append(b)
-    return np.concatenate(ii), np.concatenate(bb)
+        near = d2 <= r2
+        tests = [(fwd, near & (tc >= rb))] + ([(bwd, near & (tc <= -rb))] if both_ways else [])
+        for out, mask in tests:
+            i, b = np.nonzero(mask)
+            out[0].append(i + s0)
+            out[1].append(b)
+    fwd = tuple(np.concatenate(x) for x in fwd)
+    return (fwd, tuple(np.concatenate(x) for x in bwd)) if both_ways else fwd
+
+
+def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2):
+    """Both photons of collinear pairs (photon 2 along ``-direction``), one culling pass.
+
+    Decays without a candidate block on both sides are dropped before the exact tests.
+    Returns ``(decay, (block1, local1, dist1), (block2, local2, dist2))`` for the decays where
+    both photons interact, with the meaning of :func:`trace_blocks`; identical to calling
+    :func:`trace_blocks` for each photon.
+    """
+    half_norm = float(np.linalg.norm(scanner.block_size / 2))
+    (i1, b1), (i2, b2) = _cull(origin, direction, scanner.positions, half_norm, both_ways=True)
+    n = origin.shape[0]
+    both = (np.bincount(i1, minlength=n) > 0) & (np.bincount(i2, minlength=n) > 0)
+    k1, k2 = both[i1], both[i2]
+    h1 = _exact(scanner, origin, direction, path_lyso_1, i1[k1], b1[k1])
+    h2 = _exact(scanner, origin, -direction, path_lyso_2, i2[k2], b2[k2])
+    decays, s1, s2 = np.intersect1d(h1[0], h2[0], assume_unique=True, return_indices=True)
+    return decays, tuple(x[s1] for x in h1[1:]), tuple(x[s2] for x in h2[1:])
 
 
 def trace_blocks(scanner, origin, direction, path_lyso):
@@ -114,10 +139,15 @@ def trace_blocks(scanner, origin, direction, path_lyso):
     distance : float (m,)
         Path length from the emission point to the interaction, mm.
     """
+    i, b = _cull(origin, direction, scanner.positions, float(np.linalg.norm(scanner.block_size / 2)))
+    return _exact(scanner, origin, direction, path_lyso, i, b)
+
+
+def _exact(scanner, origin, direction, path_lyso, i, b):
+    """Exact slab tests of candidate pairs (i, b) and the depth walk; see :func:`trace_blocks`."""
     pos = scanner.positions
     axes = scanner.axes
     half = scanner.block_size / 2
-    i, b = _cull(origin, direction, pos, float(np.linalg.norm(half)))
     # exact slab test in each block's own frame (float64); written per component so that
     # every photon's arithmetic is independent of the batch (bitwise chunk-size invariance)
     a_b = axes[b]
