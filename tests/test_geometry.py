@@ -242,3 +242,23 @@ def test_overlapping_blocks_matches_point_sampling():
     assert agree >= 27
     for name in ("thull_sim", "lin_clinical", "thull_halfrings"):
         assert len(overlapping_blocks(preset(name))) == 0
+
+
+def test_pose_points_matches_transform_numpy_and_torch():
+    from refsuite.geometry import pose_points
+
+    torch = pytest.importorskip("torch")
+    s = preset("thull_halfrings")
+    rng = np.random.default_rng(6)
+    r, t = rng.normal(0, 0.03, (s.n_blocks, 3)), rng.normal(0, 2, (s.n_blocks, 3))
+    blocks = rng.integers(0, s.n_blocks, 500)
+    crystals = rng.integers(0, s.n_crystals, 500)
+    local = s.crystals.sample(crystals, rng)
+    want = s.transform(r, t).to_global(local, blocks)
+    np.testing.assert_allclose(pose_points(local, blocks, s.positions, s.axes, r, t), want, atol=1e-12)
+    rt = torch.tensor(r, requires_grad=True)
+    got = pose_points(torch.tensor(local), torch.tensor(blocks), torch.tensor(s.positions), torch.tensor(s.axes),
+                      rt, torch.tensor(t))
+    np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-12)
+    got.sum().backward()
+    assert rt.grad is not None and torch.isfinite(rt.grad).all()

@@ -10,11 +10,11 @@ own axes, order X, Y, Z (:mod:`refsuite.geometry.rotations`); translations are g
 from .lut import CrystalLUT
 from .misalignment import GroupMotion, apply_rigid, overlapping_blocks, perturb, procrustes_errors, rigid_fit
 from .presets import PRESETS, THULL_BINNINGS, preset, ring_axes
-from .rotations import axis_angle_matrix, euler_to_matrix, matrix_to_euler
+from .rotations import axis_angle_matrix, euler_to_matrix, matrix_to_euler, pose_points
 from .scanner import Misalignment, Scanner, TranslationFrame
 
 __all__ = [
     "CrystalLUT", "GroupMotion", "Misalignment", "PRESETS", "Scanner", "THULL_BINNINGS",
     "TranslationFrame", "apply_rigid", "overlapping_blocks", "axis_angle_matrix", "euler_to_matrix", "matrix_to_euler",
-    "perturb", "preset", "procrustes_errors", "rigid_fit", "ring_axes",
+    "perturb", "pose_points", "preset", "procrustes_errors", "rigid_fit", "ring_axes",
 ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["euler_to_matrix", "matrix_to_euler", "axis_angle_matrix"]
+__all__ = ["euler_to_matrix", "matrix_to_euler", "axis_angle_matrix", "pose_points"]
 
 
 def _is_torch(x) -> bool:
@@ -91,3 +91,46 @@ def axis_angle_matrix(axis: np.ndarray, angle) -> np.ndarray:
     kx[..., 2, 0], kx[..., 2, 1] = -k[..., 1], k[..., 0]
     eye = np.broadcast_to(np.eye(3), kx.shape)
     return eye + np.sin(t) * kx + (1.0 - np.cos(t)) * (kx @ kx)
+
+
+def pose_points(local_points, block_ids, positions, axes, rotations=None, translations=None):
+    """Global positions of block-local points under per-block rotations and translations.
+
+    The differentiable form of ``Scanner.transform(rotations, translations).to_global(...)``
+    for solvers (Thull et al., sec. 2.1): with ``A`` the blueprint axes of the block,
+
+        p = P + T + l @ (R_loc(r).T @ A)
+
+    where ``R_loc`` is :func:`euler_to_matrix`. Works on numpy arrays or torch tensors
+    (gradients flow to ``rotations`` and ``translations``).
+
+    Parameters
+    ----------
+    local_points : (..., 3)
+        Points in the block frame, mm (crystal-voxel centres or samples inside voxels).
+    block_ids : int array (...)
+        Block of each point.
+    positions : (N, 3)
+        Blueprint block centres, mm.
+    axes : (N, 3, 3)
+        Blueprint block axes (rows X, Y, Z).
+    rotations : (N, 3), optional
+        Angles about each block's local axes, radians.
+    translations : (N, 3), optional
+        Global translations, mm.
+
+    Returns
+    -------
+    (..., 3) global points, mm (same array type as ``local_points``).
+    """
+    a = axes
+    if rotations is not None:
+        r = euler_to_matrix(rotations)
+        a = (r.transpose(-1, -2) if _is_torch(r) else np.swapaxes(r, -1, -2)) @ axes
+    p = positions if translations is None else positions + translations
+    ab, pb = a[block_ids], p[block_ids]
+    if _is_torch(local_points):
+        import torch
+
+        return pb + torch.einsum("...i,...ij->...j", local_points, ab)
+    return pb + np.einsum("...i,...ij->...j", np.asarray(local_points, float), ab)

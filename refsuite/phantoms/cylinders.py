@@ -126,6 +126,7 @@ class CylindricalShell(_Cylinders):
     def __post_init__(self):
         check_positive("outer_radius_mm", self.outer_radius_mm, unit="mm")
         check_positive("length_mm", self.length_mm, unit="mm")
+        check_positive("activity_bq", self.activity_bq, unit="Bq")
         if not 0 <= self.inner_radius_mm < self.outer_radius_mm:
             raise ValueError(f"inner_radius_mm must be in [0, outer_radius_mm={self.outer_radius_mm}), "
                              f"got {self.inner_radius_mm}")
@@ -162,6 +163,7 @@ class LineSource(_Cylinders):
     def __post_init__(self):
         check_positive("radius_mm", self.radius_mm, unit="mm")
         check_positive("length_mm", self.length_mm, unit="mm")
+        check_positive("activity_bq", self.activity_bq, unit="Bq")
 
     def _geometry(self):
         h = self.length_mm / 2
@@ -193,6 +195,7 @@ class HotRod(_Cylinders):
     def __post_init__(self):
         check_positive("diameters_mm", self.diameters_mm, unit="mm")
         check_positive("length_mm", self.length_mm, unit="mm")
+        check_positive("activity_bq", self.activity_bq, unit="Bq")
         object.__setattr__(self, "diameters_mm", tuple(float(d) for d in self.diameters_mm))
         if self.rods()[0].shape[0] == 0:
             raise ValueError(f"sector_radius_mm={self.sector_radius_mm} leaves no room for any rod")
