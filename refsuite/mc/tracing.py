@@ -143,13 +143,12 @@ def trace_blocks(scanner, origin, direction, path_lyso):
     return _exact(scanner, origin, direction, path_lyso, i, b)
 
 
-def _exact(scanner, origin, direction, path_lyso, i, b):
-    """Exact slab tests of candidate pairs (i, b) and the depth walk; see :func:`trace_blocks`."""
-    pos = scanner.positions
-    axes = scanner.axes
-    half = scanner.block_size / 2
-    # exact slab test in each block's own frame (float64); written per component so that
-    # every photon's arithmetic is independent of the batch (bitwise chunk-size invariance)
+def _slab(origin, direction, pos, axes, half, i, b):
+    """Slab test of pairs (i, b) in each block's own frame (float64), crossings only.
+
+    Written per component so that every photon's arithmetic is independent of the batch
+    (bitwise chunk-size invariance); called on cache-sized slices.
+    """
     a_b = axes[b]
     rel = [origin[i, k] - pos[b, k] for k in range(3)]
     dk = [direction[i, k] for k in range(3)]
@@ -166,7 +165,20 @@ def _exact(scanner, origin, direction, path_lyso, i, b):
         np.maximum(t_in, mid - hw, out=t_in)
         np.minimum(t_out, mid + hw, out=t_out)
     ok = t_out > t_in
-    i, b, t_in, t_out, o_loc, d_loc = i[ok], b[ok], t_in[ok], t_out[ok], o_loc[ok], d_loc[ok]
+    return i[ok], b[ok], t_in[ok], t_out[ok], o_loc[ok], d_loc[ok]
+
+
+def _exact(scanner, origin, direction, path_lyso, i, b):
+    """Exact slab tests of candidate pairs (i, b) and the depth walk; see :func:`trace_blocks`."""
+    pos = scanner.positions
+    axes = scanner.axes
+    half = scanner.block_size / 2
+    parts = [_slab(origin, direction, pos, axes, half, i[s0:s0 + 16384], b[s0:s0 + 16384])
+             for s0 in range(0, len(i), 16384)]
+    i, b, t_in, t_out, o_loc, d_loc = (np.concatenate([p[k] for p in parts]) if parts else np.empty(0)
+                                       for k in range(6))
+    i, b = i.astype(np.int64), b.astype(np.int64)
+    o_loc, d_loc = o_loc.reshape(-1, 3), d_loc.reshape(-1, 3)
     # order the crossings of each photon by entry distance and accumulate block path length
     order = np.lexsort((t_in, i))
     i, b, t_in, t_out, o_loc, d_loc = i[order], b[order], t_in[order], t_out[order], o_loc[order], d_loc[order]
