@@ -179,17 +179,27 @@ def _exact(scanner, origin, direction, path_lyso, i, b):
                                        for k in range(6))
     i, b = i.astype(np.int64), b.astype(np.int64)
     o_loc, d_loc = o_loc.reshape(-1, 3), d_loc.reshape(-1, 3)
-    # order the crossings of each photon by entry distance and accumulate block path length
-    order = np.lexsort((t_in, i))
-    i, b, t_in, t_out, o_loc, d_loc = i[order], b[order], t_in[order], t_out[order], o_loc[order], d_loc[order]
+    # order the crossings of each photon by entry distance and accumulate block path length;
+    # ``i`` is already ascending and most photons cross one block: sort only the others
     seg = t_out - t_in
     first = np.ones(len(i), bool)
     first[1:] = i[1:] != i[:-1]
-    rank = np.arange(len(i)) - np.maximum.accumulate(np.where(first, np.arange(len(i)), 0))
+    starts = np.flatnonzero(first)
+    sizes = np.diff(np.append(starts, len(i)))
+    sub = np.flatnonzero(np.repeat(sizes > 1, sizes))
     cum_before = np.zeros(len(i))
-    for r in range(1, int(rank.max(initial=0)) + 1):
-        at = np.flatnonzero(rank == r)
-        cum_before[at] = cum_before[at - 1] + seg[at - 1]
+    if len(sub):
+        order = sub[np.lexsort((t_in[sub], i[sub]))]
+        for arr in (b, t_in, t_out, seg, o_loc, d_loc):
+            arr[sub] = arr[order]
+        head = first[sub]
+        rank = np.arange(len(sub)) - np.maximum.accumulate(np.where(head, np.arange(len(sub)), 0))
+        cb = np.zeros(len(sub))
+        sg = seg[sub]
+        for r in range(1, int(rank.max()) + 1):
+            at = np.flatnonzero(rank == r)
+            cb[at] = cb[at - 1] + sg[at - 1]
+        cum_before[sub] = cb
     s = path_lyso[i]
     hit = (s >= cum_before) & (s < cum_before + seg)
     t_hit = t_in[hit] + (s[hit] - cum_before[hit])
