@@ -39,7 +39,7 @@ def load_listmode(path):
 
     Raises ``ValueError`` naming the file when it is missing, not an npz archive, or truncated.
     """
-    from refsuite.mc.simulate import Events
+    from refsuite.mc.montecarlo import Events
 
     from .root import REQUIRED_COLUMNS
 

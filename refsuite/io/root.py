@@ -199,7 +199,7 @@ def read_coincidences(path, scanner=None, *, tree: str | None = None, columns=No
     """
     import uproot
 
-    from refsuite.mc.simulate import Events
+    from refsuite.mc.montecarlo import Events
 
     path = Path(path)
     if not path.is_file():

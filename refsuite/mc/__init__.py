@@ -9,7 +9,7 @@ scatter (every interaction is a full 511 keV deposit), phantom scatter, positron
 randoms, dead time.
 """
 
-from .simulate import COLUMNS, SEED_BLOCK, SPEED_OF_LIGHT_MM_PER_NS, Events, column_names, iter_simulate, simulate
+from .montecarlo import COLUMNS, SEED_BLOCK, SPEED_OF_LIGHT_MM_PER_NS, Events, column_names, iter_simulate, simulate
 from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
 __all__ = ["COLUMNS", "Events", "IdealCylinder", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "column_names",

@@ -98,8 +98,10 @@ def forward_box_lengths(origin, direction, centres, half):
     """
     c = np.asarray(centres, float)
     rho = np.sqrt(3.0) * half * (1 + 1e-9) + 1e-9
-    tc = direction @ c.T - np.sum(origin * direction, 1)[:, None]
-    d2 = np.sum(c * c, 1)[None, :] - 2.0 * (origin @ c.T) + np.sum(origin * origin, 1)[:, None] - tc * tc
+    # broadcasting, not a K = 3 matrix product: BLAS threads stall on a shared machine
+    rx, ry, rz = (c[None, :, k] - origin[:, k:k + 1] for k in range(3))
+    tc = rx * direction[:, 0:1] + ry * direction[:, 1:2] + rz * direction[:, 2:3]
+    d2 = rx * rx + ry * ry + rz * rz - tc * tc
     i, k = np.nonzero((d2 <= rho * rho + 1e-6) & (tc >= -rho))
     t_in = np.zeros(len(i))
     t_out = np.full(len(i), np.inf)
