@@ -155,6 +155,11 @@ class Scanner:
             object.__setattr__(self, name, arr)
         object.__setattr__(self, "mu_per_mm", float(self.mu_per_mm))
 
+    def __repr__(self) -> str:
+        mis = "" if self.misalignment is None else ", misaligned"
+        return (f"Scanner({self.name!r}, {self.n_blocks} blocks of {self.block_size.tolist()} mm {self.material}, "
+                f"{self.n_crystals} crystal voxels per block{mis})")
+
     # ---------------------------------------------------------------- sizes
     @property
     def n_blocks(self) -> int:

@@ -23,7 +23,7 @@ from refsuite._checks import check_finite, check_positive
 
 from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
-__all__ = ["simulate", "iter_simulate", "Events", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
+__all__ = ["simulate", "iter_simulate", "tof_offsets_mm", "Events", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
 
 SEED_BLOCK = 4096
 SPEED_OF_LIGHT_MM_PER_NS = 299.792458
@@ -309,3 +309,25 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = 2*
              "ctr_ps": ctr_ps, "coincidence_window_ps": coincidence_window_ps,
              "activity_bq": phantom.total_activity if activity_bq is None else activity_bq}
     return Events(events, attrs=attrs)
+
+
+def tof_offsets_mm(events, *, true_times: bool = False) -> np.ndarray:
+    """Position of the annihilation along each LOR from the TOF, mm.
+
+    Signed distance from the midpoint of (``PostPosition*1``, ``PostPosition*2``) towards
+    single 2: ``c (t1 - t2) / 2`` with ``c`` = :data:`SPEED_OF_LIGHT_MM_PER_NS`. This is the
+    ``tof_centre_mm`` convention of :meth:`refsuite.phantoms.Phantom.line_integral`.
+
+    Parameters
+    ----------
+    events : dict
+        Columns ``GlobalTime1/2`` (ns), or ``TrueGlobalTime1/2`` with ``true_times``.
+    true_times : bool
+        Use the unblurred truth times.
+
+    Returns
+    -------
+    ndarray (n,)
+    """
+    key = "TrueGlobalTime" if true_times else "GlobalTime"
+    return SPEED_OF_LIGHT_MM_PER_NS * (np.asarray(events[f"{key}1"]) - np.asarray(events[f"{key}2"])) / 2.0
