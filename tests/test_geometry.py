@@ -115,6 +115,8 @@ def test_transform_rotates_about_local_axes():
     # local translations follow the block axes
     loc = s.transform(0.0, [0.0, 5.0, 0.0], translation_frame=TranslationFrame.LOCAL)
     np.testing.assert_allclose(loc.positions, s.positions + 5.0 * s.axes[:, 1])
+    with pytest.raises(ValueError, match=r"rotations must have shape \(24, 3\)"):
+        s.transform(np.zeros((5, 3)), 0.0)
     # crystal centres: P + L @ A
     c = out.crystal_centres()
     np.testing.assert_allclose(c[3, 7], out.positions[3] + out.crystals.centres[7] @ out.axes[3])

@@ -244,8 +244,11 @@ class Scanner:
             dropped (it referred to another blueprint).
         """
         frame = TranslationFrame(translation_frame)
-        r = np.broadcast_to(check_finite("rotations", rotations), (self.n_blocks, 3))
-        t = np.broadcast_to(check_finite("translations", translations), (self.n_blocks, 3))
+        r, t = check_finite("rotations", rotations), check_finite("translations", translations)
+        for name, arr in (("rotations", r), ("translations", t)):
+            if arr.shape not in ((), (3,), (self.n_blocks, 3)):
+                raise ValueError(f"{name} must have shape ({self.n_blocks}, 3) or (3,), got {arr.shape}")
+        r, t = np.broadcast_to(r, (self.n_blocks, 3)), np.broadcast_to(t, (self.n_blocks, 3))
         if frame is TranslationFrame.LOCAL:
             t = np.einsum("di,dij->dj", t, self.axes)
         new_axes = np.swapaxes(euler_to_matrix(r), 1, 2) @ self.axes
