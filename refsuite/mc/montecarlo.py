@@ -292,6 +292,12 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = 2*
         (mm, annihilation point), ``TrueGlobalTime1/2`` (ns) and ``BlockID1/2``,
         ``CrystalID1/2``. Single 1 is the earlier one. ``attrs`` holds the settings and the
         counts (``decays``, ``coincidences``, ...).
+
+    Notes
+    -----
+    The returned table grows with the number of coincidences (~200 bytes each); for runs
+    of 1e8 decays stream :func:`iter_simulate` into :class:`refsuite.io.CoincidenceWriter`
+    (as ``refsuite simulate`` does), whose memory is bounded by ``chunk_size``.
     """
     chunks, totals = [], {}
     for cols, counts in iter_simulate(scanner, phantom, n_decays=n_decays, seed=seed, chunk_size=chunk_size,
