@@ -75,10 +75,17 @@ def test_lut_locate_exact_and_gaps():
     ids = rng.integers(0, lut.n_crystals, 5000)
     pts = lut.sample(ids, rng)
     assert np.array_equal(lut.locate(pts), ids)
-    # a point in the 2.1 mm gap between sub-blocks goes to the nearest crystal centre
-    gap_pt = np.array([0.0, 0.0, 0.3])
+    # a point in the 0.35 mm reflector between crystals goes to the nearest crystal centre
+    gap_pt = np.array([0.05, 0.0, 0.1])
+    assert not np.any(np.all(np.abs(gap_pt - lut.centres) <= lut.half_sizes, axis=1))
     nearest = np.argmin(np.linalg.norm(lut.centres - gap_pt, axis=1))
     assert lut.locate(gap_pt[None])[0] == nearest
+    # with a smaller pitch the sub-block borders are wider gaps: still binned to the nearest
+    wide = preset("lin_clinical", crystal_pitch_mm=4.0).crystals
+    z_edges = np.unique(np.round(wide.centres[:, 2], 6))
+    assert np.diff(z_edges).max() > 4.0 + 1e-6  # irregular spacing across sub-blocks
+    pt = np.array([[0.3, 0.0, 0.2]])
+    assert wide.locate(pt)[0] == np.argmin(np.linalg.norm(wide.centres - pt, axis=1))
 
 
 def test_lut_validation():

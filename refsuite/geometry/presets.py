@@ -93,9 +93,11 @@ def lin_clinical(*, radius_mm=403.8, crystal_pitch_mm=4.25, mu_per_mm=0.087) -> 
     Each module (one block here) is 1 x 2 x 4 sub-blocks of 20 (DOI) x 25.5 x 25.5 mm, i.e.
     51 (x) x 20 (y) x 102 (z) mm; 3 rings x 102 mm = 306 mm axial length and 48 modules of
     51 mm around R = 403.8 mm leave ~1.9 mm between modules. Each sub-block holds 6 x 6
-    crystals of 3.9 x 3.9 x 20 mm at ``crystal_pitch_mm`` (25.5 / 6 = 4.25 mm, assumed), so the
-    LUT is irregular: 12 x 24 crystals with wider gaps between sub-blocks. ``radius_mm`` is
-    the front-face radius. ``groups`` = ring index.
+    crystals of 3.9 x 3.9 x 20 mm at ``crystal_pitch_mm`` (assumed 25.5 / 6 = 4.25 mm, i.e.
+    0.35 mm reflector; a smaller pitch leaves wider gaps at the sub-block borders): 12 x 24
+    crystals, built per sub-block so other pitches give the irregular layout. Points in
+    the reflector gaps are binned to the nearest crystal (:meth:`CrystalLUT.locate`).
+    ``radius_mm`` is the front-face radius. ``groups`` = ring index.
     """
     r = float(check_positive("radius_mm", radius_mm, unit="mm"))
     sub = 25.5
