@@ -32,8 +32,9 @@ class CrystalLUT:
     Notes
     -----
     :meth:`locate` bins a local point to the voxel that contains it, exactly. A point in a
-    gap between voxels (reflector, sub-block gaps) goes to the voxel with the nearest
-    centre, which is what an Anger-logic or trained positioning model would report.
+    gap between voxels (reflector, sub-block gaps) or outside them all goes to the voxel
+    with the nearest centre, which is what an Anger-logic or trained positioning model
+    would report.
     """
 
     centres: np.ndarray
@@ -121,7 +122,20 @@ class CrystalLUT:
         edges, table = self._arrangement()
         idx = [np.clip(np.searchsorted(edges[i], p[..., i], side="right") - 1, 0, len(edges[i]) - 2)
                for i in range(3)]
-        return table[idx[0], idx[1], idx[2]]
+        out = table[idx[0], idx[1], idx[2]]
+        # points in gap cells (or outside all voxels): the exact nearest centre, point by point
+        in_box = [(p[..., i] >= edges[i][0]) & (p[..., i] <= edges[i][-1]) for i in range(3)]
+        gap = (out < 0) | ~(in_box[0] & in_box[1] & in_box[2])
+        if gap.any():
+            out[gap] = self._tree().query(p[gap])[1]
+        return out
+
+    def _tree(self):
+        if "tree" not in self._cells:
+            from scipy.spatial import cKDTree
+
+            self._cells["tree"] = cKDTree(self.centres)
+        return self._cells["tree"]
 
     def _arrangement(self):
         if "edges" not in self._cells:
@@ -132,13 +146,7 @@ class CrystalLUT:
             stop = [np.searchsorted(edges[i], hi[:, i]) for i in range(3)]
             for m in range(self.n_crystals):
                 table[start[0][m]:stop[0][m], start[1][m]:stop[1][m], start[2][m]:stop[2][m]] = m
-            gap = table < 0
-            if gap.any():
-                from scipy.spatial import cKDTree
-
-                mids = [0.5 * (e[1:] + e[:-1]) for e in edges]
-                cells = np.stack(np.meshgrid(*mids, indexing="ij"), -1)[gap]
-                table[gap] = cKDTree(self.centres).query(cells)[1]
+            # cells left at -1 are gaps: resolved per point in locate()
             self._cells["edges"], self._cells["table"] = edges, table
         return self._cells["edges"], self._cells["table"]
 
