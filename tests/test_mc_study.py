@@ -17,7 +17,7 @@ def test_study_green_in_quick_mode(ctx):
     section = run_study(mc, ctx)
     failed = [(c.name, c.measured) for c in section.checks if not c.passed]
     assert not failed
-    assert len(section.checks) == 9 and len(section.figures) == 3
+    assert len(section.checks) == 11 and len(section.figures) == 3
 
 
 def test_study_red_when_cylinder_differs_from_closed_form(ctx):

@@ -122,6 +122,24 @@ def _hit_map(section, ctx, n):
         wrong += int(np.sum((b != ev[f"BlockID{k}"]) | (c != ev[f"CrystalID{k}"])))
     section.check("block/crystal re-derived from positions: mismatches", float(wrong),
                   detail="refsuite.io.assign_crystals on the MC's PostPosition (how GATE files get indices)")
+    from refsuite.mc import tof_offsets_mm
+
+    # TOF: measured minus true position along the LOR is Gaussian, FWHM = c * CTR / 2. Singles
+    # are ordered by measured time, which flips the sign of some residuals depending on the
+    # noise: the RMS (sign-blind) is the unbiased width, not the standard deviation.
+    resid = tof_offsets_mm(ev) - tof_offsets_mm(ev, true_times=True)
+    fwhm = 2.3548 * np.sqrt(np.mean(resid**2))
+    section.check("TOF position FWHM along the LOR", float(fwhm), reference=299.792458 * 0.250 / 2,
+                  detail=f"CTR 250 ps, {len(resid)} coincidences")
+    e = np.concatenate([ev["TotalEnergyDeposit1"], ev["TotalEnergyDeposit2"]]) * 1000.0
+    # the 450-650 keV window clips the Gaussian (+-1.8 sigma at 12 %): compare the clipped sigma
+    from scipy import stats
+
+    sig = 0.12 * 511.0 / 2.3548
+    a, b = (450 - 511) / sig, (650 - 511) / sig
+    clipped = sig * np.sqrt(stats.truncnorm.var(a, b))
+    section.check("energy blur: sigma inside the window", float(np.std(e)), reference=float(clipped),
+                  detail="12 % FWHM at 511 keV, truncated to 450-650 keV")
     blk = np.bincount(np.concatenate([ev["BlockID1"], ev["BlockID2"]]), minlength=scan.n_blocks)
     top = int(np.argmax(blk))
     cr = np.concatenate([ev["CrystalID1"][ev["BlockID1"] == top], ev["CrystalID2"][ev["BlockID2"] == top]])
@@ -236,6 +254,12 @@ def run(ctx: RunContext, *, inputs: StudyInputs | None = None) -> Section:
     s.declare("block pair: |z| vs solid-angle quadrature", Tolerance(4.0, Comparison.AT_MOST, justification=z_lim))
     s.declare("point source: median LOR distance from source", Tolerance(
         1.0, Comparison.AT_MOST, unit="mm", justification="half the 2 mm voxel pitch: binning error of each end"))
+    s.declare("TOF position FWHM along the LOR", Tolerance(
+        0.05, Comparison.REL_DIFF, unit="mm",
+        justification="5 %: > 5 standard errors of a sample FWHM from >= 1e4 events"))
+    s.declare("energy blur: sigma inside the window", Tolerance(
+        0.05, Comparison.REL_DIFF, unit="keV",
+        justification="5 %: > 5 standard errors of a sample sigma from >= 2e4 singles"))
     s.declare("shell fan sums: ring symmetry chi-square p-value (min of 3 rings, x3)", Tolerance(
         1e-3, Comparison.AT_LEAST, justification="Bonferroni-corrected chi-square at the 0.1 % level"))
     s.declare("recorded truth reproduces the perturbed scanner (max error)", Tolerance(
