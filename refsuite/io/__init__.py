@@ -1,5 +1,14 @@
-"""File input/output: atomic writes (and, as they land, ROOT, NIfTI and npz list-mode)."""
+"""File input/output: atomic writes, ROOT coincidences (GATE 10 schema), npz list-mode and,
+as it lands, NIfTI."""
 
 from .atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
+from .listmode import load_listmode, save_listmode
+from .root import (
+    REQUIRED_COLUMNS, CoincidenceWriter, RootFileError, assign_crystals, read_coincidences, write_coincidences,
+)
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "CoincidenceWriter", "REQUIRED_COLUMNS", "RootFileError", "assign_crystals", "atomic_open", "atomic_path",
+    "atomic_write_bytes", "atomic_write_text", "load_listmode", "read_coincidences", "save_listmode",
+    "write_coincidences",
+]

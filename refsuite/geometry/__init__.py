@@ -1,0 +1,20 @@
+"""Scanner blueprints, block poses, crystal lookup tables, misalignment and Procrustes errors.
+
+Conventions (Thull et al., sec. 2.1, Fig. 1): block ``d`` has centre ``positions[d]`` (mm) and
+axes ``axes[d]`` whose rows are the unit vectors X (planar), Y (depth of interaction, outward)
+and Z (planar, along the scanner axis for rings). A crystal voxel ``(d, cr)`` is at
+``positions[d] + crystals.centres[cr] @ axes[d]``. Rotations are angles (rad) about a block's
+own axes, order X, Y, Z (:mod:`refsuite.geometry.rotations`); translations are global (mm).
+"""
+
+from .lut import CrystalLUT
+from .misalignment import GroupMotion, apply_rigid, overlapping_blocks, perturb, procrustes_errors, rigid_fit
+from .presets import PRESETS, THULL_BINNINGS, preset, ring_axes
+from .rotations import axis_angle_matrix, euler_to_matrix, matrix_to_euler, pose_points
+from .scanner import Misalignment, Scanner, TranslationFrame
+
+__all__ = [
+    "CrystalLUT", "GroupMotion", "Misalignment", "PRESETS", "Scanner", "THULL_BINNINGS",
+    "TranslationFrame", "apply_rigid", "overlapping_blocks", "axis_angle_matrix", "euler_to_matrix", "matrix_to_euler",
+    "perturb", "pose_points", "preset", "procrustes_errors", "rigid_fit", "ring_axes",
+]
