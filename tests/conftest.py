@@ -59,13 +59,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(line)
 
 
-def throughput(benchmark, n_items: int) -> float:
-    """Items per second of the fastest timed round (the usual best-of figure).
+def run_timed(benchmark, fn, *args, **kwargs):
+    """Run ``fn`` under pytest-benchmark and return ``(result, best_seconds)``.
 
-    Works with ``--benchmark-disable`` too (then the single untimed call is not available
-    and the figure is NaN, so nothing is claimed).
+    The wall time of every call is taken here too, so the figure exists whatever the
+    benchmark options (``--benchmark-disable`` runs the function once, untimed by the plugin).
     """
-    stats = getattr(benchmark, "stats", None)
-    if stats is None or getattr(benchmark, "disabled", False):
-        return float("nan")
-    return n_items / stats.stats.min
+    import time
+
+    seconds: list[float] = []
+
+    def timed(*a, **k):
+        start = time.perf_counter()
+        out = fn(*a, **k)
+        seconds.append(time.perf_counter() - start)
+        return out
+
+    result = benchmark(timed, *args, **kwargs)
+    return result, min(seconds)

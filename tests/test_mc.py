@@ -160,15 +160,16 @@ def test_benchmark_throughput(benchmark, record_figure):
 
     n = 2**19
     simulate(THULL, SOURCES, n_decays=SEED_BLOCK, seed=0)  # warm caches
-    cpu = []
+    cpu, wall = [], []
 
     def run():
-        t0 = time.process_time()
+        t0, w0 = time.process_time(), time.perf_counter()
         simulate(THULL, SOURCES, n_decays=n, seed=1)
         cpu.append(time.process_time() - t0)
+        wall.append(time.perf_counter() - w0)
 
     benchmark.pedantic(run, rounds=2, iterations=1)
-    wall_rate = n / benchmark.stats.stats.min
+    wall_rate = n / min(wall)  # own timing: also valid under --benchmark-disable
     cpu_rate = n / min(cpu)
     benchmark.extra_info.update(decays_per_s_wall=wall_rate, decays_per_s_cpu=cpu_rate)
     record_figure("MC decays/s (wall)", wall_rate, reference=1e3, reference_label="GATE ~1e3/s per core")
