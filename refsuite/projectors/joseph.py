@@ -111,7 +111,9 @@ def _lor_parameters(xstart, xend, shape, voxel_size, origin, tof, centre_mm):
     shp = torch.tensor(shape, dtype=dtype, device=xstart.device)
     qs = (xstart - org) / vs
     qe = (xend - org) / vs
-    t_in, t_out = clip_segment_to_box(qs, qe, torch.full_like(shp, -0.5), shp - 0.5)
+    # Clip in world coordinates (t is invariant under the per-axis affine map to index units):
+    # the result is then bit-for-bit the one of chord_length, also for LORs lying in a face.
+    t_in, t_out = clip_segment_to_box(xstart, xend, org - 0.5 * vs, org + (shp - 0.5) * vs)
     length = torch.linalg.vector_norm(xend - xstart, dim=1)
     if tof is not None:
         # s = (t - 1/2) L along xstart -> xend; the kernel vanishes beyond the half window.
