@@ -24,6 +24,15 @@ from refsuite.projectors import (
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small problems: one thread avoids OpenMP stalls on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _box(shape, vs, origin):
     vs_t, org = torch.tensor(vs, dtype=F64), torch.tensor(origin, dtype=F64)
     return org - vs_t / 2, org + (torch.tensor(shape, dtype=F64) - 0.5) * vs_t
