@@ -211,11 +211,14 @@ def _hot_rod(section: Section, rng, quick: bool) -> None:
     a = rng.uniform(0, 2 * np.pi, pick.size)
     pts = np.stack([rods[pick, 0] + r * np.cos(a), rods[pick, 1] + r * np.sin(a), rng.uniform(-half_z, half_z, pick.size)], 1)
     ev = Rc.ideal_cylinder_events(pts, radius_mm=_BORE_MM, half_length_mm=_HALF_AXIAL_MM, rng=rng)
-    ss, se, w = Rc.ideal_cylinder_lors(2_500_000 if quick else 40_000_000, radius_mm=_BORE_MM, half_length_mm=_HALF_AXIAL_MM,
-                                       fov_radius_mm=34.0, voxel_volume_mm3=h**3, rng=rng)
     T = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
     grid = dict(voxel_size=h, origin=origin)
-    sens = Rc.sensitivity_image(T(ss), T(se), image_shape=shape, weights=T(w), **grid)
+    n_lines, batch = (2_500_000, 2_500_000) if quick else (40_000_000, 4_000_000)
+    sens = torch.zeros(shape)
+    for _ in range(n_lines // batch):  # batches bound the memory of the full-mode 4e7 lines
+        ss, se, w = Rc.ideal_cylinder_lors(batch, radius_mm=_BORE_MM, half_length_mm=_HALF_AXIAL_MM,
+                                           fov_radius_mm=34.0, voxel_volume_mm3=h**3, rng=rng)
+        sens += Rc.sensitivity_image(T(ss), T(se), image_shape=shape, weights=T(w) * (batch / n_lines), **grid)
     x = Rc.lm_osem_lors(T(ev["xstart"]), T(ev["xend"]), sensitivity=sens, n_iter=3, n_subsets=8, device="cpu", **grid).numpy()
     img = x.mean(axis=2)
     # line profile through the outermost complete row of each sector, along the row
