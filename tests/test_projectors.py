@@ -258,6 +258,8 @@ def test_bad_lors_and_tof_are_rejected():
         joseph_forward(img, x, x.clone(), voxel_size=1.0, origin=0.0)
     with pytest.raises(ValueError, match="shape"):
         joseph_forward(img, torch.zeros((2, 2), dtype=F64), x, voxel_size=1.0, origin=0.0)
+    with pytest.raises(ValueError, match="xend must be finite"):
+        joseph_forward(img, x, torch.full((2, 3), float("nan"), dtype=F64), voxel_size=1.0, origin=0.0)
     tof = TOFParameters(num_bins=3, bin_width_mm=1.0, sigma_mm=1.0)
     with pytest.raises(ValueError, match="tof_bin"):
         joseph_forward(img, x, x + 1, voxel_size=1.0, origin=0.0, tof=tof, tof_bin=torch.tensor([0.0, 5.0], dtype=F64))

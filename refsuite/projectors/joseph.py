@@ -72,6 +72,9 @@ def _check_points(xstart, xend) -> None:
             raise ValueError(f"{name} must have shape (n_lor, 3), got {tuple(x.shape)}")
     if xstart.shape != xend.shape:
         raise ValueError(f"xstart and xend must have the same shape, got {tuple(xstart.shape)} and {tuple(xend.shape)}")
+    for name, x in (("xstart", xstart), ("xend", xend)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} must be finite (mm), found NaN or infinity")
 
 
 def _check_tof(tof, tof_bin, tof_offset, n_lor: int) -> None:
