@@ -214,3 +214,23 @@ def test_recon_command(tmp_path, capsys):
     np.savez(bad, foo=np.zeros(3))
     assert main(["recon", str(bad), "--out", str(out), "--shape", "4", "4", "4", "--voxel", "4", "--radius", "60",
                  "--half-length", "20"]) == 2
+
+
+def test_lm_osem_efficiency_factors_enter_events_and_sensitivity():
+    """Efficiencies enter the sensitivity (and cancel in each event's ratio m_i / (m_i A_i x)): the same events
+    seen by crystals of efficiency 1/2 (pair factor 1/4) mean 4 times the activity. Events by crystal ids."""
+    sc = _ring_scanner()
+    rng = np.random.default_rng(9)
+    _, _, _, pairs = sensitivity_lors(sc, n_lors=3000, rng=rng)
+    ev = dict(zip(("block1", "crystal1", "block2", "crystal2"), pairs.T))
+    kw = dict(image_shape=(10, 10, 4), voxel_size=6.0, n_iter=1, n_subsets=2, n_sensitivity_lors=50_000, seed=3,
+              device="cpu")
+    plain = lm_osem(ev, sc, **kw)
+    halved = lm_osem(ev, sc, efficiency=np.full((12, 64), 0.5), **kw)
+    torch.testing.assert_close(halved, 4.0 * plain, rtol=1e-4, atol=1e-6)
+    assert float(plain.sum()) > 0
+    # a dead block: its LORs leave the sensitivity, so the image changes
+    eff = np.ones((12, 64))
+    eff[0] = 0.0
+    dead = lm_osem(ev, sc, efficiency=eff, **kw)
+    assert not torch.allclose(dead, plain)
