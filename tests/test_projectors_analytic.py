@@ -124,7 +124,9 @@ def test_joseph_vs_analytic_blob(h, use_tof):
     origin = tuple(-(s - 1) / 2 * h for s in shape)
     c, sig, a = torch.tensor([[3.3, -2.1, 0.4]]), torch.tensor([3.0]), torch.tensor([1000.0])
     img = voxelise_blobs(c, sig, a, shape=shape, voxel_size=h, origin=origin)
-    kw = dict(tof=TOF, tof_bin=tb) if use_tof else {}
+    # TOF: per-LOR centre offsets too (both projectors must shift the bins the same way)
+    offset = torch.as_tensor(np.random.default_rng(6).uniform(-5, 5, xs.shape[0]))
+    kw = dict(tof=TOF, tof_bin=tb, tof_offset=offset) if use_tof else {}
     ours = joseph_forward(img, xs, xe, voxel_size=h, origin=origin, **kw)
     ref = blob_line_integrals(xs, xe, centres=c, sigmas=sig, activities=a, **kw)
     err = (ours - ref).abs().max() / ref.max()
