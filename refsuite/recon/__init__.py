@@ -1,0 +1,24 @@
+"""List-mode OSEM reconstruction with sensitivity image, attenuation and detection efficiencies.
+
+:func:`lm_osem_lors` works on LOR end points (the projector interface); :func:`lm_osem` adapts
+a scanner (``refsuite.geometry.Scanner`` attributes) and list-mode events to it.
+"""
+
+from .osem import angle_subsets, attenuation_factors, lm_osem_lors, sensitivity_image
+from .scanner import crystal_positions, events_to_lors, lm_osem, sample_crystal_points, sensitivity_lors
+from .simulate import cylinder_intersections, ideal_cylinder_events, ideal_cylinder_lors
+
+__all__ = [
+    "angle_subsets",
+    "attenuation_factors",
+    "crystal_positions",
+    "cylinder_intersections",
+    "events_to_lors",
+    "ideal_cylinder_events",
+    "ideal_cylinder_lors",
+    "lm_osem",
+    "lm_osem_lors",
+    "sample_crystal_points",
+    "sensitivity_image",
+    "sensitivity_lors",
+]

@@ -1,0 +1,177 @@
+"""Thin adapter from a scanner description to the LOR-end-point reconstruction.
+
+A scanner is used through the attributes documented for ``refsuite.geometry.Scanner``
+(DESIGN.md; Thull et al., sec. 2.1): ``positions`` (N, 3) block centres (mm), ``axes`` (N, 3, 3)
+rows = local X, Y, Z, and ``crystals`` with ``centres`` (M, 3) and ``half_sizes`` (M, 3) in the
+block frame (mm). Crystal ``(d, c)`` is at ``positions[d] + crystals.centres[c] @ axes[d]``.
+Nothing else of the class is needed, so any object with these attributes works.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from refsuite.projectors import TOFParameters
+
+from .osem import attenuation_factors, lm_osem_lors, sensitivity_image
+
+__all__ = ["crystal_positions", "sample_crystal_points", "sensitivity_lors", "events_to_lors", "lm_osem"]
+
+
+def _scanner_arrays(scanner):
+    try:
+        pos = np.asarray(scanner.positions, float).reshape(-1, 3)
+        axes = np.asarray(scanner.axes, float).reshape(-1, 3, 3)
+        centres = np.asarray(scanner.crystals.centres, float).reshape(-1, 3)
+        half = np.asarray(scanner.crystals.half_sizes, float).reshape(-1, 3)
+    except AttributeError as exc:
+        raise TypeError("scanner must provide positions (N, 3), axes (N, 3, 3) and crystals.centres / "
+                        f"crystals.half_sizes (M, 3), as refsuite.geometry.Scanner: {exc}") from None
+    return pos, axes, centres, half
+
+
+def crystal_positions(scanner, block: np.ndarray, crystal: np.ndarray) -> np.ndarray:
+    """Global centres (mm), shape (n, 3), of crystals ``(block[i], crystal[i])``."""
+    pos, axes, centres, _ = _scanner_arrays(scanner)
+    block, crystal = np.asarray(block, np.int64), np.asarray(crystal, np.int64)
+    return pos[block] + np.einsum("ni,nij->nj", centres[crystal], axes[block])
+
+
+def sample_crystal_points(scanner, block: np.ndarray, crystal: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """Points (mm) drawn uniformly inside the crystal voxels ``(block[i], crystal[i])``."""
+    pos, axes, centres, half = _scanner_arrays(scanner)
+    block, crystal = np.asarray(block, np.int64), np.asarray(crystal, np.int64)
+    local = centres[crystal] + rng.uniform(-1.0, 1.0, (block.size, 3)) * half[crystal]
+    return pos[block] + np.einsum("ni,nij->nj", local, axes[block])
+
+
+def sensitivity_lors(scanner, *, n_lors: int, rng: np.random.Generator):
+    """Monte Carlo sample of the detectable LORs for the sensitivity image.
+
+    Crystal pairs in different blocks are drawn uniformly and one point is drawn inside each of
+    the two crystal volumes (several LORs per pair on average when ``n_lors`` exceeds the number
+    of pairs, as Thull et al. sample within crystal voxels). Each LOR carries the weight
+    ``n_pairs / n_lors`` so that ``sensitivity_image`` estimates the sum over all pairs without bias.
+
+    Returns
+    -------
+    xstart, xend : ndarray, shape (n_lors, 3), mm
+    weights : ndarray, shape (n_lors,)
+    pairs : ndarray of int, shape (n_lors, 4): block1, crystal1, block2, crystal2
+    """
+    pos, _, centres, _ = _scanner_arrays(scanner)
+    n_b, n_c = pos.shape[0], centres.shape[0]
+    if n_b < 2:
+        raise ValueError(f"the scanner needs at least 2 blocks for coincidences, got {n_b}")
+    b1 = rng.integers(0, n_b, n_lors)
+    b2 = (b1 + rng.integers(1, n_b, n_lors)) % n_b  # a different block, uniformly
+    c1 = rng.integers(0, n_c, n_lors)
+    c2 = rng.integers(0, n_c, n_lors)
+    xs = sample_crystal_points(scanner, b1, c1, rng=rng)
+    xe = sample_crystal_points(scanner, b2, c2, rng=rng)
+    n_pairs = 0.5 * n_b * (n_b - 1) * n_c * n_c
+    return xs, xe, np.full(n_lors, n_pairs / n_lors), np.stack([b1, c1, b2, c2], 1)
+
+
+_ID_KEYS = ("block1", "crystal1", "block2", "crystal2")
+
+
+def events_to_lors(events: Mapping[str, np.ndarray], scanner=None):
+    """LOR end points (mm) of list-mode events and their crystal ids (or None).
+
+    ``events`` holds either ``xstart`` and ``xend`` (n, 3) in mm, or the crystal ids
+    ``block1, crystal1, block2, crystal2`` (then ``scanner`` gives the crystal centres).
+    """
+    if "xstart" in events and "xend" in events:
+        ids = np.stack([np.asarray(events[k]) for k in _ID_KEYS], 1) if all(k in events for k in _ID_KEYS) else None
+        return np.asarray(events["xstart"], float), np.asarray(events["xend"], float), ids
+    if all(k in events for k in _ID_KEYS):
+        if scanner is None:
+            raise ValueError("events given as crystal ids need a scanner")
+        ids = np.stack([np.asarray(events[k], np.int64) for k in _ID_KEYS], 1)
+        return crystal_positions(scanner, ids[:, 0], ids[:, 1]), crystal_positions(scanner, ids[:, 2], ids[:, 3]), ids
+    raise ValueError(f"events must hold 'xstart'/'xend' (mm) or {_ID_KEYS}; got keys {sorted(events)}")
+
+
+def lm_osem(
+    events: Mapping[str, np.ndarray],
+    scanner,
+    *,
+    image_shape,
+    voxel_size,
+    n_iter: int,
+    n_subsets: int,
+    origin=None,
+    tof: TOFParameters | None = None,
+    sensitivity: torch.Tensor | None = None,
+    attenuation: torch.Tensor | None = None,
+    efficiency: np.ndarray | None = None,
+    n_sensitivity_lors: int = 2_000_000,
+    seed: int = 0,
+    dtype=torch.float32,
+    device=None,
+) -> torch.Tensor:
+    """List-mode OSEM of ``events`` detected by ``scanner`` (DESIGN.md signature).
+
+    Parameters
+    ----------
+    events : mapping
+        ``xstart``/``xend`` (n, 3) mm or crystal ids ``block1, crystal1, block2, crystal2``;
+        optional ``tof_bin`` (n,) signed TOF bins (with ``tof``).
+    scanner
+        A ``refsuite.geometry.Scanner`` (or any object with its geometry attributes).
+    image_shape : (3,) ints; voxel_size : float or (3,) mm
+    n_iter, n_subsets : int
+    origin : (3,) mm, optional
+        Centre of voxel (0, 0, 0); default: the image centred on the scanner axis origin.
+    tof : TOFParameters, optional
+    sensitivity : torch.Tensor, optional
+        Precomputed sensitivity image; default: Monte Carlo over ``n_sensitivity_lors`` LORs
+        sampled inside crystal pairs (:func:`sensitivity_lors`), with the same attenuation and
+        efficiency factors as the events.
+    attenuation : torch.Tensor, optional
+        Linear attenuation map (1/mm) on the image grid.
+    efficiency : ndarray, shape (n_blocks, n_crystals), optional
+        Detection efficiency of each crystal; a LOR's factor is the product of its two crystals'.
+        Needs events given with crystal ids.
+    n_sensitivity_lors : int
+    seed : int
+        Seed of the sensitivity Monte Carlo.
+    dtype, device
+
+    Returns
+    -------
+    torch.Tensor, shape image_shape
+    """
+    shape = tuple(int(s) for s in image_shape)
+    vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
+    org = tuple(-(np.asarray(shape) - 1) / 2.0 * vs) if origin is None else origin
+    xs, xe, ids = events_to_lors(events, scanner)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t = lambda a: torch.as_tensor(a, dtype=dtype, device=dev)  # noqa: E731
+    xs_t, xe_t = t(xs), t(xe)
+    grid = dict(voxel_size=tuple(vs), origin=org)
+    factors = torch.ones(xs.shape[0], dtype=dtype, device=dev)
+    if efficiency is not None:
+        if ids is None:
+            raise ValueError("efficiency needs events with crystal ids (block1, crystal1, block2, crystal2)")
+        eff = np.asarray(efficiency, float)
+        factors = factors * t(eff[ids[:, 0], ids[:, 1]] * eff[ids[:, 2], ids[:, 3]])
+    if attenuation is not None:
+        mu = attenuation.to(device=dev, dtype=dtype)
+        factors = factors * attenuation_factors(mu, xs_t, xe_t, **grid)
+    if sensitivity is None:
+        rng = np.random.default_rng(seed)
+        ss, se, w, pairs = sensitivity_lors(scanner, n_lors=n_sensitivity_lors, rng=rng)
+        ss_t, se_t, w_t = t(ss), t(se), t(w)
+        if efficiency is not None:
+            w_t = w_t * t(eff[pairs[:, 0], pairs[:, 1]] * eff[pairs[:, 2], pairs[:, 3]])
+        if attenuation is not None:
+            w_t = w_t * attenuation_factors(mu, ss_t, se_t, **grid)
+        sensitivity = sensitivity_image(ss_t, se_t, image_shape=shape, weights=w_t, **grid)
+    tb = t(events["tof_bin"]) if (tof is not None and "tof_bin" in events) else None
+    return lm_osem_lors(xs_t, xe_t, sensitivity=sensitivity.to(device=dev, dtype=dtype), n_iter=n_iter,
+                        n_subsets=n_subsets, tof=tof, tof_bin=tb, event_factors=factors, device=dev, **grid)
