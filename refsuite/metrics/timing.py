@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import minimize
 
 __all__ = ["CTRFit", "ctr_fwhm", "gaussian_histogram_fit"]
 
@@ -39,8 +39,30 @@ def _gauss(x, amp, mu, sigma):
     return amp * np.exp(-0.5 * ((x - mu) / sigma) ** 2)
 
 
+def _poisson_fit(x, counts, p0):
+    """Maximum-likelihood Gaussian fit to Poisson bin counts; covariance from the Fisher information."""
+
+    def nll(p):
+        mu = np.maximum(_gauss(x, *p), 1e-300)
+        return float(np.sum(mu - counts * np.log(mu)))
+
+    res = minimize(nll, np.asarray(p0, dtype=np.float64), method="Nelder-Mead",
+                   options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000, "maxfev": 8000})
+    p = res.x.copy()
+    p[2] = abs(p[2])
+    mu = _gauss(x, *p)
+    # Fisher information of Poisson counts: sum_i (d mu_i / d theta)(d mu_i / d theta)^T / mu_i
+    z = (x - p[1]) / p[2]
+    jac = np.stack([mu / p[0], mu * z / p[2], mu * z**2 / p[2]], axis=1)
+    fisher = jac.T @ (jac / np.maximum(mu, 1e-300)[:, None])
+    return p, np.linalg.pinv(fisher)
+
+
 def gaussian_histogram_fit(values, *, bin_width=None, half_range_sigmas: float = 4.0) -> CTRFit:
-    """Fit a Gaussian to the histogram of ``values`` with Poisson (sqrt N) bin uncertainties.
+    """Fit a Gaussian to the histogram of ``values`` by Poisson maximum likelihood.
+
+    A least-squares fit with ``sqrt(N)`` weights is biased for sparse bins; the Poisson
+    likelihood is not, and its Fisher information gives the parameter uncertainties.
 
     Parameters
     ----------
@@ -75,13 +97,12 @@ def gaussian_histogram_fit(values, *, bin_width=None, half_range_sigmas: float =
     edges = med + (np.arange(n_bins + 1) - n_bins / 2) * width
     counts, _ = np.histogram(x, bins=edges)
     centres = 0.5 * (edges[1:] + edges[:-1])
-    err = np.sqrt(np.maximum(counts, 1.0))
-    p0 = (counts.max(), med, robust)
-    popt, pcov = curve_fit(_gauss, centres, counts, p0=p0, sigma=err, absolute_sigma=True, maxfev=5000)
+    popt, cov = _poisson_fit(centres, counts, (float(counts.max()), med, robust))
     amp, mu, sig = popt
-    sig = abs(sig)
-    perr = np.sqrt(np.clip(np.diag(pcov), 0.0, None))
-    chi2 = float(np.sum(((counts - _gauss(centres, *popt)) / err) ** 2))
+    perr = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    model = _gauss(centres, *popt)
+    # Pearson chi-square (model variance) as the goodness of fit of the Poisson fit
+    chi2 = float(np.sum((counts - model) ** 2 / np.maximum(model, 1e-12)))
     return CTRFit(
         fwhm=float(_FWHM_PER_SIGMA * sig),
         fwhm_err=float(_FWHM_PER_SIGMA * perr[2]),

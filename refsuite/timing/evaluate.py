@@ -42,7 +42,7 @@ class TimingEvaluation:
     ``slope_err`` (ps/mm), ``offset_ps``, ``offset_err_ps``, ``chi2``, ``ndof``, ``chi2_red``,
     ``p_value``, ``n_sigma`` (slope deviation from 2/c). ``ctr``: ``iso_<window>`` CTR fits and
     ``axis_positions_mm``, ``axis_ctr_ps``, ``axis_ctr_err_ps``, ``axis_mean_ctr_ps``.
-    ``passed``: level -> bool, or None where the level was not evaluated (gated); the PET
+    ``corrected_ps``: the corrected time differences (n,) (ps). ``passed``: level -> bool, or None where the level was not evaluated (gated); the PET
     level has no pass criterion of its own and is True once measured.
     """
 
@@ -52,6 +52,7 @@ class TimingEvaluation:
     linearity: dict = field(default_factory=dict)
     ctr: dict = field(default_factory=dict)
     passed: dict = field(default_factory=dict)
+    corrected_ps: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def accepted(self) -> bool:
@@ -153,7 +154,7 @@ def evaluate_timing(
         kind = None
         offsets = np.asarray(model, dtype=np.float64)
         corrected = time_difference(events, offsets)
-    out = TimingEvaluation(label=label, kind="analytic" if kind is None else kind.value)
+    out = TimingEvaluation(label=label, kind="analytic" if kind is None else kind.value, corrected_ps=corrected)
 
     # level 1: data-scientific (no energy restriction, sec. 3.2.1)
     if kind is CorrectionKind.EXPLICIT:
