@@ -8,7 +8,7 @@ import pytest
 from refsuite.report import RunContext
 from validation import timing as study
 
-_TINY = study.Sizes(n_train=6000, n_test_per_position=500, n_calib_per_position=1500, depths=(5,),
+_TINY = study.Sizes(n_train=6000, n_test_per_position=500, n_test_iso=3000, n_calib_per_position=1500, depths=(5,),
                     steps_mm=(100.0,), grids=(1,), n_estimators=50, learning_rate=0.3, max_bin=64, n_jobs=1)
 
 
