@@ -153,6 +153,9 @@ def evaluate_timing(
     else:
         kind = None
         offsets = np.asarray(model, dtype=np.float64)
+        if offsets.shape != np.shape(events["time_ps"])[1:]:
+            raise ValueError(f"model must be a CorrectionModel or offsets of shape {np.shape(events['time_ps'])[1:]}, "
+                             f"got {type(model).__name__} of shape {offsets.shape}")
         corrected = time_difference(events, offsets)
     out = TimingEvaluation(label=label, kind="analytic" if kind is None else kind.value, corrected_ps=corrected)
 

@@ -164,11 +164,13 @@ def extract_features(events, offsets_ps, kind) -> np.ndarray:
     t = _calibrated_times(events, offsets_ps)
     e = np.asarray(events["energy_au"], dtype=np.float64)
     rel = t - np.nanmin(t, axis=-1, keepdims=True)
+    main = main_channel(events)
+    esum = cluster_energy(events)
     cols = []
     for d in range(2):
-        cols += [e[:, d], rel[:, d], main_channel(events)[:, d:d + 1],
-                 np.sum(np.isfinite(t[:, d]), axis=-1, keepdims=True), cluster_energy(events)[:, d:d + 1]]
+        cols += [e[:, d], rel[:, d], main[:, d:d + 1], np.sum(np.isfinite(t[:, d]), axis=-1, keepdims=True),
+                 esum[:, d:d + 1]]
     if kind is CorrectionKind.IMPLICIT:
-        tc = np.take_along_axis(t, main_channel(events)[..., None], axis=-1)[..., 0]
+        tc = np.take_along_axis(t, main[..., None], axis=-1)[..., 0]
         cols.append((tc[:, 0] - tc[:, 1])[:, None])
     return np.concatenate(cols, axis=1).astype(np.float32)

@@ -226,7 +226,6 @@ def predict_correction(model: CorrectionModel, events, *, device: str | None = N
     if model.offsets_ps.shape != (2, n_ch):
         raise ValueError(f"events have {n_ch} channels per detector but the model was trained with "
                          f"{model.offsets_ps.shape[1]}")
-    xgb = _xgb()
     x = extract_features(events, model.offsets_ps, model.kind)
     model.booster.set_param({"device": resolve_device(device)})
     return model.booster.inplace_predict(x).astype(np.float64)
