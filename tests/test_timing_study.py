@@ -28,7 +28,7 @@ def test_all_declared_checks_are_measured(healthy):
     assert checks["explicit 100 mm d5: linearity chi-square p-value"].passed
     assert checks["explicit 100 mm d5: slope deviation from 2/c"].passed
     assert checks["implicit 100 mm d5: linearity chi-square p-value (collapse expected)"].passed
-    assert len(healthy.tables) == 2 and len(healthy.figures) == 4
+    assert len(healthy.tables) == 2 and len(healthy.figures) == 5
 
 
 def test_mislabelled_source_positions_turn_linearity_red():

@@ -322,6 +322,19 @@ def _figures(evaluations, in_plane, analytic, test, offsets, truth, sizes):
     ax.legend(fontsize=8)
     figs.append(figure_from_matplotlib(fig, "Time-difference distributions at the iso-centre (430-590 keV)", ""))
 
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.errorbar(analytic.ctr["axis_positions_mm"], analytic.ctr["axis_ctr_ps"], analytic.ctr["axis_ctr_err_ps"],
+                fmt="k.-", capsize=2, label="analytic only")
+    for (kind, step, d), ev in evaluations.items():
+        if d == depth and ev.passed.get("physics"):
+            ax.errorbar(ev.ctr["axis_positions_mm"], ev.ctr["axis_ctr_ps"], ev.ctr["axis_ctr_err_ps"],
+                        fmt=".-" if kind == "explicit" else ".--", capsize=2, label=f"{kind} {step:g} mm")
+    ax.set_xlabel("source position z (mm)")
+    ax.set_ylabel("CTR (ps FWHM)")
+    ax.legend(fontsize=7, ncol=2)
+    figs.append(figure_from_matplotlib(fig, "CTR along the axis (430-590 keV)",
+                                       "Models that passed the linearity test; Gaussian-fit FWHM per test position."))
+
     if in_plane:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for (grid, d), ev in in_plane.items():
