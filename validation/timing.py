@@ -141,6 +141,10 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
     section.check("oracle CTR (all deterministic skews removed), 430-590 keV", oracle.fwhm, _ORACLE_TARGET_PS,
                   detail=f"{oracle.fwhm:.1f} +- {oracle.fwhm_err:.1f} ps (main-channel jitter only)")
 
+    from tqdm.auto import tqdm
+
+    n_models = len(sizes.depths) * (2 * len(sizes.steps_mm) + len(sizes.grids))
+    bar = tqdm(total=n_models, desc="timing models", unit="model", disable=ctx.quick)
     rows, evaluations = [_row("analytic only", "-", "-", analytic)], {}
     for step in sizes.steps_mm:
         pos = T.axial_positions(step)
@@ -153,6 +157,7 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
                 ev = T.evaluate_timing(model, test, label=f"{kind} {step:g} mm d{depth}", central_range_mm=central,
                                        gate=False)
                 evaluations[(kind, step, depth)] = ev
+                bar.update()
                 rows.append(_row(kind, f"{step:g}", depth, ev))
                 if kind == "explicit":
                     tag = f"explicit {step:g} mm d{depth}"
@@ -183,12 +188,14 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
             model = T.train_correction(train, kind="explicit", max_depth=depth, offsets_ps=offsets, **train_kw)
             ev = T.evaluate_timing(model, test, label=f"explicit {grid}x{grid} d{depth}", gate=False)
             in_plane[(grid, depth)] = ev
+            bar.update()
             in_plane_rows.append(_row("explicit", f"{grid}x{grid}", depth, ev))
             tag = f"in-plane {grid}x{grid} d{depth}"
             section.check(f"{tag}: linearity chi-square p-value", ev.linearity["p_value"], detail=_lin_text(ev))
             section.check(f"{tag}: CTR improvement over analytic",
                           T.ctr_improvement(a_ctr.fwhm, ev.ctr["iso_photopeak"].fwhm),
                           detail=f"{a_ctr.fwhm:.1f} -> {ev.ctr['iso_photopeak'].fwhm:.1f} ps")
+    bar.close()
     section.tables.append(Table(
         "In-plane study: explicit models trained on k x k grids at z = 0", _COLUMNS, in_plane_rows,
         caption="Grids span the detector face (+-7.6 mm); equal training sizes; tested on the 10 mm axial set."))
