@@ -67,7 +67,8 @@ def test_photopeak_and_oracle_resolution():
 def test_in_plane_grid_and_axial_positions():
     g = T.in_plane_grid(3)
     assert g.shape == (9, 3)
-    assert np.allclose(np.unique(g[:, 0]), [-7.6, 0.0, 7.6])
+    assert np.allclose(np.unique(g[:, 0]), [-7.6 * 2 / 3, 0.0, 7.6 * 2 / 3])  # cell centres
+    assert np.allclose(T.in_plane_grid(1), [[0.0, 0.0, 0.0]])
     assert T.axial_positions(100.0).shape == (4, 3)
     with pytest.raises(ValueError, match="step_mm"):
         T.axial_positions(70.0)
@@ -79,6 +80,7 @@ def test_in_plane_grid_and_axial_positions():
     ({"source_positions_mm": [0.0], "n_per_position": -1}, "n_per_position"),
     ({"source_positions_mm": [0.0], "n_per_position": 0}, "no coincidences"),
     ({"source_positions_mm": [[0.0, 1.0]]}, "shape"),
+    ({"source_positions_mm": [[7.6, 0.0, 0.0]], "model": T.DetectorModel(source_diameter_mm=0.0)}, "no coincidences"),
 ])
 def test_bad_input(kwargs, match):
     kwargs = {"n_per_position": 10, "seed": 0, **kwargs}

@@ -198,7 +198,8 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
     bar.close()
     section.tables.append(Table(
         "In-plane study: explicit models trained on k x k grids at z = 0", _COLUMNS, in_plane_rows,
-        caption="Grids span the detector face (+-7.6 mm); equal training sizes; tested on the 10 mm axial set."))
+        caption="Sources at the centres of k x k cells of the detector face (15.2 x 15.2 mm); equal training "
+                "sizes; tested on the 10 mm axial set."))
     section.figures.extend(_figures(evaluations, in_plane, analytic, test, offsets, test_truth, sizes))
     section.notes.append(
         f"Sizes: {sizes.n_train} training coincidences per model, {sizes.n_test_per_position} test coincidences "

@@ -52,14 +52,15 @@ def axial_positions(step_mm: float, *, half_range_mm: float = 150.0) -> np.ndarr
 def in_plane_grid(n: int, *, z_mm: float = 0.0, half_width_mm: float = 7.6) -> np.ndarray:
     """An ``n x n`` grid of source positions (mm) in the plane ``z = z_mm``.
 
-    The grid spans the detector face, ``-half_width ... +half_width`` in x and y (a single
-    source at the centre for ``n = 1``), as the paper's in-plane study (1x1 ... 33x33).
-    Returns shape (n*n, 3).
+    The face ``-half_width ... +half_width`` is split into ``n x n`` equal cells and a source
+    sits at each cell centre (a single centred source for ``n = 1``), as the paper's in-plane
+    study (1x1 ... 33x33). Cell centres keep every source inside the face: a source on the
+    edge of the face at ``z = 0`` has no coincidence acceptance. Returns shape (n*n, 3).
     """
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     check_positive("half_width_mm", half_width_mm, unit="mm")
-    c = np.zeros(1) if n == 1 else np.linspace(-half_width_mm, half_width_mm, n)
+    c = (np.arange(n) + 0.5) * (2.0 * half_width_mm / n) - half_width_mm
     gx, gy = np.meshgrid(c, c, indexing="xy")
     return np.stack([gx.ravel(), gy.ravel(), np.full(n * n, float(z_mm))], axis=1)
 
@@ -145,10 +146,15 @@ def simulate_detector_pair(
     for p, n in zip(pos, counts):
         done = 0
         accept = 0.5
+        empty = 0
         while done < n:
             batch = int(min(_CHUNK, max(256, 1.2 * (n - done) / accept)))
             out = _simulate_chunk(p, batch, model, consts, rng)
             accept = max(out["n_tried_accepted"] / batch, 1e-3)
+            empty = empty + 1 if out["n_tried_accepted"] == 0 else 0
+            if empty >= 20:
+                raise ValueError(f"source_positions_mm: no coincidences in {20 * batch} decays at {p.tolist()} mm; "
+                                 "both photons must reach a detector face (move the source inwards)")
             take = min(n - done, len(out["source_mm"]))
             parts.append({k: v[:take] for k, v in out.items() if k != "n_tried_accepted"})
             done += take
