@@ -158,7 +158,7 @@ def test_scanner_adapter_events_and_sensitivity():
     assert w.sum() == pytest.approx(0.5 * 12 * 11 * 64 * 64)
     assert np.all(np.abs(np.linalg.norm(xs[:, :2], axis=1) - 75.0) <= 5.0 + 2.0 + 1e-9)
     # events given by crystal ids -> crystal centres
-    ev = {"block1": np.array([0]), "crystal1": np.array([5]), "block2": np.array([6]), "crystal2": np.array([5])}
+    ev = {"BlockID1": np.array([0]), "CrystalID1": np.array([5]), "BlockID2": np.array([6]), "CrystalID2": np.array([5])}
     a, b, ids = events_to_lors(ev, sc)
     assert ids.shape == (1, 4) and np.allclose(a, crystal_positions(sc, [0], [5]))
     with pytest.raises(ValueError, match="xstart"):
@@ -222,7 +222,7 @@ def test_lm_osem_efficiency_factors_enter_events_and_sensitivity():
     sc = _ring_scanner()
     rng = np.random.default_rng(9)
     _, _, _, pairs = sensitivity_lors(sc, n_lors=3000, rng=rng)
-    ev = dict(zip(("block1", "crystal1", "block2", "crystal2"), pairs.T))
+    ev = dict(zip(("BlockID1", "CrystalID1", "BlockID2", "CrystalID2"), pairs.T))
     kw = dict(image_shape=(10, 10, 4), voxel_size=6.0, n_iter=1, n_subsets=2, n_sensitivity_lors=50_000, seed=3,
               device="cpu")
     plain = lm_osem(ev, sc, **kw)

@@ -76,14 +76,14 @@ def sensitivity_lors(scanner, *, n_lors: int, rng: np.random.Generator):
     return xs, xe, np.full(n_lors, n_pairs / n_lors), np.stack([b1, c1, b2, c2], 1)
 
 
-_ID_KEYS = ("block1", "crystal1", "block2", "crystal2")
+_ID_KEYS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")  # refsuite.io column names
 
 
 def events_to_lors(events: Mapping[str, np.ndarray], scanner=None):
     """LOR end points (mm) of list-mode events and their crystal ids (or None).
 
     ``events`` holds either ``xstart`` and ``xend`` (n, 3) in mm, or the crystal ids
-    ``block1, crystal1, block2, crystal2`` (then ``scanner`` gives the crystal centres).
+    ``BlockID1, CrystalID1, BlockID2, CrystalID2`` (as refsuite.io reads them) (then ``scanner`` gives the crystal centres).
     """
     if "xstart" in events and "xend" in events:
         ids = np.stack([np.asarray(events[k]) for k in _ID_KEYS], 1) if all(k in events for k in _ID_KEYS) else None
@@ -119,7 +119,7 @@ def lm_osem(
     Parameters
     ----------
     events : mapping
-        ``xstart``/``xend`` (n, 3) mm or crystal ids ``block1, crystal1, block2, crystal2``;
+        ``xstart``/``xend`` (n, 3) mm or crystal ids ``BlockID1, CrystalID1, BlockID2, CrystalID2`` (as refsuite.io reads them);
         optional ``tof_bin`` (n,) signed TOF bins (with ``tof``).
     scanner
         A ``refsuite.geometry.Scanner`` (or any object with its geometry attributes).
@@ -157,7 +157,7 @@ def lm_osem(
     factors = torch.ones(xs.shape[0], dtype=dtype, device=dev)
     if efficiency is not None:
         if ids is None:
-            raise ValueError("efficiency needs events with crystal ids (block1, crystal1, block2, crystal2)")
+            raise ValueError("efficiency needs events with crystal ids (BlockID1, CrystalID1, BlockID2, CrystalID2)")
         eff = np.asarray(efficiency, float)
         factors = factors * t(eff[ids[:, 0], ids[:, 1]] * eff[ids[:, 2], ids[:, 3]])
     if attenuation is not None:
