@@ -60,7 +60,8 @@ UPTAKE: dict[Tracer, np.ndarray] = {
 
 
 def _ellipsoid(p, centre, radii):
-    return np.sum(((p - np.asarray(centre, float)) / np.asarray(radii, float)) ** 2, axis=1)
+    return (((p[:, 0] - centre[0]) / radii[0]) ** 2 + ((p[:, 1] - centre[1]) / radii[1]) ** 2
+            + ((p[:, 2] - centre[2]) / radii[2]) ** 2)
 
 
 def _cylinder(p, centre_yx, radii_yx, z_range):

@@ -201,15 +201,28 @@ def _truth_ddf(labels, spacing, rng, breathing_mm, random_mm, rot_deg, trans_mm)
 
 def _invert(ddf, y_vox, n_iter: int = 80):
     """Solve ``x + u(x) = y`` per moving voxel ``y`` (voxel units); returns x and the max residual inside the grid."""
-    x = y_vox.copy()
+    import torch
+    import torch.nn.functional as F
+
+    shape = np.asarray(ddf.shape[1:])
+    field = torch.as_tensor(ddf, dtype=torch.float32)[None]
+    y = torch.as_tensor(y_vox, dtype=torch.float32)
+    scale = torch.as_tensor(2.0 / (shape - 1), dtype=torch.float32)
+
+    def u_at(x):
+        # grid_sample wants (x, y, z) = reversed array axes in [-1, 1]; align_corners=True puts
+        # voxel centres at integer indices, border padding = nearest extrapolation
+        g = (x * scale - 1.0).flip(-1).view(1, -1, 1, 1, 3)
+        return F.grid_sample(field, g, mode="bilinear", padding_mode="border", align_corners=True).view(3, -1).T
+
+    x = y.clone()
     for _ in range(n_iter):
-        u = np.stack([ndimage.map_coordinates(ddf[i], x.T, order=1, mode="nearest") for i in range(3)], 1)
         # damped (relaxation 0.5): converges for eigenvalues of grad u in (-1, 3), not only |.| < 1
-        x = 0.5 * x + 0.5 * (y_vox - u)
-    u = np.stack([ndimage.map_coordinates(ddf[i], x.T, order=1, mode="nearest") for i in range(3)], 1)
-    # pre-images outside the fixed grid see a clamped u; they are scored separately by callers
-    inside = np.all((x >= 0) & (x <= np.asarray(ddf.shape[1:]) - 1), axis=1)
-    err = np.abs(x + u - y_vox).max(axis=1)
+        x = 0.5 * x + 0.5 * (y - u_at(x))
+    err = (x + u_at(x) - y).abs().amax(dim=1).numpy()
+    x = x.numpy()
+    # pre-images outside the fixed grid see a clamped u; they are not scored
+    inside = np.all((x >= 0) & (x <= shape - 1), axis=1)
     return x, float(err[inside].max()) if inside.any() else float("inf")
 
 
