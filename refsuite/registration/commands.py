@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--fixed-ct", help="CT (HU) paired with the fixed PET, on its grid unless --resample")
     p.add_argument("--uniform-weight", type=float, help="use this uniform regulariser weight instead of the CT map")
     p.add_argument("--soft-weight", type=float, default=30.0, help="CT map weight of soft tissue (default 30)")
-    p.add_argument("--bone-weight", type=float, default=3000.0, help="CT map weight of bone (default 3000)")
+    p.add_argument("--bone-weight", type=float, default=300.0, help="CT map weight of bone (default 300)")
     p.add_argument("--smoothing-mm", type=float, default=4.0, help="Gaussian sigma of the CT map, mm (default 4)")
     p.add_argument("--resample", action="store_true",
                    help="resample MOVING and the CT onto the fixed grid when the grids differ (else an error)")

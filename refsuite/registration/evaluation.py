@@ -31,7 +31,8 @@ def evaluate_registration(pair: SyntheticPair, ddf) -> dict:
         ``dice_soft`` / ``dice_bone`` (means over soft organs / bones), ``tre_soft_mm`` /
         ``tre_bone_mm`` (mean landmark error, mm), ``tre_mm`` (all landmarks),
         ``folding`` (fraction of body voxels with det J <= 0), ``rigidity_bone`` (mean
-        ``||J - R||_F`` over interior bone voxels of the fixed scan, dimensionless),
+        ``||J - R||_F`` over interior bone voxels of the fixed scan, dimensionless; NaN when a
+        grid is too coarse to have any),
         ``rigidity_per_bone`` {bone name: the same per bone}.
     """
     d = np.asarray(ddf.detach().cpu() if hasattr(ddf, "detach") else ddf, dtype=np.float32)
@@ -66,6 +67,6 @@ def evaluate_registration(pair: SyntheticPair, ddf) -> dict:
         tre_soft_mm=float(tre[~is_bone].mean()),
         tre_bone_mm=float(tre[is_bone].mean()),
         folding=folding_fraction(d, spacing=pair.spacing, mask=pair.fixed_labels > 0),
-        rigidity_bone=rigidity_error(d, spacing=pair.spacing, mask=bone_mask),
+        rigidity_bone=rigidity_error(d, spacing=pair.spacing, mask=bone_mask) if bone_mask.any() else float("nan"),
         rigidity_per_bone=per_bone,
     )
