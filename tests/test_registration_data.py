@@ -27,7 +27,14 @@ from refsuite.registration import (
     train_network,
 )
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # the CI cores are shared: intra-op threads spin-wait and slow down by up to 50x
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 SMALL = (66, 24, 33)
 
 
