@@ -12,6 +12,7 @@ from monai.losses import BendingEnergyLoss, DiffusionLoss
 from refsuite.registration import (
     ct_regularization_map,
     integrate_velocity,
+    limited_threads,
     map_points,
     register,
     resize_ddf,
@@ -23,11 +24,8 @@ from refsuite.registration import (
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    # the CI cores are shared: intra-op threads spin-wait and slow down by up to 50x
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with limited_threads(1):  # shared CI cores: see refsuite.registration.limited_threads
+        yield
 
 
 def _ddf(seed, shape=(2, 3, 7, 6, 5)):

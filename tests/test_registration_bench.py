@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from refsuite.registration import RegistrationUNet, optimise_ddf, predict_ddf
+from refsuite.registration import RegistrationUNet, limited_threads, optimise_ddf, predict_ddf
 
 SIZES = {"quick": (66, 24, 33), "full": (132, 40, 56)}
 N_ITER = 5
@@ -18,11 +18,8 @@ N_ITER = 5
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    # the CI cores are shared: intra-op threads spin-wait and slow down by up to 50x
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with limited_threads(1):  # shared CI cores: see refsuite.registration.limited_threads
+        yield
 
 
 def _images(shape):

@@ -21,6 +21,7 @@ from refsuite.metrics.registration import (
 from refsuite.registration import (
     BONE_LABELS,
     evaluate_registration,
+    limited_threads,
     load_network,
     predict_ddf,
     simulate_pet_ct_pair,
@@ -30,11 +31,8 @@ from refsuite.registration import (
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    # the CI cores are shared: intra-op threads spin-wait and slow down by up to 50x
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with limited_threads(1):  # shared CI cores: see refsuite.registration.limited_threads
+        yield
 SMALL = (66, 24, 33)
 
 

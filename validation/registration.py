@@ -18,7 +18,6 @@ lower bone rigidity error with no loss of soft-organ Dice compared with the best
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,24 +55,13 @@ def run(ctx: RunContext) -> Section:
     return run_with(ctx, QUICK if ctx.quick else FULL)
 
 
-@contextmanager
-def _single_thread():
-    # the CI machine's 2 cores are shared; intra-op threads then spin-wait and run up to 50x slower
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def run_with(ctx: RunContext, settings: Settings) -> Section:
     """Run the study with explicit ``settings`` (tests use this with broken inputs)."""
     sec = Section(study=NAME, title=TITLE, summary=__doc__.split("\n\n")[1])
     _declare(sec, settings)
-    with _single_thread():
+    from refsuite.registration import limited_threads
+
+    with limited_threads(1):  # the CI's 2 cores are shared: see limited_threads
         _measure(sec, ctx, settings)
     return sec
 

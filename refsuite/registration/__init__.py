@@ -17,7 +17,7 @@ from .network import NetworkConfig, RegistrationUNet, load_network, predict_ddf,
 from .optimize import Regularizer, Similarity, optimise_ddf, register
 from .regularizers import weighted_bending_energy, weighted_diffusion
 from .synthetic import SyntheticPair, simulate_pet_ct_pair
-from .transforms import integrate_velocity, map_points, resize_ddf, warp, warp_labels
+from .transforms import integrate_velocity, limited_threads, map_points, resize_ddf, warp, warp_labels
 from .weights import check_ct_hu, ct_regularization_map
 
 __all__ = [
@@ -27,6 +27,6 @@ __all__ = [
     "Regularizer", "Similarity", "optimise_ddf", "register",
     "weighted_bending_energy", "weighted_diffusion",
     "SyntheticPair", "simulate_pet_ct_pair",
-    "integrate_velocity", "map_points", "resize_ddf", "warp", "warp_labels",
+    "integrate_velocity", "limited_threads", "map_points", "resize_ddf", "warp", "warp_labels",
     "check_ct_hu", "ct_regularization_map",
 ]
