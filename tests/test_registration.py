@@ -219,3 +219,22 @@ def test_register_rejects_bad_inputs():
         register(a, a, weight_map=1.0, spacing=(1, 1, 1), levels=2, iterations=(5,))
     with pytest.raises(ValueError, match="NaN"):
         register(a * np.nan, a, weight_map=1.0, spacing=(1, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(similarity="mi"), dict(regularizer="bending"), dict(diffeomorphic=True)],
+    ids=["mutual-information", "bending-energy", "diffeomorphic"],
+)
+def test_register_options_move_towards_the_translation(options):
+    shape = (16, 16, 16)
+    centres = [(6, 6, 6), (10, 9, 8), (7, 10, 10)]
+    fixed = _blobs(shape, centres) * 10
+    moving = _blobs(shape, [np.add(c, (1.0, 0.0, 0.0)) for c in centres]) * 10
+    ddf = register(fixed, moving, weight_map=0.5, spacing=(2, 2, 2), levels=2, iterations=(15, 15),
+                   learning_rate=0.2, **options)
+    inner = float(ddf[0, 0, 4:-4, 4:-4, 4:-4].mean())
+    assert 0.3 < inner < 1.5
+    from refsuite.metrics.registration import folding_fraction
+
+    assert folding_fraction(ddf, spacing=(2, 2, 2)) == 0.0
