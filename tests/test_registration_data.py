@@ -169,3 +169,16 @@ def test_cli_register_writes_outputs_and_rejects_mismatched_grids(pair, tmp_path
     assert main(args + ["--moving", str(paths["shifted"])]) == 2  # different affine, no --resample
     assert not out_w.exists()
     assert main(args + ["--moving", str(paths["shifted"]), "--resample"]) == 0
+
+
+def test_save_pair_writes_images_and_truth(pair, tmp_path):
+    from refsuite.registration.nifti import load_volume, save_pair
+
+    paths = save_pair(tmp_path / "pair", pair)
+    data, aff = load_volume(paths["moving_pet"])
+    np.testing.assert_allclose(data, pair.moving_pet)
+    np.testing.assert_allclose(np.diag(aff)[:3], pair.spacing)
+    truth = np.load(paths["truth"])
+    np.testing.assert_allclose(truth["landmarks_moving"], pair.truth["landmarks_moving"])
+    assert float(truth["min_jacobian"]) == pytest.approx(pair.truth["min_jacobian"])
+    assert truth["motion_rotvec_rad"].shape == (len(pair.truth["bone_motions"]), 3)

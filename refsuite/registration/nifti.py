@@ -15,7 +15,7 @@ import numpy as np
 
 from refsuite.io.atomic import atomic_path
 
-__all__ = ["load_volume", "save_volume", "save_ddf", "same_grid", "resample_to_reference", "ddf_to_mm"]
+__all__ = ["load_volume", "save_volume", "save_ddf", "same_grid", "resample_to_reference", "ddf_to_mm", "save_pair"]
 
 
 def load_volume(path) -> tuple[np.ndarray, np.ndarray]:
@@ -74,3 +74,34 @@ def ddf_to_mm(ddf, affine) -> np.ndarray:
     if d.ndim == 5:
         d = d[0]
     return np.einsum("ij,j...->...i", np.asarray(affine)[:3, :3], d)
+
+
+def save_pair(directory, pair) -> dict:
+    """Write a :class:`~refsuite.registration.SyntheticPair` as NIfTI files plus its truth.
+
+    Files (affine: diagonal spacing, origin 0): ``fixed_pet``, ``fixed_ct``, ``fixed_labels``,
+    ``moving_pet``, ``moving_ct``, ``moving_labels`` (``.nii.gz``), ``truth_ddf.nii.gz`` (voxel
+    units) and ``truth.npz`` (landmarks in voxel indices, labels, per-bone motions ``motion_*``, simulation
+    parameters), each written atomically. Returns ``{name: path}``.
+    """
+    out = Path(directory)
+    affine = np.diag(list(np.asarray(pair.spacing, float)) + [1.0])
+    paths = {}
+    for name in ("fixed_pet", "fixed_ct", "fixed_labels", "moving_pet", "moving_ct", "moving_labels"):
+        paths[name] = out / f"{name}.nii.gz"
+        save_volume(paths[name], getattr(pair, name), affine)
+    t = pair.truth
+    paths["truth_ddf"] = out / "truth_ddf.nii.gz"
+    save_ddf(paths["truth_ddf"], t["ddf"], affine)
+    motions = t["bone_motions"]
+    scalars = {k: np.asarray(v) for k, v in t.items() if np.isscalar(v) or isinstance(v, tuple)}
+    paths["truth"] = out / "truth.npz"
+    with atomic_path(paths["truth"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, spacing=np.asarray(pair.spacing), landmarks_fixed=t["landmarks_fixed"],
+                     landmarks_moving=t["landmarks_moving"], landmark_labels=t["landmark_labels"],
+                     motion_labels=np.array(sorted(motions)),
+                     motion_rotvec_rad=np.array([motions[b][0] for b in sorted(motions)]),
+                     motion_translation_mm=np.array([motions[b][1] for b in sorted(motions)]),
+                     motion_centre_mm=np.array([motions[b][2] for b in sorted(motions)]), **scalars)
+    return paths
