@@ -13,6 +13,11 @@ are registered two ways, each with a uniform regulariser weight and with the CT-
 
 Expected result (the paper's claim, which the checks can contradict): the CT-guided map gives a
 lower bone rigidity error with no loss of soft-organ Dice compared with the best uniform weight.
+
+Run time: quick mode ~60-75 s on the shared 2-core CI machine. Full mode (132 x 40 x 56 voxels,
+8 test pairs, 5 uniform weights, two U-Nets of 2000 steps on 12 pairs) has not been run yet; from
+the benchmarks (~3 instance iterations/s at full size, ~1.5 s per training step) it is estimated
+at 2-3 h on that machine, most of it U-Net training.
 """
 
 from __future__ import annotations
