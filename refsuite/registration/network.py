@@ -1,0 +1,189 @@
+"""Learned registration: a small VoxelMorph-style 3-D U-Net trained weakly supervised.
+
+The network maps the concatenated (fixed, moving) PET pair to a DDF (Balakrishnan et al.
+2019, VoxelMorph, IEEE TMI 38(8)). It is trained as the paper's weakly supervised baseline
+(Hu et al. 2018, Med Image Anal 49, eq. 1-3) with the regulariser weight either uniform or
+the CT map (Wu et al.)::
+
+    L = LNCC(moving o phi, fixed) + alpha * DiceLoss(labels_moving o phi, labels_fixed) + R_w(u)
+
+Labels are only needed for training; inference uses the two PET images. The U-Net is MONAI's
+``UNet`` (instance norm, PReLU); inputs are zero-padded to a multiple of its total stride and
+the output cropped back. Training writes an atomic checkpoint (model, optimiser, step,
+configuration) every ``checkpoint_every`` steps and resumes from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+from monai.networks.nets import UNet
+from tqdm.auto import tqdm
+
+from refsuite.io.atomic import atomic_path
+
+from .anatomy import BONE_LABELS, SOFT_ORGAN_LABELS
+from .optimize import Regularizer, Similarity, normalise_pet, similarity_loss
+from .regularizers import weighted_bending_energy, weighted_diffusion
+from .transforms import as_volume_tensor, warp
+
+__all__ = ["NetworkConfig", "RegistrationUNet", "train_network", "predict_ddf", "load_network"]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture and loss settings (saved in the checkpoint)."""
+
+    channels: tuple = (8, 16, 32)
+    strides: tuple = (2, 2)
+    dice_weight: float = 1.0
+    lncc_kernel: int = 7
+    regularizer: str = Regularizer.DIFFUSION.value
+    output_scale: float = 1.0  # voxels per unit of network output
+
+
+class RegistrationUNet(torch.nn.Module):
+    """(fixed, moving) PET (B, 1, D, H, W) each -> DDF (B, 3, D, H, W), voxel units."""
+
+    def __init__(self, config: NetworkConfig = NetworkConfig()):
+        super().__init__()
+        self.config = config
+        self.unet = UNet(3, 2, 3, channels=tuple(config.channels), strides=tuple(config.strides), num_res_units=0)
+        self._multiple = int(np.prod(config.strides))
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([normalise_pet(fixed), normalise_pet(moving)], dim=1)
+        size = x.shape[2:]
+        pad = [(-n) % self._multiple for n in size]
+        x = F.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]])
+        out = self.unet(x)[:, :, : size[0], : size[1], : size[2]]
+        return out * self.config.output_scale
+
+
+def _onehot(labels: torch.Tensor, values: Sequence[int]) -> torch.Tensor:
+    return torch.cat([(labels == v).to(torch.float32) for v in values], dim=1)
+
+
+def train_network(
+    pairs: Sequence,
+    weights: Sequence,
+    *,
+    config: NetworkConfig = NetworkConfig(),
+    steps: int = 200,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    device="cpu",
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 50,
+    progress: bool = False,
+) -> tuple[RegistrationUNet, list[float]]:
+    """Train a :class:`RegistrationUNet` weakly supervised on synthetic (or real) pairs.
+
+    Parameters
+    ----------
+    pairs : sequence of objects with ``fixed_pet``, ``moving_pet`` (D, H, W) kBq/mL,
+        ``fixed_labels``, ``moving_labels`` (D, H, W) int and ``spacing`` (3,) mm
+        (e.g. :class:`~refsuite.registration.SyntheticPair`).
+    weights : sequence, one per pair
+        Regularisation weight of each pair: a scalar (uniform) or a (D, H, W) map (CT-guided).
+    config : NetworkConfig
+    steps : int
+        Adam steps, one random pair each (batch size 1).
+    learning_rate : float
+    seed : int
+        Seeds the initial weights and the pair order.
+    device : str or torch.device
+    checkpoint : path, optional
+        Checkpoint file; training resumes from it when it exists and was saved with the same config.
+    checkpoint_every : int
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    (model, loss history per step)
+    """
+    if len(pairs) == 0 or len(pairs) != len(weights):
+        raise ValueError(f"pairs and weights must be non-empty and of equal length, got {len(pairs)} and {len(weights)}")
+    if int(steps) < 0:
+        raise ValueError(f"steps must be >= 0, got {steps!r}")
+    torch.manual_seed(int(seed))
+    rng = np.random.default_rng(int(seed))
+    model = RegistrationUNet(config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(learning_rate))
+    history: list[float] = []
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["config"] != asdict(config):
+            raise ValueError(f"checkpoint {checkpoint} was saved with config {state['config']}, not {asdict(config)}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = int(state["step"]), list(state["history"])
+        rng = np.random.default_rng([int(seed), start])
+    data = [_prepare(p, w, device) for p, w in zip(pairs, weights)]
+    sim = similarity_loss(Similarity.LNCC, lncc_kernel=config.lncc_kernel)
+    dice = DiceLoss(include_background=True)
+    reg = weighted_diffusion if Regularizer(config.regularizer) is Regularizer.DIFFUSION else weighted_bending_energy
+    model.train()
+    for step in tqdm(range(start, int(steps)), disable=not progress, desc="training", unit="step"):
+        f, m, lf, lm, w, sp = data[int(rng.integers(len(data)))]
+        opt.zero_grad(set_to_none=True)
+        ddf = model(f, m)
+        loss = sim(warp(normalise_pet(m), ddf), normalise_pet(f)) + reg(ddf, w, spacing=sp)
+        if config.dice_weight > 0:
+            loss = loss + config.dice_weight * dice(warp(lm, ddf), lf)
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+        if checkpoint is not None and ((step + 1) % int(checkpoint_every) == 0 or step + 1 == int(steps)):
+            _save(checkpoint, model, opt, step + 1, history)
+    model.eval()
+    return model, history
+
+
+def _prepare(pair, weight, device):
+    values = tuple(SOFT_ORGAN_LABELS) + tuple(BONE_LABELS)
+    f = as_volume_tensor("fixed_pet", pair.fixed_pet, device=device)
+    m = as_volume_tensor("moving_pet", pair.moving_pet, device=device)
+    if f.shape != m.shape:
+        raise ValueError(f"fixed_pet {tuple(f.shape)} and moving_pet {tuple(m.shape)} must share one grid")
+    lf = _onehot(torch.as_tensor(np.asarray(pair.fixed_labels), device=device)[None, None], values)
+    lm = _onehot(torch.as_tensor(np.asarray(pair.moving_labels), device=device)[None, None], values)
+    w = torch.as_tensor(np.asarray(weight, dtype=np.float32), device=device)
+    w = w if w.ndim == 0 else w.reshape((1, 1) + tuple(f.shape[2:]))
+    return f, m, lf, lm, w, [float(s) for s in pair.spacing]
+
+
+def _save(path, model, opt, step, history) -> None:
+    state = dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step, history=history,
+                 config=asdict(model.config))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_network(path, *, device="cpu") -> RegistrationUNet:
+    """A trained :class:`RegistrationUNet` from a checkpoint written by :func:`train_network`."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    cfg = state["config"]
+    cfg = NetworkConfig(**{**cfg, "channels": tuple(cfg["channels"]), "strides": tuple(cfg["strides"])})
+    model = RegistrationUNet(cfg).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_ddf(model: RegistrationUNet, fixed_pet, moving_pet, *, device="cpu") -> torch.Tensor:
+    """DDF (1, 3, D, H, W), voxel units, on CPU, predicted for one pair (no labels needed)."""
+    f = as_volume_tensor("fixed_pet", fixed_pet, device=device)
+    m = as_volume_tensor("moving_pet", moving_pet, device=device)
+    if f.shape != m.shape:
+        raise ValueError(f"fixed_pet {tuple(f.shape)} and moving_pet {tuple(m.shape)} must share one grid")
+    return model.to(device)(f, m).cpu()

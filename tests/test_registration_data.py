@@ -1,0 +1,194 @@
+"""Tests of the registration metrics, synthetic data, network, NIfTI I/O and CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from refsuite.metrics.registration import (
+    dice,
+    dice_per_label,
+    folding_fraction,
+    jacobian_determinant,
+    normalized_cross_correlation,
+    rigidity_error,
+    target_registration_error,
+)
+from refsuite.registration import (
+    BONE_LABELS,
+    evaluate_registration,
+    limited_threads,
+    load_network,
+    predict_ddf,
+    simulate_pet_ct_pair,
+    train_network,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with limited_threads(1):  # shared CI cores: see refsuite.registration.limited_threads
+        yield
+SMALL = (66, 24, 33)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return simulate_pet_ct_pair(shape=SMALL, seed=7, n_lesions=3)
+
+
+# ---- metrics -----------------------------------------------------------------------------------
+
+def test_dice_known_values_and_empty_masks():
+    a = np.zeros((4, 4, 4), bool)
+    b = np.zeros((4, 4, 4), bool)
+    a[:2], b[1:3] = True, True
+    assert dice(a, b) == pytest.approx(0.5)
+    assert dice(a, a) == 1.0
+    with pytest.raises(ValueError, match="both empty"):
+        dice(np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="label 'x' \\(5\\) is empty"):
+        dice_per_label(a.astype(int), b.astype(int), {"x": 5})
+
+
+def _linear_ddf(a, sp, shape=(6, 7, 8)):
+    idx = np.indices(shape).astype(float) * np.asarray(sp)[:, None, None, None]
+    return np.einsum("ij,j...->i...", a, idx) / np.asarray(sp)[:, None, None, None]
+
+
+@settings(max_examples=20, deadline=None)
+@given(angles=st.tuples(*[st.floats(-0.5, 0.5)] * 3), sp=st.tuples(*[st.floats(0.5, 5.0)] * 3))
+def test_rigid_motion_has_zero_rigidity_error_and_unit_jacobian(angles, sp):
+    r = Rotation.from_rotvec(angles).as_matrix()
+    ddf = _linear_ddf(r - np.eye(3), sp)
+    assert rigidity_error(ddf, spacing=sp, mask=np.ones((6, 7, 8))) < 1e-10
+    np.testing.assert_allclose(jacobian_determinant(ddf, spacing=sp), 1.0, atol=1e-10)
+
+
+def test_stretch_rigidity_error_and_folding():
+    sp = (2.0, 1.0, 3.0)
+    ddf = _linear_ddf(np.diag([0.1, 0.1, 0.1]), sp)  # 10 % isotropic stretch
+    assert rigidity_error(ddf, spacing=sp, mask=np.ones((6, 7, 8))) == pytest.approx(np.sqrt(3) * 0.1)
+    np.testing.assert_allclose(jacobian_determinant(ddf, spacing=sp), 1.1**3)
+    assert folding_fraction(ddf, spacing=sp) == 0.0
+    fold = _linear_ddf(np.diag([-2.0, 0.0, 0.0]), sp)  # x -> -x along axis 0: det = -1
+    assert folding_fraction(fold, spacing=sp) == 1.0
+    with pytest.raises(ValueError, match="mask is empty"):
+        rigidity_error(ddf, spacing=sp, mask=np.zeros((6, 7, 8)))
+
+
+def test_tre_and_ncc():
+    a = np.zeros((3, 3))
+    b = np.array([[3.0, 4.0, 0.0], [0, 0, 1], [0, 0, 0]])
+    np.testing.assert_allclose(target_registration_error(a, b), [5.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="N = 0"):
+        target_registration_error(np.zeros((0, 3)), np.zeros((0, 3)))
+    x = np.random.default_rng(0).normal(size=(5, 5, 5))
+    assert normalized_cross_correlation(x, 3 * x + 2) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="constant"):
+        normalized_cross_correlation(x, np.ones_like(x))
+
+
+# ---- synthetic data --------------------------------------------------------------------------
+
+def test_pair_is_reproducible_and_truth_is_consistent(pair):
+    again = simulate_pet_ct_pair(shape=SMALL, seed=7, n_lesions=3)
+    np.testing.assert_array_equal(pair.moving_pet, again.moving_pet)
+    t = pair.truth
+    assert t["min_jacobian"] > 0.1
+    assert t["inverse_residual_vox"] < 0.01
+    assert pair.fixed_pet.shape == pair.moving_ct.shape == SMALL
+    assert np.isin(BONE_LABELS, pair.fixed_labels).sum() >= 5
+    # the truth is rigid inside every bone, and undoes the motion better than the identity
+    truth = evaluate_registration(pair, t["ddf"])
+    ident = evaluate_registration(pair, np.zeros_like(t["ddf"]))
+    assert truth["rigidity_bone"] < 1e-6
+    assert truth["tre_mm"] < 1e-4 < ident["tre_mm"]
+    assert truth["dice_soft"] > ident["dice_soft"]
+
+
+def test_tracers_differ_where_they_should(pair):
+    from refsuite.registration import LABELS
+
+    brain = pair.fixed_labels == LABELS["brain"]
+    # FDG brain is hot, PSMA brain cold (cross-tracer pair)
+    assert pair.fixed_pet[brain].mean() > 5 * pair.moving_pet[pair.moving_labels == LABELS["brain"]].mean()
+    assert pair.fixed_ct.min() > -1200 and pair.fixed_ct.max() > 500
+
+
+def test_different_seeds_give_different_motion():
+    a = simulate_pet_ct_pair(shape=SMALL, seed=1, n_lesions=0)
+    b = simulate_pet_ct_pair(shape=SMALL, seed=2, n_lesions=0)
+    assert not np.allclose(a.truth["ddf"], b.truth["ddf"])
+
+
+# ---- network -------------------------------------------------------------------------------
+
+def test_network_trains_checkpoints_resumes_and_predicts(pair, tmp_path):
+    ckpt = tmp_path / "net.pt"
+    model, hist = train_network([pair], [5.0], steps=4, seed=0, checkpoint=ckpt, checkpoint_every=2)
+    assert ckpt.exists() and len(hist) == 4 and np.all(np.isfinite(hist))
+    _, hist2 = train_network([pair], [5.0], steps=6, seed=0, checkpoint=ckpt)  # resumes at step 4
+    assert len(hist2) == 6 and hist2[:4] == hist
+    loaded = load_network(ckpt)
+    ddf = predict_ddf(loaded, pair.fixed_pet, pair.moving_pet)
+    assert ddf.shape == (1, 3) + SMALL and torch.isfinite(ddf).all()
+    with pytest.raises(ValueError, match="equal length"):
+        train_network([pair], [1.0, 2.0], steps=1)
+
+
+# ---- NIfTI and CLI ----------------------------------------------------------------------------
+
+def test_cli_register_writes_outputs_and_rejects_mismatched_grids(pair, tmp_path):
+    import argparse
+
+    from refsuite.registration import commands
+    from refsuite.registration.nifti import load_volume, save_volume
+
+    # only this sub-command's parser: refsuite.cli would also import the other packages' commands
+    parser = argparse.ArgumentParser(prog="refsuite")
+    commands.register(parser.add_subparsers(dest="command", required=True))
+
+    def main(argv):
+        args = parser.parse_args(argv)
+        return args.func(args)
+
+    aff = np.diag(list(pair.spacing) + [1.0])
+    paths = {k: tmp_path / f"{k}.nii.gz" for k in ("fixed", "moving", "ct", "shifted")}
+    save_volume(paths["fixed"], pair.fixed_pet, aff)
+    save_volume(paths["moving"], pair.moving_pet, aff)
+    save_volume(paths["ct"], pair.fixed_ct, aff)
+    shifted = aff.copy()
+    shifted[0, 3] = 7.0
+    save_volume(paths["shifted"], pair.moving_pet, shifted)
+    out_w, out_d = tmp_path / "warped.nii.gz", tmp_path / "ddf.nii.gz"
+    args = ["register", "--fixed", str(paths["fixed"]), "--fixed-ct", str(paths["ct"]), "--iterations", "5,5",
+            "--out-warped", str(out_w), "--out-ddf", str(out_d)]
+    assert main(args + ["--moving", str(paths["moving"])]) == 0
+    warped, waff = load_volume(out_w)
+    np.testing.assert_allclose(waff, aff)
+    assert warped.shape == SMALL
+    import nibabel as nib
+
+    assert nib.load(str(out_d)).shape == SMALL + (3,)
+    out_w.unlink()
+    assert main(args + ["--moving", str(paths["shifted"])]) == 2  # different affine, no --resample
+    assert not out_w.exists()
+    assert main(args + ["--moving", str(paths["shifted"]), "--resample"]) == 0
+
+
+def test_save_pair_writes_images_and_truth(pair, tmp_path):
+    from refsuite.registration.nifti import load_volume, save_pair
+
+    paths = save_pair(tmp_path / "pair", pair)
+    data, aff = load_volume(paths["moving_pet"])
+    np.testing.assert_allclose(data, pair.moving_pet)
+    np.testing.assert_allclose(np.diag(aff)[:3], pair.spacing)
+    truth = np.load(paths["truth"])
+    np.testing.assert_allclose(truth["landmarks_moving"], pair.truth["landmarks_moving"])
+    assert float(truth["min_jacobian"]) == pytest.approx(pair.truth["min_jacobian"])
+    assert truth["motion_rotvec_rad"].shape == (len(pair.truth["bone_motions"]), 3)
