@@ -39,7 +39,7 @@ from .scenario import Particle, Run
 
 __all__ = [
     "import_opengate", "block_poses", "build_simulation", "run_gate", "sort_coincidences", "singles_from_events",
-    "write_singles", "gate_crystal_centres", "lyso_mass_fractions", "tube_segments", "BLOCK", "CRYSTAL",
+    "write_singles", "gate_crystal_centres", "lyso_mass_fractions", "tube_segments", "polyline_distance", "BLOCK", "CRYSTAL",
 ]
 
 #: Volume names (``<scanner>_block``, ``<scanner>_crystal<k>``).
@@ -136,6 +136,18 @@ def tube_segments(tube, *, tolerance_mm: float | None = None):
     d = np.diff(ends, axis=0)
     lengths = np.linalg.norm(d, axis=1)
     return ends[:-1] + d / 2, d / lengths[:, None], lengths, float(worst)
+
+
+def polyline_distance(points, midpoints, directions, lengths, *, chunk: int = 512) -> np.ndarray:
+    """Distance (mm) of each point (n, 3) from the nearest of the segments (from :func:`tube_segments`)."""
+    p = np.asarray(points, float)
+    a = midpoints - directions * lengths[:, None] / 2
+    out = np.empty(len(p))
+    for s0 in range(0, len(p), chunk):
+        q = p[s0:s0 + chunk, None, :] - a[None]
+        t = np.clip(np.einsum("nki,ki->nk", q, directions), 0.0, lengths)
+        out[s0:s0 + chunk] = np.linalg.norm(q - t[..., None] * directions[None], axis=-1).min(1)
+    return out
 
 
 def _z_to(direction):

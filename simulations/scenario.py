@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "Scenario", "Run", "Particle", "ReadoutPolicy", "load_scenario", "scenario_from_dict", "SCENARIO_DIR",
-    "shipped_scenarios", "ScenarioError",
+    "shipped_scenarios", "ScenarioError", "check_phantom_clear_of_blocks",
 ]
 
 #: Folder of the scenario files shipped with refsuite.
@@ -99,11 +99,17 @@ class PointsSpec(_Model):
 
 
 class TubeSpec(PointsSpec):
-    """B-spline tube through the point-source positions (Thull et al., sec. 2.5)."""
+    """B-spline tube through the point-source positions (Thull et al., sec. 2.5).
+
+    ``order = "nearest"`` threads the positions greedily from the lowest z to the nearest
+    unvisited one: random positions in their drawn order give a spline that overshoots
+    far outside the field of view (into the detector blocks for ``thull_sim``).
+    """
 
     kind: Literal["tube"]
     diameter_mm: float = Field(0.25, gt=0)
     activity_bq: float = Field(1.0e6, gt=0)  #: whole tube
+    order: Literal["nearest", "as_given"] = "nearest"
 
 
 class ShellSpec(_Model):
@@ -232,7 +238,10 @@ class Scenario(_Model):
         return scan
 
     def runs(self) -> list["Run"]:
-        """The scenario's runs: one, or one per radial offset of a line-source sweep."""
+        """The scenario's runs: one, or one per radial offset of a line-source sweep.
+
+        Raises ValueError when a phantom would emit inside a detector block.
+        """
         from refsuite import phantoms as ph
 
         spec, scanner = self.phantom, self.build_scanner()
@@ -245,8 +254,11 @@ class Scenario(_Model):
                                   centre_z_mm=spec.centre_z_mm, activity_bq=spec.activity_bq)
                 label = f"r{r:g}mm" if len(spec.radial_offsets_mm) > 1 else ""
                 out.append(Run(self, label, scanner, p, {"radial_offset_mm": float(r)}))
-            return out
-        return [Run(self, "", scanner, _phantom(spec), {})]
+        else:
+            out = [Run(self, "", scanner, _phantom(spec), {})]
+        for run in out:
+            check_phantom_clear_of_blocks(run.scanner, run.phantom)
+        return out
 
     def n_decays(self, phantom) -> int:
         """Decays of one run: ``n_decays`` or activity (Bq) x ``duration_s``."""
@@ -270,6 +282,8 @@ def _phantom(spec):
                                              fov_half_length_mm=spec.fov_half_length_mm,
                                              rng=np.random.default_rng(spec.seed)).centres_mm
         if isinstance(spec, TubeSpec):
+            if spec.order == "nearest":
+                centres = centres[_nearest_neighbour_order(centres)]
             return ph.Tube(centres, diameter_mm=spec.diameter_mm, activity_bq=spec.activity_bq)
         return ph.PointSources(centres, radius_mm=spec.radius_mm, activities_bq=spec.activity_bq, cube_mm=spec.cube_mm)
     if isinstance(spec, ShellSpec):
@@ -283,6 +297,41 @@ def _phantom(spec):
                          activity_bq=spec.activity_bq, **kw)
     return ph.UniformCylinder(radius_mm=spec.radius_mm, length_mm=spec.length_mm, centre_mm=tuple(spec.centre_mm),
                               activity_bq=spec.activity_bq)
+
+
+def _nearest_neighbour_order(points) -> np.ndarray:
+    """Greedy path through ``points`` (K, 3): start at the lowest z, go to the nearest unvisited."""
+    order = [int(np.argmin(points[:, 2]))]
+    left = np.ones(len(points), bool)
+    left[order[0]] = False
+    while left.any():
+        d = np.linalg.norm(points - points[order[-1]], axis=1)
+        d[~left] = np.inf
+        order.append(int(np.argmin(d)))
+        left[order[-1]] = False
+    return np.array(order)
+
+
+def check_phantom_clear_of_blocks(scanner, phantom, *, n_samples: int = 10000, seed: int = 0) -> None:
+    """Raise ValueError when emission points of ``phantom`` fall inside a detector block.
+
+    Checks ``n_samples`` sampled emission points (and a tube's centre line) against every
+    block box of ``scanner``.
+    """
+    pts = phantom.sample(n_samples, np.random.default_rng(seed))
+    if hasattr(phantom, "centre_line"):
+        pts = np.concatenate([pts, phantom.centre_line(2000)])
+    half = scanner.block_size / 2
+    pos = scanner.positions
+    # only pairs within the block's circumscribed sphere can be inside (a matrix product, cheap)
+    d2 = (pts**2).sum(1)[:, None] + (pos**2).sum(1)[None] - 2.0 * pts @ pos.T
+    n, b = np.nonzero(d2 <= (half**2).sum() * (1 + 1e-9))
+    loc = np.einsum("kij,kj->ki", scanner.axes[b], pts[n] - pos[b])
+    inside = np.all(np.abs(loc) <= half, axis=-1)
+    if inside.any():
+        k = int(np.argmax(inside))
+        raise ValueError(f"phantom {type(phantom).__name__} emits inside detector block {b[k]} "
+                         f"(e.g. at {np.round(pts[n[k]], 2).tolist()} mm)")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,10 @@ def test_thull_scenarios_share_scanner_and_source_positions():
     assert pts.scanner.equals(tube.scanner)
     assert pts.scanner.misalignment is not None and pts.scanner.misalignment.sigma_t_mm == 2.0
     assert pts.phantom.centres_mm.shape == (10, 3)
-    np.testing.assert_array_equal(tube.phantom.control_points_mm, pts.phantom.centres_mm)
+    # the same positions, threaded nearest-neighbour so that the spline stays in the FOV
+    np.testing.assert_array_equal(np.unique(tube.phantom.control_points_mm, axis=0), np.unique(pts.phantom.centres_mm, axis=0))
+    line = tube.phantom.centre_line(4000)
+    assert np.hypot(line[:, 0], line[:, 1]).max() < 70.0  # blocks start at r = 75 mm
     # the misalignment is really applied: blocks moved by ~sigma_t
     from refsuite.geometry import preset
 
@@ -81,6 +84,20 @@ def test_invalid_scenarios_are_rejected_naming_the_field(edit, match):
     with pytest.raises(ScenarioError, match=match) as err:
         scenario_from_dict(d, source="edited.toml")
     assert "edited.toml" in str(err.value)
+
+
+def test_tube_in_drawn_order_overshoots_into_the_blocks_and_is_refused():
+    d = _dict("thull_tube")
+    d["phantom"]["order"] = "as_given"
+    with pytest.raises(ValueError, match="inside detector block"):
+        scenario_from_dict(d).runs()
+
+
+def test_line_source_inside_the_blocks_is_refused():
+    d = _dict("lin_line_sweep")
+    d["phantom"]["radial_offsets_mm"] = [0.0, 410.0]  # the front faces are at 403.8 mm
+    with pytest.raises(ValueError, match="LineSource emits inside detector block"):
+        scenario_from_dict(d).runs()
 
 
 def test_unreadable_scenario_file_names_the_file(tmp_path):
