@@ -24,7 +24,7 @@ def test_study_green_in_quick_mode(ctx):
     failed = [(c.name, c.measured, c.detail) for c in section.checks if not c.passed]
     assert not failed
     names = {c.name for c in section.checks}
-    assert POSE_CHECKS <= names and len(section.figures) == 1
+    assert POSE_CHECKS <= names and len(section.figures) == 2
     agreement = next(t for t in section.tables if t.title == "GATE vs built-in agreement")
     if not capability("geant4_data").available:
         # no fake pass: the engine comparison is reported as not run and has no check

@@ -194,6 +194,7 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         except (ValueError, TypeError, RuntimeError) as exc:
             print(f"refsuite simulate: {exc}", file=sys.stderr)
             return 2
-        print(f"{run.scenario.name}{' ' + run.label if run.label else ''}: {count} coincidences ({engine.value}) "
+        label = "gate" if engine is Engine.GATE else "builtin"
+        print(f"{run.scenario.name}{' ' + run.label if run.label else ''}: {count} coincidences ({label}) "
               f"-> {path}")
     return 0
