@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "Scenario", "Run", "Particle", "ReadoutPolicy", "load_scenario", "scenario_from_dict", "SCENARIO_DIR",
-    "shipped_scenarios", "ScenarioError", "check_phantom_clear_of_blocks",
+    "shipped_scenarios", "ScenarioError", "check_phantom_clear_of_blocks", "check_blocks_disjoint",
 ]
 
 #: Folder of the scenario files shipped with refsuite.
@@ -78,6 +78,7 @@ class MisalignmentSpec(_Model):
     sigma_t_mm: float = Field(ge=0.0)
     sigma_r_deg: float = Field(ge=0.0)
     groups: bool = False  #: share the noise within the scanner's groups (rings, half-rings)
+    allow_overlaps: bool = False  #: accept blocks pushed into each other (GATE would reject them)
 
 
 class PointsSpec(_Model):
@@ -240,7 +241,8 @@ class Scenario(_Model):
     def runs(self) -> list["Run"]:
         """The scenario's runs: one, or one per radial offset of a line-source sweep.
 
-        Raises ValueError when a phantom would emit inside a detector block.
+        Raises ValueError when blocks overlap (unless ``misalignment.allow_overlaps``) or a
+        phantom would emit inside a detector block.
         """
         from refsuite import phantoms as ph
 
@@ -256,6 +258,8 @@ class Scenario(_Model):
                 out.append(Run(self, label, scanner, p, {"radial_offset_mm": float(r)}))
         else:
             out = [Run(self, "", scanner, _phantom(spec), {})]
+        if not (self.misalignment is not None and self.misalignment.allow_overlaps):
+            check_blocks_disjoint(scanner)
         for run in out:
             check_phantom_clear_of_blocks(run.scanner, run.phantom)
         return out
@@ -310,6 +314,16 @@ def _nearest_neighbour_order(points) -> np.ndarray:
         order.append(int(np.argmin(d)))
         left[order[-1]] = False
     return np.array(order)
+
+
+def check_blocks_disjoint(scanner) -> None:
+    """Raise ValueError when blocks of ``scanner`` intersect (Geant4 rejects overlapping volumes)."""
+    from refsuite.geometry import overlapping_blocks
+
+    pairs = overlapping_blocks(scanner)
+    if len(pairs):
+        raise ValueError(f"{len(pairs)} pairs of detector blocks overlap (e.g. {pairs[:3].tolist()}); choose "
+                         "another misalignment seed, smaller sigmas, wider gaps, or set allow_overlaps = true")
 
 
 def check_phantom_clear_of_blocks(scanner, phantom, *, n_samples: int = 10000, seed: int = 0) -> None:

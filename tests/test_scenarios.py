@@ -93,6 +93,17 @@ def test_tube_in_drawn_order_overshoots_into_the_blocks_and_is_refused():
         scenario_from_dict(d).runs()
 
 
+def test_overlapping_misaligned_blocks_are_refused_unless_allowed():
+    d = _dict("thull_points")
+    d["scanner"]["options"]["axial_gap_mm"] = 2.0  # sigma = 2 mm / 2 deg then pushes rings into each other
+    with pytest.raises(ValueError, match="pairs of detector blocks overlap"):
+        scenario_from_dict(d).runs()
+    d["misalignment"]["allow_overlaps"] = True
+    from refsuite.geometry import overlapping_blocks
+
+    assert len(overlapping_blocks(scenario_from_dict(d).runs()[0].scanner)) > 0
+
+
 def test_line_source_inside_the_blocks_is_refused():
     d = _dict("lin_line_sweep")
     d["phantom"]["radial_offsets_mm"] = [0.0, 410.0]  # the front faces are at 403.8 mm
