@@ -88,7 +88,7 @@ def _settings_mismatches(run, sim, d, u) -> list[str]:
     return bad
 
 
-def _scenarios(section, ctx, inp, runs_by_name):
+def _scenarios(section, ctx, inp, runs_by_name, n_runs):
     from simulations.gate import build_simulation, gate_crystal_centres, import_opengate, polyline_distance, tube_segments
 
     gate = import_opengate()
@@ -118,7 +118,7 @@ def _scenarios(section, ctx, inp, runs_by_name):
             rows.append([name, r0.scanner.name, r0.scanner.n_blocks, r0.scanner.n_crystals,
                          "none" if r0.scanner.misalignment is None else
                          f"{r0.scanner.misalignment.sigma_t_mm:g} mm / {r0.scanner.misalignment.sigma_r_deg:g} deg",
-                         type(r0.phantom).__name__, len(runs), f"{r0.n_decays:.3g}", f"{r0.duration_s:g}",
+                         type(r0.phantom).__name__, f"{n_runs[name]} ({len(runs)} built)", f"{r0.n_decays:.3g}", f"{r0.duration_s:g}",
                          r0.scenario.source.particle.value])
     section.check("digitiser and source settings differing from the scenarios", len(mismatches),
                   detail="; ".join(mismatches[:6]) or "readout, blurs, window, sorter, activity, decays all equal")
@@ -276,9 +276,10 @@ def run(ctx: RunContext, *, inputs: StudyInputs | None = None) -> Section:
         s.declare("opengate available", Tolerance(1.0, Comparison.AT_LEAST, justification="the study needs opengate"))
         s.check("opengate available", 0.0, detail=capability("opengate").detail)
         return s
-    runs_by_name = {}
+    runs_by_name, n_runs = {}, {}
     for name, path in shipped_scenarios().items():
         runs = load_scenario(path).runs()
+        n_runs[name] = len(runs)
         runs_by_name[name] = runs if not ctx.quick or len(runs) == 1 else [runs[0], runs[-1]]
     for name in runs_by_name:
         s.declare(f"poses {name}: block corners and crystal centres vs Scanner (max)", Tolerance(
@@ -291,8 +292,10 @@ def run(ctx: RunContext, *, inputs: StudyInputs | None = None) -> Section:
         justification="2 % of the 250 um tube diameter (8001 centre-line points vs the cylinder axes)"))
     s.declare("offline GATE sorter on built-in singles: pairs or values differing", Tolerance(
         0.0, Comparison.AT_MOST, justification="well-separated decays: the sorter must return the MC's pairs exactly"))
-    _scenarios(s, ctx, inp, runs_by_name)
+    _scenarios(s, ctx, inp, runs_by_name, n_runs)
     _sweep(s, ctx, load_scenario(shipped_scenarios()["lin_line_sweep"]).runs(), 2**15 if ctx.quick else 2**18)
+    s.notes.append("Scenarios are validated before any work: pydantic models, no overlapping blocks (Geant4 rejects "
+                   "them), no phantom emitting inside a block (simulations.scenario).")
     points = runs_by_name["thull_points"][0]
     _sorter(s, ctx, inp, points, 2 * 4096 if ctx.quick else 16 * 4096)
 
