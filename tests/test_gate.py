@@ -296,3 +296,25 @@ def test_gate_and_builtin_agree_on_counts_per_block(tmp_path):
     fg, fb = cg / cg.sum(), cb / cb.sum()
     sigma = np.sqrt(fg * (1 - fg) / cg.sum() + fb * (1 - fb) / cb.sum())
     assert np.all(np.abs(fg - fb) <= 5 * sigma + 1e-12)
+
+
+@pytest.mark.parametrize("particle, ion", [("F18", (9, 18)), ("Na22", (11, 22))])
+def test_ion_sources_use_radioactive_decay(gate, tmp_path, particle, ion):
+    import tomllib
+
+    from simulations.gate import build_simulation
+    from simulations.scenario import scenario_from_dict
+
+    d = tomllib.loads(SHIPPED["thull_points"].read_text())
+    d["source"] = {"particle": particle}
+    run = scenario_from_dict(d).runs()[0]
+    sim = build_simulation(run, output_dir=tmp_path)
+    src = json.loads(sim.to_json_string())["source_manager"]["sources"]
+    assert {v["user_info"]["particle"] for v in src.values()} == {f"ion {ion[0]} {ion[1]}"}
+    assert all(v["user_info"]["energy"]["mono"] == 0.0 for v in src.values())  # ions at rest
+    assert sim.physics_manager.enable_decay is True
+
+
+def test_back_to_back_sources_run_without_decay_physics(built):
+    _, sim, _ = built["thull_points"]
+    assert sim.physics_manager.enable_decay is False
