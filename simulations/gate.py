@@ -332,6 +332,8 @@ def _add_phantom(sim, gate, run: Run, threads: int) -> None:
             setattr(s.position, k, v)
         return s
 
+    # GenericSource "cylinder": ``dz`` is the HALF length (GateGenericSource calls SetHalfZ(dz)),
+    # like G4Tubs' dz; ``rotation`` turns the local z axis of the position distribution
     mm = u.mm
     if isinstance(p, ph.PointSources):
         if p.cube_mm > 0:
