@@ -1,8 +1,12 @@
 """``refsuite simulate``: run a simulation engine and write a GATE-style coincidence file.
 
-Engines are a documented enum so that ``--engine gate`` (opengate driver, later issue) plugs
-into the same command: scanner, phantom, misalignment and digitiser options are shared;
-the truth (scanner with its recorded misalignment, phantom) is written next to the events.
+Two ways to describe the simulation: options (scanner, phantom, misalignment, digitiser;
+built-in engine only), or a scenario TOML file (``refsuite simulate SCENARIO.toml``, see
+:mod:`simulations.scenario`) that either engine runs: ``--engine builtin`` (the vectorised
+MC, also spelled ``refsuite``) or ``--engine gate`` (GATE 10 via opengate, which needs the
+Geant4 data sets and stops with instructions when they are missing). The truth (scanner with
+its recorded misalignment, phantom) is written next to the events. ``simulations`` is
+imported lazily (refsuite never imports it at module level).
 """
 
 from __future__ import annotations
@@ -17,9 +21,20 @@ _PHANTOMS = ("points", "tube", "shell", "hotrod", "line", "cylinder")
 
 
 class Engine(enum.Enum):
-    """Simulation engines of ``refsuite simulate``."""
+    """Simulation engines of ``refsuite simulate`` (``"builtin"`` is accepted for REFSUITE)."""
 
     REFSUITE = "refsuite"  #: built-in vectorised MC (refsuite.mc.simulate)
+    GATE = "gate"  #: GATE 10 (opengate) from a scenario file (simulations.gate)
+
+    @classmethod
+    def _missing_(cls, value):
+        return cls.REFSUITE if value == "builtin" else None
+
+
+# options that describe the simulation and so cannot be combined with a scenario file
+_SCENARIO_CONFLICTS = ("scanner", "binning", "phantom", "n_sources", "sigma_t_mm", "sigma_r_deg",
+                       "group_misalignment", "ctr_ps", "energy_resolution", "energy_window", "acollinearity_deg",
+                       "no_attenuation")
 
 
 def register(subparsers) -> None:
@@ -27,10 +42,15 @@ def register(subparsers) -> None:
         "simulate",
         help="simulate coincidences of a phantom in a (misaligned) scanner; write a ROOT file",
         description="Simulate back-to-back 511 keV pairs and write coincidences with GATE 10 branch names "
-                    "(mm, MeV, ns) to OUT, plus OUT's stem + .scanner.json and .phantom.json (the truth).",
+                    "(mm, MeV, ns) to OUT, plus OUT's stem + .scanner.json and .phantom.json (the truth). "
+                    "With a SCENARIO.toml the scenario defines scanner, phantom and digitiser; a sweep "
+                    "scenario writes one OUT_<label>.root per run.",
     )
-    p.add_argument("--engine", choices=[e.value for e in Engine], default=Engine.REFSUITE.value,
-                   help="simulation engine (default refsuite)")
+    p.add_argument("scenario", nargs="?", default=None,
+                   help="scenario TOML file (simulations/scenarios/*.toml); replaces the description options")
+    p.add_argument("--engine", choices=[*(e.value for e in Engine), "builtin"], default=Engine.REFSUITE.value,
+                   help="simulation engine: builtin (= refsuite, default) or gate (needs a scenario)")
+    p.add_argument("--threads", type=int, default=1, help="Geant4 threads (--engine gate)")
     p.add_argument("--scanner", default="thull_sim", help="preset name or a scanner .json file (default thull_sim)")
     p.add_argument("--binning", default=None, help="thull_sim crystal binning, e.g. 2mm, 1mm, planar_2mm")
     p.add_argument("--phantom", default="points",
@@ -39,7 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--sigma-t-mm", type=float, default=0.0, help="misalignment: translation sigma, mm")
     p.add_argument("--sigma-r-deg", type=float, default=0.0, help="misalignment: rotation sigma, degrees")
     p.add_argument("--group-misalignment", action="store_true", help="share the misalignment per scanner group")
-    p.add_argument("--n-decays", type=float, required=True, help="number of decays, e.g. 1e7")
+    p.add_argument("--n-decays", type=float, default=None,
+                   help="number of decays, e.g. 1e7 (required without a scenario; overrides its acquisition)")
     p.add_argument("--seed", type=int, default=12345, help="random seed (default 12345)")
     p.add_argument("--chunk-size", type=int, default=2**18, help="decays per vectorised pass")
     p.add_argument("--ctr-ps", type=float, default=250.0, help="coincidence time resolution FWHM, ps")
@@ -50,7 +71,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-attenuation", action="store_true", help="ignore attenuation in the phantom")
     p.add_argument("--out", required=True, help="output .root file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_cmd_simulate)
+    p.set_defaults(func=_cmd_simulate, _defaults={k: p.get_default(k) for k in _SCENARIO_CONFLICTS})
 
 
 def _scanner(args):
@@ -83,8 +104,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from refsuite.io import CoincidenceWriter
     from refsuite.mc import iter_simulate
 
+    if args.scenario is not None or args.engine == Engine.GATE.value:
+        return _cmd_scenario(args)
     try:
         engine = Engine(args.engine)
+        if args.n_decays is None:
+            raise ValueError("--n-decays is required without a scenario file")
         scanner = _scanner(args)
         rng = np.random.default_rng(args.seed)
         phantom = _phantom(args, rng)
@@ -120,4 +145,56 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     phantom.save(f"{stem}.phantom.json")
     print(f"{totals.get('coincidences', 0)} coincidences from {n} decays -> {out} "
           f"(truth: {stem}.scanner.json, {stem}.phantom.json)")
+    return 0
+
+
+def _cmd_scenario(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        engine = Engine(args.engine)
+        if args.scenario is None:
+            raise ValueError("--engine gate needs a scenario file: refsuite simulate SCENARIO.toml --engine gate")
+        changed = [k for k, v in args._defaults.items() if getattr(args, k) != v]
+        if changed:
+            raise ValueError("options " + ", ".join("--" + k.replace("_", "-") for k in changed)
+                             + " describe the simulation and cannot be combined with a scenario file")
+        n = None
+        if args.n_decays is not None:
+            n = int(args.n_decays)
+            if n != args.n_decays or n < 1:
+                raise ValueError(f"--n-decays must be a positive integer, got {args.n_decays}")
+        from simulations.scenario import load_scenario
+
+        runs = load_scenario(args.scenario).runs()  # validated before any work
+        if engine is Engine.GATE:
+            from refsuite.capabilities import require
+
+            require("opengate", "--engine gate")
+            require("geant4_data", "--engine gate")
+            if n is not None:
+                raise ValueError("--n-decays applies to --engine builtin; GATE runs the scenario's acquisition time")
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"refsuite simulate: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    for run in runs:
+        path = run.output_path(out)
+        try:
+            if engine is Engine.GATE:
+                from simulations.gate import run_gate
+
+                events = run_gate(run, path, threads=args.threads)
+                count = events.n_events
+            else:
+                from simulations.builtin import run_builtin
+
+                count = run_builtin(run, path, n_decays=n, chunk_size=args.chunk_size,
+                                    progress=not args.no_progress).get("coincidences", 0)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            print(f"refsuite simulate: {exc}", file=sys.stderr)
+            return 2
+        label = "gate" if engine is Engine.GATE else "builtin"
+        print(f"{run.scenario.name}{' ' + run.label if run.label else ''}: {count} coincidences ({label}) "
+              f"-> {path}")
     return 0
