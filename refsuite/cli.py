@@ -3,17 +3,19 @@
 ``refsuite report`` runs the validation studies (package :mod:`validation`, imported
 lazily so that the library never depends on it) and writes the HTML report.
 
-Solver sub-packages add their own sub-commands: a module ``refsuite/<pkg>/commands.py``
-defining ``register(subparsers)`` is picked up automatically. Those modules import only
-argparse-level code at the top; the heavy work is imported inside the command handler.
+Solver sub-packages add their own sub-commands: ``refsuite/<pkg>/commands.py`` defines
+``register(subparsers)``, and :data:`COMMANDS` names the command and its package. Only the
+package of the command being run is imported (importing a package runs its ``__init__``,
+which for the solvers means torch, MONAI or xgboost: seconds per package), so
+``refsuite --help`` and each command start quickly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ["main", "build_parser"]
@@ -41,7 +43,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0 if results["passed"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; the sub-parser of ``command`` (if any) is built in full."""
     parser = argparse.ArgumentParser(
         prog="refsuite",
         description="Analytic and simulation reference suite for PET and quantitative SPECT.",
@@ -63,19 +66,39 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep.set_defaults(func=_cmd_report)
-    for pkg in _COMMAND_PACKAGES:
-        name = f"refsuite.{pkg}.commands"
-        if importlib.util.find_spec(f"refsuite.{pkg}") and importlib.util.find_spec(name):
-            importlib.import_module(name).register(sub)
+    for name, (pkg, summary) in COMMANDS.items():
+        if not (Path(__file__).parent / pkg / "commands.py").is_file():
+            continue  # that solver has not landed in this checkout
+        if name == command:
+            importlib.import_module(f"refsuite.{pkg}.commands").register(sub)
+        else:  # listed in --help without importing its package
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
-# Sub-packages that may contribute sub-commands, in the order shown by --help.
-_COMMAND_PACKAGES = ("mc", "alignment", "timing", "pvc", "registration", "acceptance", "geometry", "recon")
+# command -> (sub-package holding commands.py, one-line summary for `refsuite --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("mc", "simulate coincidences of a scenario or phantom (built-in MC or GATE 10); ROOT output"),
+    "recon": ("recon", "list-mode OSEM reconstruction"),
+    "align": ("alignment", "maximum-likelihood detector alignment from list-mode data"),
+    "timing": ("timing", "residual-physics TOF timing calibration of a detector pair"),
+    "pvc": ("pvc", "177Lu SPECT partial-volume correction: dataset, training, correction, evaluation"),
+    "register": ("registration", "deformable PET registration with CT-guided regularisation"),
+    "acceptance": ("acceptance", "acceptance tests of a scanner after a hardware change"),
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     return args.func(args)
 
 
