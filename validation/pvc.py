@@ -12,7 +12,7 @@
 
 Quick mode is the same code on a 16 x 24 x 24 matrix (4.8 mm voxels, so a proportionally
 smaller body), 24 views of 150 s (the paper's 60 min total), 16 training and 10 test cases, a
-small R2U-Net for a few epochs. Full mode is the paper's scale: 128^3, 120 views x 30 s,
+small R2U-Net trained on RR_n only for a few epochs (quick mode corrects RR_n only). Full mode is the paper's scale: 128^3, 120 views x 30 s,
 10,000 cases, a 4-level R2U-Net for 100 epochs: a multi-day GPU job (see the notes).
 """
 
@@ -62,16 +62,17 @@ class Plan:
     n_test: int
     training: TrainConfig
     cube_edges: tuple[int, ...]
+    dl_keys: tuple[str, ...]  # one DL-PVC model per input set, trained on that set (as the paper)
 
 
 def plan_for(ctx: RunContext) -> Plan:
     if ctx.quick:
         cfg = DatasetConfig(shape=(16, 24, 24), n_views=24, time_per_view_s=150.0, recons=("RR",))
-        return Plan(cfg, 16, 10, TrainConfig(features=(4, 8, 16), epochs=12, batch_size=2, learning_rate=1e-2,
-                                            val_fraction=0.125, seed=ctx.seed), (1, 2, 3, 4, 5, 6))
+        return Plan(cfg, 16, 10, TrainConfig(features=(4, 8, 16), epochs=12, batch_size=2, learning_rate=5e-3,
+                                            val_fraction=0.125, seed=ctx.seed), (1, 2, 3, 4, 5, 6), ("RR_n",))
     cfg = DatasetConfig(recons=("RR",))
     return Plan(cfg, 9500, 500, TrainConfig(features=(16, 32, 64, 128), epochs=100, batch_size=2, seed=ctx.seed),
-                tuple(range(1, 11)))
+                tuple(range(1, 11)), ("RR_n", "RR_nf"))
 
 
 @dataclass
@@ -81,8 +82,8 @@ class Prepared:
     plan: Plan
     train_data: dict
     test: dict
-    model: object
-    history: list
+    models: dict  # input key -> trained network
+    history: dict
     fwhm_mm: dict
     cubes: dict
     timings: dict
@@ -103,15 +104,19 @@ def prepare(ctx: RunContext, plan: Plan | None = None, *, progress: bool = False
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small 3-D convolutions: one thread is faster on a shared 2-core machine
+    models, history = {}, {}
     try:
-        result = train(train_data, config=plan.training, device=ctx.device, progress=progress)
+        for key in plan.dl_keys:
+            result = train(train_data, config=replace(plan.training, inputs=(key,)), device=ctx.device,
+                           progress=progress)
+            models[key], history[key] = result.model, result.history
     finally:
         torch.set_num_threads(threads)
     timings["training_s"] = time.perf_counter() - t0
     voxel = cfg.voxel_mm
     fwhm = {key: matched_filter_fwhm(test[key], test["truth"], voxel_size_mm=voxel) for key in ("RR_nf", "noRR_nf")}
     cubes = _cube_study(plan, ctx.seed)
-    return Prepared(plan, train_data, test, result.model, result.history, fwhm, cubes, timings)
+    return Prepared(plan, train_data, test, models, history, fwhm, cubes, timings)
 
 
 def _simulate(indices, cfg, seed, chunk=8):
@@ -142,14 +147,14 @@ def run(ctx: RunContext, *, dl_correct: Callable = correct, prepared: Prepared |
         f"{plan.dataset.n_views} views x {plan.dataset.time_per_view_s:g} s; DL-PVC = {plan.training.arch} "
         f"{plan.training.features}, {plan.training.epochs} epochs; IY-PVC with the truth mask and the "
         "matched-filter resolution."))
-    _declare(section, ctx)
+    _declare(section, ctx, plan)
     _cross_check(section, plan, ctx)
     prep = prepared if prepared is not None else prepare(ctx, plan)
     _evaluate(section, prep, ctx, dl_correct)
     return section
 
 
-def _declare(section: Section, ctx: RunContext) -> None:
+def _declare(section: Section, ctx: RunContext, plan: Plan) -> None:
     section.declare("batched projector vs PyTomography SPECTSystemMatrix, max rel. diff", Tolerance(
         1e-4, Comparison.AT_MOST, justification="same operations in float32; PyTomography is the reference model"))
     section.declare("batched OSEM vs PyTomography OSEM (1 iteration RR and noRR), max rel. diff", Tolerance(
@@ -158,7 +163,7 @@ def _declare(section: Section, ctx: RunContext) -> None:
         0.8, Comparison.AT_MOST, justification="resolution modelling must sharpen clearly (paper: 8.75 / 21.35 mm = 0.41)"))
     section.declare("DL-PVC activity conservation, max |sum(out) / sum(in) - 1|", Tolerance(
         1e-6, Comparison.AT_MOST, justification="the paper's conservation step: AD of DL-PVC equals the input's"))
-    for key in ("RR_n", "RR_nf"):
+    for key in plan.dl_keys:
         section.declare(f"{key}: DL-PVC vs none, SSIM Wilcoxon p (one-sided)", Tolerance(
             ALPHA, Comparison.AT_MOST, justification="paired Wilcoxon at the paper's 1 % level (paper RR_n: 0.947 vs 0.890)"))
         section.declare(f"{key}: DL-PVC - none, mean VAA (%)", Tolerance(
@@ -166,7 +171,7 @@ def _declare(section: Section, ctx: RunContext) -> None:
     section.declare("RC without PVC: largest cube - 1-voxel cube", Tolerance(
         0.05, Comparison.AT_LEAST, justification="the partial-volume loss is largest for the smallest object (paper Fig. 5)"))
     if not ctx.quick:
-        for key in ("RR_n", "RR_nf"):
+        for key in plan.dl_keys:
             for metric in ("SSIM", "NRMSE", "VAA"):
                 for other in ("none", "IY-PVC"):
                     if other == "none" and metric == "SSIM":
@@ -225,8 +230,8 @@ def _evaluate(section: Section, prep: Prepared, ctx: RunContext, dl_correct: Cal
             truth = test["truth"][i].astype(np.float64)
             mask = test["mask"][i]
             images = {"none": g, "IY-PVC": iterative_yang(g, mask.astype(np.int64), fwhm_mm=fwhm, voxel_size_mm=voxel)}
-            if key.startswith("RR"):
-                images["DL-PVC"] = dl_correct(g, prep.model)
+            if key in prep.models:
+                images["DL-PVC"] = dl_correct(g, prep.models[key])
                 conservation = max(conservation, abs(images["DL-PVC"].sum() / g.sum() - 1.0))
             for m, img in images.items():
                 rows[m].append((ssim(img, truth, mask), 100 * nrmse(img, truth, mask), 100 * vaa(img, truth, mask),
@@ -235,7 +240,7 @@ def _evaluate(section: Section, prep: Prepared, ctx: RunContext, dl_correct: Cal
         results[key] = {m: np.array(v) for m, v in rows.items() if v}
         outputs[key] = outs
     section.check("DL-PVC activity conservation, max |sum(out) / sum(in) - 1|", conservation)
-    for key in ("RR_n", "RR_nf"):
+    for key in prep.plan.dl_keys:
         dl, none = results[key]["DL-PVC"], results[key]["none"]
         section.check(f"{key}: DL-PVC vs none, SSIM Wilcoxon p (one-sided)",
                       wilcoxon_paired(dl[:, 0], none[:, 0], alternative="greater"),
@@ -289,7 +294,7 @@ def _cube_part(section, prep, dl_correct, plt):
         g = cubes["RR_n"][i].astype(np.float64)
         truth, mask = cubes["truth"][i], cubes["mask"][i]
         imgs = {"none": g, "IY-PVC": iterative_yang(g, mask.astype(np.int64), fwhm_mm=fwhm, voxel_size_mm=voxel),
-                "DL-PVC": dl_correct(g, prep.model)}
+                "DL-PVC": dl_correct(g, prep.models["RR_n"])}
         for m, img in imgs.items():
             rc[m].append(img[mask].sum() / truth[mask].sum())
     edges = np.array(prep.plan.cube_edges)
@@ -314,7 +319,7 @@ def _figures(section, prep, outputs, results, plt):
     i = int(np.argmax(test["mask"].sum(axis=(1, 2, 3))))
     z = int(np.argmax(test["mask"][i].sum(axis=(1, 2))))
     truth = test["truth"][i]
-    panels = [("truth", truth)] + [(m, outputs["RR_n"][m][i]) for m in METHODS]
+    panels = [("truth", truth)] + [(m, outputs["RR_n"][m][i]) for m in METHODS]  # RR_n always has DL-PVC
     fig, axes = plt.subplots(2, 4, figsize=(12, 6))
     vmax = truth.max()
     for k, (name, img) in enumerate(panels):
