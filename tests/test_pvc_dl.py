@@ -37,10 +37,8 @@ def test_untrained_network_is_identity_and_conserves(arch, features):
 def test_training_learns_is_reproducible_and_resumes(tmp_path):
     data = _toy_data(4)
     a = train(data, config=CFG, checkpoint_dir=tmp_path / "a", progress=False)
-    b = train(data, config=CFG, progress=False)
-    for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values()):
-        assert torch.equal(pa, pb)
-    # interrupted after one epoch, then resumed: identical to the uninterrupted run
+    # interrupted after one epoch, then resumed: identical to the uninterrupted run (so the
+    # training is reproducible from its seed too: c is a second run from scratch)
     one = TrainConfig(**{**CFG.__dict__, "epochs": 1})
     train(data, config=one, checkpoint_dir=tmp_path / "c", progress=False)
     state = torch.load(tmp_path / "c" / "last.pt", weights_only=False)
@@ -62,9 +60,9 @@ def test_training_learns_is_reproducible_and_resumes(tmp_path):
 
 def test_training_reduces_loss():
     data = _toy_data(4)
-    cfg = TrainConfig(features=(4, 8), epochs=6, batch_size=4, val_fraction=0.0, inputs=("RR_n",), learning_rate=1e-2)
+    cfg = TrainConfig(features=(4, 8), epochs=8, batch_size=1, val_fraction=0.0, inputs=("RR_n",), learning_rate=1e-2)
     res = train(data, config=cfg, progress=False)
-    assert res.history[-1]["train_loss"] < 0.8 * res.history[0]["train_loss"]
+    assert res.history[-1]["train_loss"] < 0.7 * res.history[0]["train_loss"]
 
 
 def test_correct_bad_inputs():

@@ -154,6 +154,14 @@ def run(ctx: RunContext, *, dl_correct: Callable = correct, prepared: Prepared |
     return section
 
 
+def evaluate(ctx: RunContext, prepared: Prepared, *, dl_correct: Callable = correct) -> Section:
+    """Only the checks on the prepared data (no PyTomography cross-check): for fault-injection tests."""
+    section = Section(study=NAME, title=TITLE)
+    _declare(section, ctx, prepared.plan)
+    _evaluate(section, prepared, ctx, dl_correct)
+    return section
+
+
 def _declare(section: Section, ctx: RunContext, plan: Plan) -> None:
     section.declare("batched projector vs PyTomography SPECTSystemMatrix, max rel. diff", Tolerance(
         1e-4, Comparison.AT_MOST, justification="same operations in float32; PyTomography is the reference model"))
