@@ -101,3 +101,26 @@ def test_cli_correct_keeps_affine_and_rejects_mismatch(tmp_path):
     assert not (tmp_path / "o2.nii.gz").exists()
     assert main(["pvc", "correct", str(tmp_path / "in.nii.gz"), str(tmp_path / "o3.nii.gz"), "--method", "iy",
                  "--labels", str(tmp_path / "lab.nii.gz"), "--fwhm-mm", "-2"]) == 2
+
+
+def test_cli_simulate_train_evaluate_correct(tmp_path, capsys):
+    import nibabel as nib
+
+    assert main(["pvc", "simulate", "--out", str(tmp_path / "ds"), "--cases", "2", "--quick", "--chunk-size", "2",
+                 "--seed", "3"]) == 0
+    assert main(["pvc", "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "m.pt"), "--features", "2,4",
+                 "--epochs", "1", "--inputs", "RR_n", "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    assert main(["pvc", "evaluate", "--data", str(tmp_path / "ds"), "--model", str(tmp_path / "m.pt"),
+                 "--fwhm-mm", "8"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_cases"] == 2 and set(report["mean"]) == {"none", "IY-PVC", "DL-PVC"}
+    assert report["mean"]["DL-PVC"]["ad_pct"] == pytest.approx(report["mean"]["none"]["ad_pct"], abs=1e-6)
+    image = load_dataset(tmp_path / "ds")["RR_n"][0].transpose(2, 1, 0)
+    nib.save(nib.Nifti1Image(image, np.diag([4.8, 4.8, 4.8, 1.0])), tmp_path / "spect.nii")
+    assert main(["pvc", "correct", str(tmp_path / "spect.nii"), str(tmp_path / "dl.nii"), "--model",
+                 str(tmp_path / "m.pt")]) == 0
+    out = np.asarray(nib.load(tmp_path / "dl.nii").dataobj)
+    assert out.shape == image.shape and out.sum() == pytest.approx(image.sum(), rel=1e-5)
+    assert main(["pvc", "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "x.pt"),
+                 "--inputs", "nope", "--epochs", "1", "--features", "2,4"]) == 2
