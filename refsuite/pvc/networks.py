@@ -1,0 +1,135 @@
+"""Networks for DL-PVC: MONAI's 3-D U-Net and an R2U-Net (Alom et al., arXiv:1802.06955).
+
+Leube et al. compared U-Net, R2U-Net, Attention U-Net, R2AttU-Net and U-Net++ and selected
+R2U-Net. MONAI has no R2U-Net, so it is assembled here from MONAI ``Convolution`` blocks:
+each level is a recurrent residual unit (RRCNN: 1x1x1 projection, two recurrent
+convolution blocks with t = 2 shared-weight recurrences, residual sum), max-pooling down,
+up-sampling + convolution up, skip concatenation (Alom et al., Fig. 4).
+
+Both are wrapped in :class:`ResidualPVC`: the network predicts a correction added to the
+max-normalised input and the sum is clipped at 0 (activities are non-negative); an
+untrained network (its last layer is zero-initialised) is therefore the identity (no PVC),
+which training must then improve on.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+from torch import nn
+
+__all__ = ["Architecture", "R2UNet", "ResidualPVC", "build_network", "size_multiple"]
+
+
+class Architecture(enum.Enum):
+    """Network families: UNET (MONAI ``BasicUNet``, 4 poolings) and R2UNET (this module)."""
+
+    UNET = "unet"
+    R2UNET = "r2unet"
+
+
+def _conv(cin, cout, kernel=3):
+    from monai.networks.blocks import Convolution
+
+    return Convolution(3, cin, cout, kernel_size=kernel, act="RELU", norm=("INSTANCE", {"affine": True}))
+
+
+class _Recurrent(nn.Module):
+    """x1 = conv(x); repeat t times: x1 = conv(x + x1) (shared weights; Alom et al., eq. 1-2)."""
+
+    def __init__(self, ch: int, t: int = 2):
+        super().__init__()
+        self.t = t
+        self.conv = _conv(ch, ch)
+
+    def forward(self, x):
+        x1 = self.conv(x)
+        for _ in range(self.t):
+            x1 = self.conv(x + x1)
+        return x1
+
+
+class _RRCNN(nn.Module):
+    def __init__(self, cin: int, cout: int, t: int = 2):
+        super().__init__()
+        self.proj = nn.Conv3d(cin, cout, 1)
+        self.body = nn.Sequential(_Recurrent(cout, t), _Recurrent(cout, t))
+
+    def forward(self, x):
+        x = self.proj(x)
+        return x + self.body(x)
+
+
+class R2UNet(nn.Module):
+    """3-D recurrent residual U-Net; input sizes must be multiples of 2**(len(features) - 1)."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, features=(16, 32, 64, 128), t: int = 2):
+        super().__init__()
+        f = list(features)
+        self.down = nn.ModuleList([_RRCNN(in_channels, f[0], t)] + [_RRCNN(f[i], f[i + 1], t) for i in range(len(f) - 1)])
+        self.pool = nn.MaxPool3d(2)
+        self.up = nn.ModuleList([nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(f[i + 1], f[i]))
+                                 for i in reversed(range(len(f) - 1))])
+        self.dec = nn.ModuleList([_RRCNN(2 * f[i], f[i], t) for i in reversed(range(len(f) - 1))])
+        self.head = nn.Conv3d(f[0], out_channels, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else self.pool(x))
+            skips.append(x)
+        x = skips.pop()
+        for up, dec in zip(self.up, self.dec):
+            x = dec(torch.cat([skips.pop(), up(x)], dim=1))
+        return self.head(x)
+
+
+class ResidualPVC(nn.Module):
+    """y = max(0, x + net(x)) on max-normalised images of shape (B, 1, D, H, W)."""
+
+    def __init__(self, net: nn.Module, multiple: int):
+        super().__init__()
+        self.net = net
+        self.multiple = multiple
+        # Zero-initialised last layer: training starts from the identity (no PVC) and every
+        # gradient step moves away from it, instead of first unlearning a random correction.
+        last = [m for m in net.modules() if isinstance(m, nn.Conv3d)][-1]
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x):
+        return torch.relu(x + self.net(x))
+
+
+def size_multiple(arch: Architecture, features) -> int:
+    """Input sizes must be multiples of this (2 ** number of poolings)."""
+    return 16 if arch is Architecture.UNET else 2 ** (len(features) - 1)
+
+
+def build_network(arch: Architecture = Architecture.R2UNET, *, features=(16, 32, 64, 128)) -> ResidualPVC:
+    """Build a DL-PVC network.
+
+    Parameters
+    ----------
+    arch : Architecture
+    features : sequence of int
+        Channels per level. UNET takes 5 (MONAI BasicUNet's 5 encoder levels; a sixth, the
+        up-path's last, is set equal to the first); R2UNET takes any length >= 2.
+    """
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"arch must be an Architecture, got {arch!r}")
+    features = tuple(int(f) for f in features)
+    if arch is Architecture.UNET:
+        from monai.networks.nets import BasicUNet
+
+        if len(features) != 5:
+            raise ValueError(f"features for UNET must have 5 entries, got {features}")
+        net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=1, features=features + (features[0],),
+                        act="RELU", norm=("INSTANCE", {"affine": True}))
+    else:
+        if len(features) < 2:
+            raise ValueError(f"features for R2UNET must have >= 2 entries, got {features}")
+        net = R2UNet(1, 1, features)
+    return ResidualPVC(net, size_multiple(arch, features))

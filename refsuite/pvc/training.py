@@ -1,0 +1,312 @@
+"""DL-PVC training, checkpoints and inference (Leube et al., Materials and Methods).
+
+Normalisation (the paper's best choice): the input SPECT image is divided by its maximum;
+the output is rescaled so that its sum equals the input's total activity. The training
+target is accordingly the ground truth rescaled to the input's total activity and divided
+by the input's maximum, so that the network learns the shape and the conservation step
+fixes the scale. Whole-FOV mode feeds the entire volume (zero-padded to a size the network
+accepts); patch mode trains on random 32^3 patches and infers by Gaussian-weighted sliding
+windows (MONAI ``sliding_window_inference``), activity conserved over the reassembled volume.
+
+Reproducibility: weights are initialised from ``torch.manual_seed(seed)``; the shuffling,
+patch positions and flips of epoch e come from ``numpy.random.default_rng([seed, e])``, so
+training resumed from a checkpoint gives the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._checks import check_finite
+from ..io.atomic import atomic_path
+from .networks import Architecture, ResidualPVC, build_network
+
+__all__ = ["Loss", "TrainConfig", "TrainResult", "train", "correct", "save_model", "load_model", "normalise_pair"]
+
+
+class Loss(enum.Enum):
+    """Training loss on the max-normalised images: MSE or L1 (mean absolute error)."""
+
+    MSE = "mse"
+    L1 = "l1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options (the paper: R2U-Net, whole FOV, Adam).
+
+    arch, features: network (see :func:`refsuite.pvc.networks.build_network`).
+    inputs: dataset image keys used as inputs, each paired with the same truth.
+    patch: None for whole-FOV training, else the patch edge in voxels (32 in the paper).
+    """
+
+    arch: str = "r2unet"
+    features: tuple[int, ...] = (16, 32, 64, 128)
+    inputs: tuple[str, ...] = ("RR_n", "RR_nf")
+    epochs: int = 50
+    batch_size: int = 2
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.1
+    patch: int | None = None
+    loss: str = "mse"
+    seed: int = 0
+
+    def __post_init__(self):
+        Architecture(self.arch)
+        Loss(self.loss)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        if self.patch is not None and self.patch < 8:
+            raise ValueError(f"patch must be None or >= 8 voxels, got {self.patch!r}")
+
+    def as_json(self) -> dict:
+        d = asdict(self)
+        d["features"], d["inputs"] = list(self.features), list(self.inputs)
+        return d
+
+
+@dataclass
+class TrainResult:
+    model: ResidualPVC
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss
+
+
+def normalise_pair(image: np.ndarray, truth: np.ndarray | None = None):
+    """Input / max(input), and the truth rescaled to the input's total, / max(input)."""
+    m = float(image.max())
+    if not m > 0:
+        raise ValueError("image must have a positive maximum (an empty image cannot be corrected)")
+    x = image / m
+    if truth is None:
+        return x, None
+    t_sum = float(truth.sum())
+    return x, truth * (float(image.sum()) / t_sum) / m if t_sum > 0 else truth / m
+
+
+def _pad_to(x: torch.Tensor, multiple: int, minimum: int = 0):
+    """Zero-pad the last three axes up to a multiple of ``multiple`` (and >= minimum)."""
+    sizes = x.shape[-3:]
+    target = [max(minimum, -(-s // multiple) * multiple) for s in sizes]
+    pads = []
+    for s, t in zip(reversed(sizes), reversed(target)):
+        pads += [0, t - s]
+    return torch.nn.functional.pad(x, pads), sizes
+
+
+def _crop(x: torch.Tensor, sizes):
+    return x[..., :sizes[0], :sizes[1], :sizes[2]]
+
+
+def _device(device):
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        from ..capabilities import require
+
+        require("cuda", "training or inference on device='cuda'")
+    return dev
+
+
+def _pairs(data: dict, config: TrainConfig, indices) -> tuple[np.ndarray, np.ndarray]:
+    xs, ts = [], []
+    for key in config.inputs:
+        if key not in data:
+            raise KeyError(f"data has no image {key!r}; available: {sorted(k for k in data if k[:2] in ('RR', 'no'))}")
+        for i in indices:
+            x, t = normalise_pair(np.asarray(data[key][i], np.float64), np.asarray(data["truth"][i], np.float64))
+            xs.append(x)
+            ts.append(t)
+    return np.array(xs, np.float32), np.array(ts, np.float32)
+
+
+def _batches(x, t, config: TrainConfig, rng: np.random.Generator, multiple: int):
+    order = rng.permutation(len(x))
+    for s in range(0, len(order), config.batch_size):
+        idx = order[s:s + config.batch_size]
+        xb, tb = x[idx], t[idx]
+        flips = [ax for ax in (1, 2, 3) if ax != 2 and rng.random() < 0.5]  # left-right and head-feet
+        if flips:
+            xb, tb = np.flip(xb, flips), np.flip(tb, flips)
+        if config.patch is not None:
+            xb, tb = _random_patches(xb, tb, config.patch, rng)
+        xb = torch.from_numpy(np.ascontiguousarray(xb))[:, None]
+        tb = torch.from_numpy(np.ascontiguousarray(tb))[:, None]
+        yield xb, tb
+
+
+def _random_patches(xb, tb, p, rng):
+    out_x, out_t = [], []
+    for x, t in zip(xb, tb):
+        pad = [(0, max(0, p - s)) for s in x.shape]
+        x, t = np.pad(x, pad), np.pad(t, pad)
+        start = [rng.integers(0, s - p + 1) for s in x.shape]
+        sl = tuple(slice(a, a + p) for a in start)
+        out_x.append(x[sl])
+        out_t.append(t[sl])
+    return np.array(out_x), np.array(out_t)
+
+
+def _loss_fn(config: TrainConfig):
+    return torch.nn.MSELoss() if Loss(config.loss) is Loss.MSE else torch.nn.L1Loss()
+
+
+def _forward(model: ResidualPVC, xb: torch.Tensor) -> torch.Tensor:
+    xp, sizes = _pad_to(xb, model.multiple)
+    return _crop(model(xp), sizes)
+
+
+def train(data: dict, *, config: TrainConfig = TrainConfig(), checkpoint_dir=None, device="cpu",
+          progress: bool = True, resume: bool = True) -> TrainResult:
+    """Train a DL-PVC network on ``data`` (arrays as from :func:`refsuite.pvc.load_dataset`).
+
+    Parameters
+    ----------
+    data : dict
+        ``truth`` (N, nz, ny, nx) kBq/mL and the input images named in ``config.inputs``.
+    config : TrainConfig
+    checkpoint_dir : path, optional
+        After every epoch ``last.pt`` (model, optimiser, history) is written atomically and
+        ``best.pt`` when the validation loss improves. With ``resume`` an existing
+        ``last.pt`` of the same configuration is continued.
+    device : str
+        ``"cpu"`` or ``"cuda"`` (CUDA is required then).
+    progress : bool
+        tqdm bar over epochs.
+    """
+    dev = _device(device)
+    n = len(data["truth"])
+    n_val = int(round(config.val_fraction * n)) if config.val_fraction > 0 else 0
+    if n - n_val < 1:
+        raise ValueError(f"need at least one training case, got {n} cases with val_fraction {config.val_fraction}")
+    split = np.random.default_rng([config.seed, 7919]).permutation(n)
+    x_tr, t_tr = _pairs(data, config, split[n_val:])
+    x_va, t_va = _pairs(data, config, split[:n_val]) if n_val else (None, None)
+    torch.manual_seed(config.seed)
+    model = build_network(Architecture(config.arch), features=config.features).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_fn = _loss_fn(config)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None and resume and (ckpt / "last.pt").exists():
+        state = torch.load(ckpt / "last.pt", map_location=dev, weights_only=False)
+        if state["config"] != config.as_json():
+            raise ValueError(f"checkpoint {ckpt / 'last.pt'} was trained with another configuration; "
+                             "use resume=False or another checkpoint_dir")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history = state["history"]
+        start_epoch = len(history)
+    best = min((h["val_loss"] for h in history if h["val_loss"] is not None), default=np.inf)
+    bar = tqdm(range(start_epoch, config.epochs), desc="DL-PVC training", unit="epoch", disable=not progress,
+               initial=start_epoch, total=config.epochs)
+    for epoch in bar:
+        rng = np.random.default_rng([config.seed, epoch])
+        model.train()
+        total, count = 0.0, 0
+        for xb, tb in _batches(x_tr, t_tr, config, rng, model.multiple):
+            xb, tb = xb.to(dev), tb.to(dev)
+            opt.zero_grad()
+            loss = loss_fn(_forward(model, xb), tb)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(xb)
+            count += len(xb)
+        val = _evaluate(model, x_va, t_va, loss_fn, dev) if n_val else None
+        history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val})
+        bar.set_postfix(train=f"{total / count:.3g}", val="-" if val is None else f"{val:.3g}")
+        if ckpt is not None:
+            state = {"config": config.as_json(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "history": history}
+            _save(ckpt / "last.pt", state)
+            if val is not None and val < best:
+                best = val
+                _save(ckpt / "best.pt", state)
+    model.eval()
+    return TrainResult(model=model, config=config, history=history)
+
+
+@torch.no_grad()
+def _evaluate(model, x, t, loss_fn, dev) -> float:
+    model.eval()
+    losses = []
+    for i in range(len(x)):
+        xb = torch.from_numpy(x[i:i + 1, None]).to(dev)
+        losses.append(float(loss_fn(_forward(model, xb), torch.from_numpy(t[i:i + 1, None]).to(dev))))
+    return float(np.mean(losses))
+
+
+def _save(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save_model(path, result: TrainResult) -> None:
+    """Write the trained network and its configuration (atomic)."""
+    _save(Path(path), {"config": result.config.as_json(), "model": result.model.state_dict(),
+                       "history": result.history})
+
+
+def load_model(path, *, device="cpu") -> ResidualPVC:
+    """Load a network written by :func:`save_model` (or a training checkpoint)."""
+    state = torch.load(Path(path), map_location=_device(device), weights_only=False)
+    cfg = state["config"]
+    model = build_network(Architecture(cfg["arch"]), features=cfg["features"]).to(_device(device))
+    model.load_state_dict(state["model"])
+    model.eval()
+    model.train_config = json.dumps(cfg)
+    return model
+
+
+@torch.no_grad()
+def correct(image, model: ResidualPVC, *, patch: int | None = None, overlap: float = 0.5, device="cpu") -> np.ndarray:
+    """DL-PVC of one SPECT image with activity conservation (Leube et al.).
+
+    Parameters
+    ----------
+    image : (nz, ny, nx) array
+        Reconstructed activity concentration (any unit, >= 0 in total); finite.
+    model : ResidualPVC
+        A trained network (:func:`train` or :func:`load_model`).
+    patch : int, optional
+        None: whole field of view. Otherwise sliding windows of ``patch``^3 voxels with
+        ``overlap``, Gaussian-blended (MONAI), then conservation over the whole volume.
+    device : str
+
+    Returns
+    -------
+    (nz, ny, nx) ndarray in the unit of ``image``; its sum equals ``image.sum()``.
+    """
+    img = check_finite("image", image)
+    if img.ndim != 3:
+        raise ValueError(f"image must be 3-D (nz, ny, nx), got shape {img.shape}")
+    total = float(img.sum())
+    if not total > 0:
+        raise ValueError(f"image must have a positive total activity, got sum {total!r}")
+    dev = _device(device)
+    x, _ = normalise_pair(img)
+    xt = torch.from_numpy(x.astype(np.float32))[None, None].to(dev)
+    model = model.to(dev).eval()
+    if patch is None:
+        y = _forward(model, xt)
+    else:
+        from monai.inferers import sliding_window_inference
+
+        if int(patch) % model.multiple:
+            raise ValueError(f"patch must be a multiple of {model.multiple}, got {patch!r}")
+        xp, sizes = _pad_to(xt, model.multiple, minimum=int(patch))
+        y = _crop(sliding_window_inference(xp, (int(patch),) * 3, 4, model, overlap=overlap, mode="gaussian"), sizes)
+    out = y[0, 0].double().cpu().numpy()
+    s = out.sum()
+    if not s > 0:
+        raise ValueError("the network returned an all-zero image; activity cannot be conserved")
+    return out * (total / s)
