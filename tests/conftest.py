@@ -59,11 +59,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(line)
 
 
-def run_timed(benchmark, fn, *args, **kwargs):
+def run_timed(benchmark, fn, *args, rounds: int | None = None, **kwargs):
     """Run ``fn`` under pytest-benchmark and return ``(result, best_seconds)``.
 
     The wall time of every call is taken here too, so the figure exists whatever the
     benchmark options (``--benchmark-disable`` runs the function once, untimed by the plugin).
+    ``rounds`` fixes the number of rounds (``benchmark.pedantic``) for slow workloads.
     """
     import time
 
@@ -75,5 +76,8 @@ def run_timed(benchmark, fn, *args, **kwargs):
         seconds.append(time.perf_counter() - start)
         return out
 
-    result = benchmark(timed, *args, **kwargs)
+    if rounds is None:
+        result = benchmark(timed, *args, **kwargs)
+    else:
+        result = benchmark.pedantic(timed, args=args, kwargs=kwargs, rounds=rounds, iterations=1)
     return result, min(seconds)
