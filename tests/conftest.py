@@ -34,6 +34,21 @@ def record_figure(request):
     return _record
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (modules opt in with ``pytestmark``).
+
+    Small torch problems gain nothing from a second thread, and on a shared 2-core machine
+    every parallel op waits for the other thread to be scheduled (seen: 1.3 s vs 18 s).
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",

@@ -24,13 +24,7 @@ from refsuite.projectors import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small problems: one thread avoids OpenMP stalls on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _box(shape, vs, origin):

@@ -27,13 +27,7 @@ SHAPE, VOX = (24, 24, 6), 4.0
 ORIGIN = tuple(-(s - 1) / 2 * VOX for s in SHAPE)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small problems: one thread avoids OpenMP stalls on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 T = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731

@@ -12,7 +12,6 @@ from monai.losses import BendingEnergyLoss, DiffusionLoss
 from refsuite.registration import (
     ct_regularization_map,
     integrate_velocity,
-    limited_threads,
     map_points,
     register,
     resize_ddf,
@@ -22,10 +21,7 @@ from refsuite.registration import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    with limited_threads(1):  # shared CI cores: see refsuite.registration.limited_threads
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ddf(seed, shape=(2, 3, 7, 6, 5)):

@@ -10,16 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from refsuite.registration import RegistrationUNet, limited_threads, optimise_ddf, predict_ddf
+from refsuite.registration import RegistrationUNet, optimise_ddf, predict_ddf
 
 SIZES = {"quick": (66, 24, 33), "full": (132, 40, 56)}
 N_ITER = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    with limited_threads(1):  # shared CI cores: see refsuite.registration.limited_threads
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(shape):

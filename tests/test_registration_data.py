@@ -21,7 +21,6 @@ from refsuite.metrics.registration import (
 from refsuite.registration import (
     BONE_LABELS,
     evaluate_registration,
-    limited_threads,
     load_network,
     predict_ddf,
     simulate_pet_ct_pair,
@@ -29,10 +28,7 @@ from refsuite.registration import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    with limited_threads(1):  # shared CI cores: see refsuite.registration.limited_threads
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = (66, 24, 33)
 
 
