@@ -59,22 +59,26 @@ def _points(problem, cr, poses, gen):
 
 def _line_integrals(problem, xs, xe, blob, tof_bin):
     """Per-line integrals of single blobs ``blob`` (n,) along xs->xe (n, 3), grouped by blob."""
-    order = torch.argsort(blob)
-    counts = torch.bincount(blob, minlength=problem.centres.shape[0]).tolist()
-    pieces, start = [], 0
-    for k, c in enumerate(counts):
-        if c == 0:
+    n_blobs = problem.centres.shape[0]
+    out = torch.zeros(xs.shape[0], dtype=xs.dtype, device=xs.device)
+    if n_blobs <= 64:
+        # few blobs (point sources): one masked pass per blob is cheaper than sorting
+        groups = [(k, torch.nonzero(blob == k).flatten()) for k in range(n_blobs)]
+    else:
+        order = torch.argsort(blob)
+        counts = torch.bincount(blob, minlength=n_blobs).tolist()
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        groups = [(k, order[bounds[k]:bounds[k + 1]]) for k in range(n_blobs)]
+    for k, sel in groups:
+        if sel.numel() == 0:
             continue
-        sel = order[start:start + c]
-        start += c
         kw = {}
         if tof_bin is not None:
             kw = dict(tof=problem.tof, tof_bin=tof_bin[sel], truncate=False)
-        pieces.append(blob_line_integrals(
+        out = out.index_add(0, sel, blob_line_integrals(
             xs[sel], xe[sel], centres=problem.centres[k:k + 1], sigmas=problem.sigmas[k:k + 1],
             activities=problem.activities[k:k + 1], **kw))
-    flat = torch.cat(pieces) if pieces else xs.new_zeros(0)
-    return torch.zeros(xs.shape[0], dtype=xs.dtype, device=xs.device).index_copy(0, order, flat)
+    return out
 
 
 def _expected(problem, cr, blob, tof_bin, poses, gen):

@@ -138,7 +138,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
           model_sigma_mm: float = 0.6, support_radius_mm: float = 4.0, max_support: int = 2_000_000,
           tof_bin_ps: float = 25.0, ctr_ps: float | None = None, attenuation: bool = True,
           checkpoint=None, checkpoint_every: int = 10, resume: bool = False, progress: bool = True,
-          device=None, seed: int = 0, dtype=torch.float64) -> AlignmentResult:
+          callback=None, device=None, seed: int = 0, dtype=torch.float32) -> AlignmentResult:
     """Maximum-likelihood alignment of detector blocks from list-mode data (Thull et al.).
 
     Parameters
@@ -187,11 +187,23 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         Continue from ``checkpoint`` if it exists (same data and options, else ``ValueError``).
     progress : bool
         tqdm bar with the current NLL.
+    callback : callable(iteration, nll, rotations, translations), optional
+        Called after every iteration with numpy copies of the parameters (G, 3); it may raise
+        (e.g. ``KeyboardInterrupt``) to stop, the last checkpoint staying valid.
+
+    Notes
+    -----
+    A checkpoint holds a state whose NLL has been evaluated finite (parameters, Adam and
+    scheduler state, random streams, NLL history), so resuming reproduces an uninterrupted run
+    exactly and a run that diverges leaves the last good checkpoint in place.
     device : str or torch.device, optional
         Default CUDA when available.
     seed : int
         Batches and crystal samples.
     dtype : torch dtype
+        Of poses and line integrals. float32 (default) is about twice as fast as float64 and
+        ample here: 1e-7 relative of 100 mm is 0.01 um, and the blob distance ``d^2 = |r|^2 -
+        s0^2`` loses ~1e-3 mm^2 to cancellation, i.e. ~1e-3 of the exponent for sigma = 1 mm.
 
     Returns
     -------
@@ -290,19 +302,21 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         history = list(state["nll_history"])
         start_it = int(state["iteration"])
 
-    def save_state(it):
+    def save_state(it, rng_state, gen_state):
         if ckpt is None:
             return
         state = {"fingerprint": fp, "iteration": it, "rotations": rot.detach().clone(),
                  "translations": trans.detach().clone(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state,
+                 "scheduler": sched.state_dict(), "generator": gen_state, "numpy_rng": rng_state,
                  "nll_history": list(history)}
         with atomic_path(ckpt, suffix=".pt") as tmp:
             torch.save(state, tmp)
 
     good = (rot.detach().clone(), trans.detach().clone())
     setup_s = time.perf_counter() - t_start
-    floor = None
+    # a constant background ~1e-12 of the densest blob's peak line integral: keeps log finite for an
+    # event whose sampled lines all miss the tracer, negligible otherwise
+    floor = 1e-12 * float(np.max(model.activities / (2 * np.pi * model.sigmas**2)))
     t_it = time.perf_counter()
     bar = None
     if progress:
@@ -312,20 +326,20 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     failure = None
     try:
         for it in range(start_it, n_iter):
+            rng_state, gen_state = rng.bit_generator.state, gen.get_state()
             ev_idx = T(rng.choice(n_ev, b_ev, replace=False) if b_ev < n_ev else np.arange(n_ev), torch.long)
             sup_idx = T(rng.choice(sup.shape[0], b_sup, replace=False), torch.long)
-            if floor is None:
-                with torch.no_grad():
-                    _, parts = batch_nll(problem, poses.poses(rot, trans), ev_idx=ev_idx[:1000], sup_idx=sup_idx[:1000],
-                                         gen=torch.Generator(device=dev).manual_seed(int(seed) + 1), floor=0.0)
-                # ~1e-9 of a typical event's expectation: keeps log finite, changes nothing else
-                floor = 1e-9 * math.exp(parts["mean_log_mu"]) if math.isfinite(parts["mean_log_mu"]) else 1e-300
             opt.zero_grad(set_to_none=True)
             nll, _ = batch_nll(problem, poses.poses(rot, trans), ev_idx=ev_idx, sup_idx=sup_idx, gen=gen, floor=floor)
             value = float(nll.detach())
             if not math.isfinite(value):
                 failure = f"the NLL became {value} at iteration {it + 1}"
                 break
+            # the current parameters gave a finite NLL: they are the last good state, and the
+            # checkpoint is written only for such validated states
+            good = (rot.detach().clone(), trans.detach().clone())
+            if it > start_it and it % checkpoint_every == 0:
+                save_state(it, rng_state, gen_state)
             nll.backward()
             opt.step()
             sched.step()
@@ -333,15 +347,17 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
                 failure = f"the alignment parameters became non-finite at iteration {it + 1}"
                 break
             history.append(value)
-            good = (rot.detach().clone(), trans.detach().clone())
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(nll=f"{value:.6g}")
-            if (it + 1) % checkpoint_every == 0 or it + 1 == n_iter:
-                save_state(it + 1)
+            if callback is not None:
+                callback(it + 1, value, rot.detach().cpu().numpy().copy(), trans.detach().cpu().numpy().copy())
     finally:
         if bar is not None:
             bar.close()
+    if failure is None:
+        good = (rot.detach().clone(), trans.detach().clone())
+        save_state(n_iter, rng.bit_generator.state, gen.get_state())
     iter_s = time.perf_counter() - t_it
     n_done = len(history) - start_it
     timing = {"setup_s": setup_s, "iterations_s": iter_s, "per_iteration_s": iter_s / max(1, n_done),
