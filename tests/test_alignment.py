@@ -137,7 +137,7 @@ def test_checkpoint_resume_continues_the_run(small, tmp_path):
     # same batches, samples and optimiser state; multithreaded float32 reductions round differently
     # from run to run (two fresh runs differ by ~1e-6 relative too)
     np.testing.assert_allclose(resumed.nll_history, full.nll_history, rtol=1e-5)
-    np.testing.assert_allclose(resumed.translations_mm, full.translations_mm, atol=1e-5)
+    np.testing.assert_allclose(resumed.translations_mm, full.translations_mm, atol=2e-4)  # mm
     assert not np.allclose(resumed.translations_mm, 0.0)
     with pytest.raises(ValueError, match="belongs to other data or options"):
         align(ev, bp, src, checkpoint=ckpt, resume=True, **dict(kw, n_iter=7))
