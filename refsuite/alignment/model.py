@@ -14,7 +14,7 @@ points), which is what makes a CPU run at the paper's scale possible.
 
 ``sigma_model`` (mm) is a deliberate smoothing: the mean over 5 sampled lines per bin of the
 line integral of a 0.125 mm source is an extremely noisy estimate of the bin's expectation
-(most sampled lines miss the source), while a blob of about a third of the crystal pitch gives
+(most sampled lines miss the source), while a blob of half the crystal pitch gives
 a smooth likelihood whose optimum keeps the symmetric position of the source.
 """
 
@@ -50,7 +50,7 @@ class BlobModel:
         return self.centres.shape[0]
 
 
-def blob_model(phantom, *, sigma_mm: float = 0.6) -> BlobModel:
+def blob_model(phantom, *, sigma_mm: float = 1.0) -> BlobModel:
     """Blob representation of a phantom for the alignment forward model.
 
     Parameters

@@ -52,7 +52,7 @@ class PoseModel:
         self.per_block = groups is None
         self.index = torch.as_tensor(inv, dtype=torch.long, device=device)
         self.n_params = int(inv.max()) + 1
-        t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=dtype, device=device)  # noqa: E731
+        t = lambda a: torch.as_tensor(np.array(a, float), dtype=dtype, device=device)  # noqa: E731
         self.positions, self.axes = t(blueprint.positions), t(blueprint.axes)
         cent = np.stack([blueprint.positions[inv == g].mean(0) for g in range(self.n_params)])
         self.centroids = t(cent)
