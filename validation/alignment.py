@@ -45,7 +45,7 @@ class StudyInputs:
     with_no_tof: bool | None = None
 
 
-_QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=100, batch_size=100_000, with_no_tof=False)
+_QUICK = dict(n_decays=2_000_000, n_shell_decays=10_000_000, n_iter=300, batch_size=200_000, with_no_tof=False)
 _FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=1_000_000, with_no_tof=True)
 
 
