@@ -42,6 +42,7 @@ class StudyInputs:
     sigma_t_mm: float = 1.0
     sigma_r_deg: float = 1.0
     source_jitter_mm: float = 0.0  # != 0: the phantom given to the solver is wrong (broken input)
+    fan_sum_efficiencies: bool = True  # False: efficiencies 1 (the MC's true intrinsic efficiency)
     with_no_tof: bool | None = None
 
 
@@ -71,6 +72,8 @@ def _simulate(ctx, inp):
     # crystals without a fan count in a short shell run: the smallest measured efficiency (a
     # crystal with no counts is not dead in this simulation, just unlucky)
     eff[eff == 0] = eff[eff > 0].min()
+    if not inp.fan_sum_efficiencies:
+        eff = None
     solver_src = src
     if inp.source_jitter_mm:
         solver_src = replace(src, centres_mm=src.centres_mm + rng.normal(0, inp.source_jitter_mm, src.centres_mm.shape))
@@ -140,8 +143,9 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
         ["run", "T_x (um)", "T_y DOI (um)", "T_z (um)", "R_x (deg)", "R_y (deg)", "R_z (deg)", "wall (s)", "s/it"], rows,
         caption=f"{res.info['n_events']} point-source coincidences, {inp.n_iter} Adam iterations, "
                 f"{res.timing['batch_events']} events + {res.timing['batch_support']} support bins per batch; "
-                f"efficiencies from {n_shell} shell coincidences ({n_dead} crystal voxels without counts set to the "
-                "smallest measured efficiency)."))
+                + (f"efficiencies from {n_shell} shell coincidences ({n_dead} crystal voxels without counts set to "
+                   "the smallest measured efficiency)." if inp.fan_sum_efficiencies else
+                   "efficiencies 1 (the MC has no intrinsic crystal efficiency variation).")))
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     for label, (r, _, _) in results.items():
         ax[0].plot(np.arange(1, len(r.nll_history) + 1), r.nll_history / r.info["n_events"], label=label)
