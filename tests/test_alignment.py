@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from refsuite.alignment import (AlignmentDiverged, PoseModel, TOFMode, align, fan_partners, fan_sum_efficiencies,
-                                prepare_events)
+from refsuite.alignment import (AlignmentDiverged, PoseModel, TOFMode, align, depth_layer_efficiencies, fan_partners,
+                                fan_sum_efficiencies, prepare_events)
 from refsuite.geometry import GroupMotion, perturb, preset, procrustes_errors
 from refsuite.mc import simulate
 from refsuite.phantoms import CylindricalShell, PointSources
@@ -71,6 +71,9 @@ def test_fan_sum_efficiencies_shell():
     # the front DOI layer (local y < 0, facing the FOV) sees more photons than the back one
     y = bp.crystals.centres[:, 1]
     assert eff[:, y < 0].mean() > 1.2 * eff[:, y > 0].mean()
+    layer = depth_layer_efficiencies(eff, bp)
+    assert np.unique(layer.round(12)).size == 2 and layer[:, y < 0].min() > layer[:, y > 0].max()
+    np.testing.assert_allclose(layer.mean(), eff.mean())
     raw = fan_sum_efficiencies(ev, bp, normalise=False)
     fan = fan_partners(bp)
     n_fan = int(fan[ev["BlockID1"], ev["BlockID2"]].sum())

@@ -8,10 +8,10 @@ times the attenuation times the TOF-weighted line integral of the known tracer b
 sampled inside the two crystal voxels.
 """
 
-from .efficiency import fan_partners, fan_sum_efficiencies
+from .efficiency import depth_layer_efficiencies, fan_partners, fan_sum_efficiencies
 from .model import BlobModel, blob_model
 from .poses import PoseModel
 from .solver import AlignmentDiverged, AlignmentResult, TOFMode, align, prepare_events
 
 __all__ = ["AlignmentDiverged", "AlignmentResult", "BlobModel", "PoseModel", "TOFMode", "align", "blob_model",
-           "fan_partners", "fan_sum_efficiencies", "prepare_events"]
+           "depth_layer_efficiencies", "fan_partners", "fan_sum_efficiencies", "prepare_events"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from refsuite._checks import check_in_range
 
-__all__ = ["fan_partners", "fan_sum_efficiencies"]
+__all__ = ["depth_layer_efficiencies", "fan_partners", "fan_sum_efficiencies"]
 
 
 def fan_partners(scanner, *, fan_half_angle_deg: float = 50.0) -> np.ndarray:
@@ -77,3 +77,30 @@ def fan_sum_efficiencies(events, scanner, *, fan_half_angle_deg: float = 50.0, n
             raise ValueError("no coincidence falls in any fan: not a shell acquisition of this scanner?")
         counts = counts / counts[hit].mean()
     return counts.reshape(scanner.n_blocks, m)
+
+
+def depth_layer_efficiencies(efficiencies, scanner) -> np.ndarray:
+    """Average crystal efficiencies per depth-of-interaction layer, over all blocks and planar positions.
+
+    Fan sums of a shell (:func:`fan_sum_efficiencies`) mix three things: the intrinsic efficiency,
+    the photon's chance of reaching a deep layer (attenuation in the crystals in front) and the
+    geometric fan profile (axial and transaxial position). The alignment model has no crystal
+    attenuation, so it needs the depth factor, but the geometric profile, which it already models
+    with its line integrals, biases the normalisation. Averaging over the crystals of one depth
+    (same local y centre) keeps the first and removes the rest (a component-based normalisation).
+
+    Parameters
+    ----------
+    efficiencies : ndarray (N, M)
+    scanner : Scanner
+
+    Returns
+    -------
+    ndarray (N, M), the mean of ``efficiencies`` over every crystal of the same DOI layer.
+    """
+    eff = np.asarray(efficiencies, float)
+    if eff.shape != (scanner.n_blocks, scanner.n_crystals):
+        raise ValueError(f"efficiencies must have shape {(scanner.n_blocks, scanner.n_crystals)}, got {eff.shape}")
+    _, layer = np.unique(np.round(scanner.crystals.centres[:, 1], 6), return_inverse=True)
+    means = np.bincount(layer, weights=eff.sum(0)) / (np.bincount(layer) * eff.shape[0])
+    return np.broadcast_to(means[layer], eff.shape).copy()
