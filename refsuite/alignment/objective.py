@@ -1,0 +1,151 @@
+"""The stochastic Poisson NLL of the alignment (Thull et al., secs. 2.3-2.4), in torch.
+
+Expected counts of a bin ``b = (lambda1, lambda2, t)``, the model of Thull et al., sec. 2.3:
+
+    mu_b = s E_lambda1 E_lambda2 a_b (1/K) sum_k int F(gamma_k(l)) K_TOF,t(l) dl,
+
+``gamma_k`` the line between the k-th pair of points drawn uniformly inside the two crystal
+voxels (``K = n_samples``, 5 in the paper), ``a_b = exp(-int mu)`` the attenuation of the
+phantom material, ``E`` the crystal efficiencies, ``s`` a global scale. The Poisson NLL over all
+bins, with the scale profiled out (``s = N / sum_b mu_b(s=1)``), is
+
+    NLL = N log(sum_(lambda1,lambda2) mu~) - sum_events log mu~_event + N - N log N,
+
+because the TOF kernel sums to one over the TOF bins (see :mod:`refsuite.alignment.support`).
+Both sums are estimated on random batches: events for the second, entries of the support
+(crystal pairs near the tracer, zero-count bins included) for the first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from refsuite.projectors import blob_line_integrals
+
+__all__ = ["Problem", "batch_nll"]
+
+
+class Problem:
+    """Tensors of one alignment problem on one device (built by :func:`refsuite.alignment.align`).
+
+    Attributes (torch): ``lut_centres``/``lut_half`` (M, 3) mm; ``eff`` (N*M,) efficiencies;
+    ``ev_cr`` (n_ev, 2) global crystal indices (block * M + cr) of singles 1 and 2; ``ev_tof``
+    (n_ev,) signed TOF bins or None; ``ev_cand`` (n_ev, K) candidate blobs (-1: none);
+    ``ev_att`` (n_ev,); ``sup`` (n_sup, 3) support entries (cr1, cr2, blob); ``sup_att``;
+    ``sup_weight`` (n_sup,) inverse inclusion probability of each support entry; blob ``centres``,
+    ``sigmas``, ``activities``; ``tof`` (TOFParameters or None); ``n_samples``.
+    """
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.ev_cr.shape[0])
+
+
+def _points(problem, cr, poses, gen):
+    """(n, S, 3) points drawn uniformly inside crystals ``cr`` (global index) under ``poses``."""
+    pos, axes = poses
+    m = problem.lut_centres.shape[0]
+    block, local_id = cr // m, cr % m
+    u = torch.rand((cr.shape[0], problem.n_samples, 3), generator=gen, dtype=pos.dtype, device=pos.device) * 2 - 1
+    local = problem.lut_centres[local_id][:, None, :] + u * problem.lut_half[local_id][:, None, :]
+    return pos[block][:, None, :] + torch.einsum("nsi,nij->nsj", local, axes[block])
+
+
+def _line_integrals(problem, xs, xe, blob, tof_bin):
+    """Per-line integrals of single blobs ``blob`` (n,) along xs->xe (n, 3), grouped by blob."""
+    n_blobs = problem.centres.shape[0]
+    out = torch.zeros(xs.shape[0], dtype=xs.dtype, device=xs.device)
+    if n_blobs <= 64:
+        # few blobs (point sources): one masked pass per blob is cheaper than sorting
+        groups = [(k, torch.nonzero(blob == k).flatten()) for k in range(n_blobs)]
+    else:
+        order = torch.argsort(blob)
+        counts = torch.bincount(blob, minlength=n_blobs).tolist()
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        groups = [(k, order[bounds[k]:bounds[k + 1]]) for k in range(n_blobs)]
+    for k, sel in groups:
+        if sel.numel() == 0:
+            continue
+        kw = {}
+        if tof_bin is not None:
+            kw = dict(tof=problem.tof, tof_bin=tof_bin[sel], truncate=False)
+        out = out.index_add(0, sel, blob_line_integrals(
+            xs[sel], xe[sel], centres=problem.centres[k:k + 1], sigmas=problem.sigmas[k:k + 1],
+            activities=problem.activities[k:k + 1], **kw))
+    return out
+
+
+def _expected(problem, cr, blob, tof_bin, poses, gen):
+    """Mean over sampled lines of the (TOF-)line integral for rows (cr pair, blob candidates).
+
+    ``cr`` (n, 2), ``blob`` (n, K) with -1 for none; returns (n,) summed over candidates,
+    without efficiencies and attenuation.
+    """
+    n, k_c = blob.shape
+    s = problem.n_samples
+    a = _points(problem, cr[:, 0], poses, gen)
+    b = _points(problem, cr[:, 1], poses, gen)
+    valid = blob >= 0
+    row, col = torch.nonzero(valid, as_tuple=True)
+    bl = blob[row, col]
+    xs = a[row].reshape(-1, 3)
+    xe = b[row].reshape(-1, 3)
+    bl_s = bl.repeat_interleave(s)
+    tb = None if tof_bin is None else tof_bin[row].repeat_interleave(s)
+    li = _line_integrals(problem, xs, xe, bl_s, tb).reshape(-1, s).mean(1)
+    return torch.zeros(n, dtype=li.dtype, device=li.device).index_add(0, row, li)
+
+
+def batch_nll(problem, poses, *, ev_idx, sup_idx, gen, floor):
+    """Estimate of the profiled Poisson NLL on one batch (differentiable in ``poses``).
+
+    Parameters
+    ----------
+    problem : Problem
+    poses : (positions (N, 3), axes (N, 3, 3)) torch tensors
+    ev_idx, sup_idx : LongTensor
+        Rows of the events and of the support used in this batch.
+    gen : torch.Generator
+        For the sample points inside the crystals.
+    floor : float
+        Added to every event's expectation (a tiny constant background, so that an event
+        whose sampled lines all miss the tracer does not give ``log 0``).
+
+    Returns
+    -------
+    nll : scalar tensor
+    parts : dict of floats (``log_sum_mu``, ``mean_log_mu``)
+    """
+    n_ev = problem.n_events
+    cr = problem.ev_cr[ev_idx]
+    tb = None if problem.ev_tof is None else problem.ev_tof[ev_idx]
+    mu_e = _expected(problem, cr, problem.ev_cand[ev_idx], tb, poses, gen)
+    mu_e = mu_e * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[ev_idx]
+    data = torch.log(mu_e + floor).mean()
+    sup = problem.sup[sup_idx]
+    mu_s = _expected(problem, sup[:, :2], sup[:, 2:3], None, poses, gen)
+    mu_s = mu_s * problem.eff[sup[:, 0]] * problem.eff[sup[:, 1]] * problem.sup_att[sup_idx] * problem.sup_weight[sup_idx]
+    total = mu_s.sum() * (problem.sup.shape[0] / sup_idx.shape[0])
+    log_total = torch.log(total)
+    nll = n_ev * (log_total - data) + n_ev - n_ev * math.log(n_ev)
+    return nll, {"log_sum_mu": float(log_total.detach()), "mean_log_mu": float(data.detach())}
+
+
+def attenuation_factors(phantom, a, b):
+    """``exp(-mu L)`` of the phantom material along the lines a->b (n, 3) mm (numpy, (n,))."""
+    mu = float(getattr(phantom, "mu_per_mm", 0.0))
+    if mu <= 0:
+        return np.ones(a.shape[0])
+    d = b - a
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    out = np.empty(a.shape[0])
+    step = 200_000
+    for s in range(0, a.shape[0], step):
+        out[s:s + step] = np.exp(-mu * phantom.attenuation_length(a[s:s + step], d[s:s + step]))
+    return out

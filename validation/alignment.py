@@ -1,0 +1,173 @@
+"""Study ``alignment``: maximum-likelihood detector alignment (Thull et al.) on built-in MC data.
+
+A ``thull_sim`` scanner (24 blocks, 2 x 2 x 2 mm crystal voxels with DOI) is perturbed with
+sigma_T = 1 mm, sigma_R = 1 deg (the truth is recorded by :func:`refsuite.geometry.perturb`);
+10 point sources are simulated into the *perturbed* scanner with 250 ps CTR, crystal
+efficiencies come from the fan sums of a cylindrical-shell acquisition of the same scanner
+(Thull et al., sec. 2.2), and :func:`refsuite.alignment.align` starts from the blueprint.
+Errors are per block-local axis after a global Procrustes fit (Thull et al., sec. 2.8).
+
+Quick mode is a smaller run of the same code (fewer coincidences, iterations and bins per
+batch): it must still bring a 1 mm misalignment below 150 um (the issue's CI target). Full mode
+is the paper's scale (<= 5e6 coincidences, 200 iterations) with the paper's targets
+(50 um, 0.25 deg) and a non-TOF run reported alongside.
+
+Broken input for the red test: ``StudyInputs(source_jitter_mm=3.0)`` hands the solver a phantom
+whose sources are each moved by ~3 mm (a wrong phantom definition, not a rigid misplacement):
+the alignment cannot reach the truth and the accuracy checks turn red.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
+
+NAME = "alignment"
+TITLE = "Maximum-likelihood detector alignment (Thull et al.) on built-in MC point-source data"
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """Sizes of the run; ``None`` picks the quick/full default."""
+
+    binning: str = "2mm"
+    n_decays: int | None = None
+    n_shell_decays: int | None = None
+    n_iter: int | None = None
+    batch_size: int | None = None
+    sigma_t_mm: float = 1.0
+    sigma_r_deg: float = 1.0
+    source_jitter_mm: float = 0.0  # != 0: the phantom given to the solver is wrong (broken input)
+    fan_sum_efficiencies: bool = True  # False: efficiencies 1 (the MC's true intrinsic efficiency)
+    with_no_tof: bool | None = None
+
+
+# quick: accuracy is bias-limited (see the note in run), so the cheap configuration (~70 s) is used
+_QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=200, batch_size=50_000, with_no_tof=False)
+_FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=1_000_000, with_no_tof=True)
+
+
+def _resolve(ctx, inp):
+    base = _QUICK if ctx.quick else _FULL
+    return replace(inp, **{k: (getattr(inp, k) if getattr(inp, k) is not None else v) for k, v in base.items()})
+
+
+def _simulate(ctx, inp):
+    from refsuite.alignment import fan_sum_efficiencies
+    from refsuite.geometry import perturb, preset
+    from refsuite.mc import simulate
+    from refsuite.phantoms import CylindricalShell, PointSources
+
+    rng = ctx.rng(7)
+    blueprint = preset("thull_sim", binning=inp.binning)
+    truth = perturb(blueprint, sigma_t_mm=inp.sigma_t_mm, sigma_r_deg=inp.sigma_r_deg, rng=rng)
+    src = PointSources.random(10, fov_radius_mm=40.0, fov_half_length_mm=50.0, rng=rng)
+    events = simulate(truth, src, n_decays=inp.n_decays, seed=ctx.seed)
+    shell = simulate(truth, CylindricalShell(), n_decays=inp.n_shell_decays, seed=ctx.seed + 1)
+    eff = fan_sum_efficiencies(shell, blueprint)
+    n_dead = int((eff == 0).sum())
+    # crystals without a fan count in a short shell run: the smallest measured efficiency (a
+    # crystal with no counts is not dead in this simulation, just unlucky)
+    eff[eff == 0] = eff[eff > 0].min()
+    if not inp.fan_sum_efficiencies:
+        eff = None
+    solver_src = src
+    if inp.source_jitter_mm:
+        solver_src = replace(src, centres_mm=src.centres_mm + rng.normal(0, inp.source_jitter_mm, src.centres_mm.shape))
+    return blueprint, truth, src, solver_src, events, eff, shell.n_events, n_dead
+
+
+def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
+    import matplotlib.pyplot as plt
+
+    from refsuite.alignment import TOFMode, align
+    from refsuite.geometry import procrustes_errors
+
+    inp = _resolve(ctx, inputs)
+    section = Section(study=NAME, title=TITLE, summary=__doc__.split("\n\n")[1])
+    t_lim = 50.0 if not ctx.quick else 150.0
+    section.declare("translation error after alignment (worst axis mean)", Tolerance(
+        t_lim, Comparison.AT_MOST, unit="um",
+        justification="full: the issue's target for 10 point sources, 2 mm voxels with DOI, 250 ps TOF (Thull et al., "
+                      "Table 1: 40-50 um); quick: the issue's CI target (a 1 mm misalignment brought below 150 um)"))
+    section.declare("translation error reduction factor", Tolerance(
+        0.25 if ctx.quick else 0.08, Comparison.AT_MOST,
+        justification="after/before mean translation error; sigma_T = 1 mm gives ~0.7 mm per axis before, so the "
+                      "targets above imply a factor <= ~0.2 (quick) / ~0.07 (full)"))
+    if not ctx.quick:
+        section.declare("rotation error after alignment (worst axis mean)", Tolerance(
+            0.25, Comparison.AT_MOST, unit="deg", justification="the issue's target (Thull et al., Table 1: 0.11-0.23 deg)"))
+    section.declare("NLL decrease over the run", Tolerance(
+        0.0, Comparison.AT_LEAST, unit="per event",
+        justification="Adam must lower the Poisson NLL: mean of the last 10 batch NLLs below the first, per event"))
+    section.declare("run time", Tolerance(
+        600.0 if ctx.quick else 1800.0, Comparison.AT_MOST, unit="s",
+        justification="the issue's budget on 2 CPU cores: quick <= 10 min, full (5e6 coincidences, 200 iterations) "
+                      "<= 30 min"))
+
+    blueprint, truth, src, solver_src, events, eff, n_shell, n_dead = _simulate(ctx, inp)
+    before = procrustes_errors(blueprint, truth)
+    runs = [("TOF 250 ps", TOFMode.FROM_EVENTS)] + ([("no TOF", TOFMode.NONE)] if inp.with_no_tof else [])
+    rows, results = [], {}
+    for label, tof in runs:
+        t0 = time.perf_counter()
+        res = align(events, blueprint, solver_src, efficiencies=eff, tof=tof, n_iter=inp.n_iter,
+                    batch_size=inp.batch_size, seed=ctx.seed, device=ctx.device, progress=False)
+        wall = time.perf_counter() - t0
+        err = procrustes_errors(res.scanner, truth)
+        results[label] = (res, err, wall)
+        rows.append([label, *np.round(1000 * err["translation_mm_mean"], 1), *np.round(err["rotation_deg_mean"], 3),
+                     round(wall, 1), round(res.timing["per_iteration_s"], 2)])
+    res, err, wall = results["TOF 250 ps"]
+    t_after = 1000 * err["translation_mm_mean"]
+    section.check("translation error after alignment (worst axis mean)", float(t_after.max()),
+                  detail=f"per axis x, y (DOI), z: {np.round(t_after, 1).tolist()} um; before: "
+                         f"{np.round(1000 * before['translation_mm_mean'], 1).tolist()} um")
+    section.check("translation error reduction factor",
+                  float(err["translation_mm_mean"].mean() / before["translation_mm_mean"].mean()))
+    if not ctx.quick:
+        section.check("rotation error after alignment (worst axis mean)", float(err["rotation_deg_mean"].max()),
+                      detail=f"per axis: {np.round(err['rotation_deg_mean'], 3).tolist()} deg")
+    h = res.nll_history
+    section.check("NLL decrease over the run", float((h[0] - h[-10:].mean()) / res.info["n_events"]),
+                  detail=f"first {h[0]:.6g}, mean of last 10 {h[-10:].mean():.6g}")
+    section.check("run time", wall, detail=f"{res.timing['per_iteration_s']:.2f} s/iteration, setup "
+                                           f"{res.timing['setup_s']:.1f} s; shared machine: a lower bound of speed")
+    rows.insert(0, ["blueprint (before)", *np.round(1000 * before["translation_mm_mean"], 1),
+                    *np.round(before["rotation_deg_mean"], 3), "", ""])
+    section.tables.append(Table(
+        "Mean absolute errors per block-local axis after Procrustes (Thull et al., sec. 2.8)",
+        ["run", "T_x (um)", "T_y DOI (um)", "T_z (um)", "R_x (deg)", "R_y (deg)", "R_z (deg)", "wall (s)", "s/it"], rows,
+        caption=f"{res.info['n_events']} point-source coincidences, {inp.n_iter} Adam iterations, "
+                f"{res.timing['batch_events']} events + {res.timing['batch_support']} support bins per batch; "
+                + (f"efficiencies from {n_shell} shell coincidences ({n_dead} crystal voxels without counts set to "
+                   "the smallest measured efficiency)." if inp.fan_sum_efficiencies else
+                   "efficiencies 1 (the MC has no intrinsic crystal efficiency variation).")))
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    for label, (r, _, _) in results.items():
+        ax[0].plot(np.arange(1, len(r.nll_history) + 1), r.nll_history / r.info["n_events"], label=label)
+    ax[0].set_xlabel("iteration")
+    ax[0].set_ylabel("NLL per event (batch estimate)")
+    ax[0].legend()
+    ax[1].bar(np.arange(truth.n_blocks), 1000 * np.linalg.norm(before["translation_mm"], axis=1), label="blueprint")
+    ax[1].bar(np.arange(truth.n_blocks), 1000 * np.linalg.norm(err["translation_mm"], axis=1), label="aligned")
+    ax[1].set_xlabel("block")
+    ax[1].set_ylabel("|translation error| (um)")
+    ax[1].legend()
+    section.figures.append(figure_from_matplotlib(fig, "Convergence and per-block errors",
+                                                  "Left: Thull et al., Fig. 4 analogue. Right: TOF run."))
+    section.notes.append(
+        "Known limitation (measured while building this study, 2 mm voxels, 2e5 coincidences): the block-local "
+        "y (DOI, radial) translation keeps a systematic error of ~250 um in which every block sits outwards by "
+        "about the same amount (a ~0.3 % radial scale), with fan-sum, depth-layer or unit efficiencies alike, "
+        "while x reaches ~115 um and z ~45 um without fan sums (~200 um with them: the fan-sum profile double-counts "
+        "geometry the line integrals already model). The likely cause is the model's pair sensitivity along the "
+        "LOR (mean line integral over points sampled in the voxels) versus the physical one; it is open.")
+    section.notes.append(f"Timing: setup {res.timing['setup_s']:.1f} s (support enumeration, candidates), "
+                         f"{res.timing['per_iteration_s']:.2f} s per iteration at {inp.batch_size} bins per batch; "
+                         "the cost per iteration is linear in the batch size (5 sampled lines per bin).")
+    return section
