@@ -176,19 +176,6 @@ def test_cli_align(small, tmp_path):
     assert rc == 2 and not (tmp_path / "x.json").exists()
 
 
-def test_image_metrics():
-    from refsuite.metrics.image import cov, peak_to_valley, psnr, ssim
-
-    rng = np.random.default_rng(0)
-    ref = rng.uniform(0, 1, (32, 32))
-    noisy = ref + rng.normal(0, 0.1, ref.shape)
-    assert np.isinf(psnr(ref, ref)) and ssim(ref, ref) == pytest.approx(1.0)
-    assert psnr(ref, noisy) == pytest.approx(10 * np.log10((ref.max() - ref.min()) ** 2 / np.mean((noisy - ref) ** 2)))
-    assert ssim(ref, noisy) < 0.95
-    assert cov(np.full((4, 4), 3.0), np.ones((4, 4), bool)) == 0.0
-    assert peak_to_valley(np.array([1.0, 4, 1, 4, 1]), [1, 3], [2]) == 4.0
-
-
 def test_group_shared_parameters_recover_half_ring_poses():
     """thull_halfrings, misalignment shared per half-ring (rigid): 4 group poses are learnt."""
     rng = np.random.default_rng(5)
