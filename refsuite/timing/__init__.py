@@ -5,6 +5,8 @@ corrections", Front. Phys. 13:1570925 (2025). The pieces:
 
 - :func:`simulate_detector_pair`: list-mode coincidences with recorded timing truth;
 - :func:`skew_calibration`: analytic first-order per-channel offsets (least squares / L1);
+- :func:`listmode_skew_calibration`, :func:`listmode_ctr`: the same first-order step and the CTR
+  over all channels of a ring scanner, from a point-source scan in list mode;
 - :func:`extract_features`, :func:`train_correction`, :func:`apply_correction`: explicit and
   implicit XGBoost corrections of the higher-order skews;
 - :func:`evaluate_timing`: the three-fold evaluation (MAE, linearity, CTR);
@@ -32,11 +34,15 @@ from .features import (
     time_difference,
 )
 from .io import load_events, save_events
+from .listmode_skew import (ChannelGranularity, ListmodeSkew, apply_channel_skews, channel_map, listmode_ctr,
+                            listmode_skew_calibration)
 from .models import CorrectionModel, apply_correction, load_model, predict_correction, save_model, train_correction
 from .simulate import axial_positions, detector_constants, in_plane_grid, simulate_detector_pair
-from .skew import SkewMethod, pair_statistics, skew_calibration
+from .skew import SkewMethod, pair_statistics, skew_calibration, solve_pair_offsets
 
 __all__ = [
+    "ChannelGranularity", "ListmodeSkew", "apply_channel_skews", "channel_map", "listmode_ctr",
+    "listmode_skew_calibration", "solve_pair_offsets",
     "SPEED_OF_LIGHT_MM_PER_PS",
     "CorrectionKind",
     "CorrectionModel",

@@ -20,7 +20,7 @@ from scipy.sparse.linalg import lsmr
 
 from .features import energy_mask, expected_dt, main_channel, validate_events
 
-__all__ = ["SkewMethod", "skew_calibration", "pair_statistics"]
+__all__ = ["SkewMethod", "skew_calibration", "pair_statistics", "solve_pair_offsets"]
 
 
 class SkewMethod(enum.Enum):
@@ -120,32 +120,68 @@ def skew_calibration(
         raise ValueError(f"no channel pair has >= min_pair_counts={min_pair_counts} coincidences "
                          f"(largest: {counts.max()})")
     pairs, counts, centre, stderr = pairs[use], counts[use], centre[use], stderr[use]
-    stderr = np.maximum(stderr, 1e-3)
+    offsets = solve_pair_offsets(np.stack([pairs[:, 0], n_ch + pairs[:, 1]], 1), centre, stderr, 2 * n_ch,
+                                 method=method, return_uncertainty=return_uncertainty,
+                                 channel_label=lambda i: f"{'AB'[i // n_ch]}{i % n_ch}")
+    if not return_uncertainty:
+        return offsets.reshape(2, n_ch)
+    return offsets[0].reshape(2, n_ch), offsets[1].reshape(2, n_ch)
+
+
+def solve_pair_offsets(pairs, centre, stderr, n_channels: int, *, method=SkewMethod.LEAST_SQUARES,
+                       return_uncertainty: bool = False, channel_label=str):
+    """Channel offsets ``delta`` from per-pair statistics ``centre_p = delta_i - delta_j`` (ps).
+
+    Parameters
+    ----------
+    pairs : int array (P, 2)
+        Channel indices ``(i, j)`` in ``[0, n_channels)`` of each row.
+    centre, stderr : arrays (P,)
+        Mean (or median) of ``t_i - t_j - dt_expected`` per pair and its standard error, ps.
+    n_channels : int
+    method : SkewMethod
+    return_uncertainty : bool
+        Also return standard errors from the pseudoinverse of the normal matrix.
+    channel_label : callable(int) -> str
+        Names channels in error messages.
+
+    Returns
+    -------
+    offsets_ps : (n_channels,), zero mean; with ``return_uncertainty`` a tuple
+    ``(offsets_ps, sigma_ps)``.
+
+    Raises
+    ------
+    ValueError
+        When a channel is in no pair or the pairs form disconnected groups.
+    """
+    method = SkewMethod(method) if not isinstance(method, SkewMethod) else method
+    pairs = np.asarray(pairs, np.int64)
+    stderr = np.maximum(np.asarray(stderr, float), 1e-3)
     rows = np.arange(len(pairs))
     m = sparse.csr_matrix(
         (np.concatenate([np.ones(len(rows)), -np.ones(len(rows))]),
-         (np.concatenate([rows, rows]), np.concatenate([pairs[:, 0], n_ch + pairs[:, 1]]))),
-        shape=(len(rows), 2 * n_ch))
-    _check_connected(m, n_ch)
+         (np.concatenate([rows, rows]), np.concatenate([pairs[:, 0], pairs[:, 1]]))),
+        shape=(len(rows), n_channels))
+    _check_connected(m, channel_label)
     w = 1.0 / stderr
     mw = sparse.diags(w) @ m
     if method is SkewMethod.LEAST_SQUARES:
-        x = lsmr(mw, centre * w, atol=1e-14, btol=1e-14, maxiter=10 * 2 * n_ch)[0]
+        x = lsmr(mw, centre * w, atol=1e-14, btol=1e-14, maxiter=10 * n_channels)[0]
     else:
         x = _l1_solve(mw, centre * w)
     x -= x.mean()
-    offsets = x.reshape(2, n_ch)
     if not return_uncertainty:
-        return offsets
+        return x
     normal = (mw.T @ mw).toarray()
     cov = np.linalg.pinv(normal, rcond=1e-10, hermitian=True)
-    return offsets, np.sqrt(np.clip(np.diag(cov), 0.0, None)).reshape(2, n_ch)
+    return x, np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
 
-def _check_connected(m: sparse.csr_matrix, n_ch: int) -> None:
+def _check_connected(m: sparse.csr_matrix, channel_label) -> None:
     present = np.asarray(abs(m).sum(axis=0)).ravel() > 0
     if not present.all():
-        absent = [f"{'AB'[i // n_ch]}{i % n_ch}" for i in np.flatnonzero(~present)]
+        absent = [channel_label(int(i)) for i in np.flatnonzero(~present)]
         raise ValueError(f"events: channels {absent} are never the main channel of a usable pair; "
                          "their offsets are undetermined (more data or a wider source distribution needed)")
     adj = abs(m).T @ abs(m)
