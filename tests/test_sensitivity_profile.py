@@ -204,3 +204,18 @@ def test_mc_sweep_of_scanner_with_a_block_removed_is_flagged_and_intact_one_pass
     bad = compare_radial_profile(r, _sweep(broken, r, 300_000, 50), ref, max_shape_deviation=0.02)
     assert good.passed, (good.deviation, good.z_scores)
     assert not bad.passed and {0.0, 60.0} <= set(bad.offending_offsets_mm.tolist())
+
+
+def test_conclusive_only_with_counts_enough_to_resolve_the_tolerance():
+    rng = np.random.default_rng(9)
+    many = compare_radial_profile(OFFSETS, rng.poisson(SHAPE), SHAPE, max_shape_deviation=0.02)
+    few = compare_radial_profile(OFFSETS, rng.poisson(SHAPE / 100.0), SHAPE, max_shape_deviation=0.02)
+    assert many.conclusive and not few.conclusive
+
+
+def test_area_radius_counts_azimuths_of_a_misaligned_scanner(thull):
+    from refsuite.geometry import perturb
+
+    moved = perturb(thull, sigma_t_mm=0.4, sigma_r_deg=0.3, rng=np.random.default_rng(2))
+    area = equivalent_cylinder(moved, choice=CylinderChoice.AREA).radius_mm
+    assert area == pytest.approx(equivalent_cylinder(thull, choice=CylinderChoice.AREA).radius_mm, abs=0.5)
