@@ -182,7 +182,7 @@ def _sweep(scanner, offsets, n_decays, seed, **window):
 
 def test_block_reference_is_the_absolute_pair_probability_of_the_mc(thull):
     r = np.array([0.0, 20.0, 55.0])
-    ref = block_profile_reference(r, thull, source_length_mm=150.0)
+    ref = block_profile_reference(r, thull, source_length_mm=150.0, n_polar=96, n_axial=24)
     n = 300_000
     counts = _sweep(thull, r, n, 900, energy_window_kev=(0.0, 1e4), coincidence_window_ps=1e9)
     z = (counts / n - ref) / np.sqrt(ref * (1 - ref) / n)
@@ -197,7 +197,7 @@ def test_block_reference_is_the_absolute_pair_probability_of_the_mc(thull):
 
 def test_mc_sweep_of_scanner_with_a_block_removed_is_flagged_and_intact_one_passes(thull):
     r = np.array([0.0, 15.0, 30.0, 45.0, 60.0])
-    ref = block_profile_reference(r, thull, source_length_mm=150.0, n_polar=48, n_axial=12)
+    ref = block_profile_reference(r, thull, source_length_mm=150.0)
     keep = np.arange(thull.n_blocks) != 8  # middle ring, the block the sweep walks towards
     broken = replace(thull, positions=thull.positions[keep], axes=thull.axes[keep], groups=thull.groups[keep])
     good = compare_radial_profile(r, _sweep(thull, r, 300_000, 50), ref, max_shape_deviation=0.02)

@@ -15,9 +15,15 @@ source at 0, 5, ..., 60 mm and 2e6 decays per point (~1.9e5 coincidences, 0.23 %
   The gaps shape the profile (-28 % from 0 to 20 mm, then back up): at r = 0 both photons
   of a pair see the same gap, off centre they see different ones. The radius choice moves
   the normalised shape by < 2 %; it only changes the fitted efficiency.
-* :func:`block_profile_reference` of the blueprint: max |deviation| 0.55 % (towards a block
-  centre) and 0.45 % (towards a gap), chi2 = 17.6 and 8.1 for 12 dof (p = 0.13, 0.78); the
-  absolute level is the MC's to 0.2 % once the energy window's 0.981 is applied.
+* :func:`block_profile_reference` of the blueprint (``n_polar=96, n_axial=24``): max
+  |deviation| 0.55 % (towards a block centre) and 0.45 % (towards a gap), chi2 = 17.6 and
+  8.1 for 12 dof (p = 0.13, 0.78); the absolute level is the MC's to 0.2 % once the energy
+  window's 0.981 is applied. With the faster defaults and 1e6 decays per point (an
+  acceptance quick run): max |deviation| 0.64 %, chi2 = 10.4 / 12.
+* Faults, 1e6 decays per point, sweep towards the middle ring's block at phi = 0: that
+  block removed -> deviations +5.8 ... -8.0 %, chi2 = 2184; moved 3 mm outward -> -2.2 %
+  at 60 mm (z = -7.6); re-mounted 0.4 mm / 0.3 deg or one 4 mm crystal voxel dead ->
+  indistinguishable from the blueprint (chi2 = 6.9 and 10.8 for 12 dof).
 
 So the block reference is the one to test a block scanner against; the cylinder models are
 for scanners that are close to Lin et al.'s ideal wall (``lin_clinical``: 48 modules, 1.9 mm
@@ -218,8 +224,8 @@ def radial_profile_reference(offsets_mm, cylinder: EquivalentCylinder, *, source
 
 
 def block_profile_reference(offsets_mm, scanner, *, source_length_mm: float, azimuth_rad: float = 0.0,
-                            centre_z_mm: float = 0.0, n_azimuth: int = 3, n_polar: int = 96,
-                            n_axial: int = 24):
+                            centre_z_mm: float = 0.0, n_azimuth: int = 3, n_polar: int = 48,
+                            n_axial: int = 12):
     """Pair detection probability of a line source in a block scanner, by quadrature.
 
     The line source runs along z at ``(r cos a, r sin a)``. For an annihilation at x and a
@@ -246,8 +252,8 @@ def block_profile_reference(offsets_mm, scanner, *, source_length_mm: float, azi
     centre_z_mm : float, optional
         Axial centre of the source, mm.
     n_azimuth, n_polar, n_axial : int, optional
-        Midpoints in the pair azimuth over [0, 2 pi), in cos(theta) over [0, 1] and along
-        the source. The defaults agree with a grid twice as fine to < 0.1 % on ``thull_sim``.
+        Gauss-Legendre nodes in each azimuth interval between edge break points (see Notes),
+        midpoints in cos(theta) over [0, 1] and midpoints along the source.
 
     Returns
     -------
@@ -257,12 +263,13 @@ def block_profile_reference(offsets_mm, scanner, *, source_length_mm: float, azi
 
     Notes
     -----
-    Accuracy on ``thull_sim`` (150 mm source, r = 0, 20, 55 mm): the defaults are within
-    0.15 % of a 4x finer polar and 3x finer axial grid; the azimuth rule has converged to
-    0.01 % (Gauss between edge azimuths; a uniform 256-point azimuth rule was 1.3 % off).
-    Against the built-in MC with open windows (3e5 decays per point) |z| < 1. Cost about
-    2.3 s per offset on one (shared) core for 24 blocks; ``n_polar=48, n_axial=12`` is 4x
-    faster and within 0.35 %.
+    Accuracy on ``thull_sim`` (150 mm source, 0-60 mm): the defaults are within 0.35 % of
+    ``n_polar=384, n_axial=64`` in absolute value and within 0.14 % in the normalised shape
+    (what :func:`compare_radial_profile` uses), at 0.5 s per offset on one shared core;
+    ``n_polar=96, n_axial=24`` is within 0.15 % absolute at 4x the cost. The azimuth rule has
+    converged to 0.01 % (a uniform 256-point rule in azimuth was 1.3 % off: the kinks at the
+    gaps' edges). Against the built-in MC with open windows (3e5 decays per point, r = 0, 20,
+    55 mm) |z| < 1.
 
     A line source is symmetric only about the sweep direction's mirror plane; the shape
     depends on the sweep azimuth. Moving the sweep 2 deg (5 deg) off a block centre changes
