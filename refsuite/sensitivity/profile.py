@@ -234,10 +234,12 @@ def block_profile_reference(offsets_mm, scanner, *, source_length_mm: float, azi
     :mod:`refsuite.mc.tracing`); the pair counts when both interact. This is
     :func:`~refsuite.sensitivity.detection_sensitivity` with the cylinder replaced by the
     scanner's boxes, so gaps, corners and block depth are kept; for an ideal wall it reduces
-    to Lin et al.'s S_g (eq. 10). Averaged over isotropic pair directions (midpoint rule in
-    the azimuth and in cos(theta) over the upper hemisphere) and uniformly along the source
-    (midpoint rule over its part inside the blocks' axial extent). The path length through a
-    box is a continuous function of the ray, so the midpoint rules converge as h^2.
+    to Lin et al.'s S_g (eq. 10). Averaged over isotropic pair directions (Gauss-Legendre in
+    the azimuth between the break points where a photon grazes a block edge parallel to the
+    axis, midpoint rule in cos(theta) over the upper hemisphere) and uniformly along the
+    source (midpoint rule over its part inside the blocks' axial extent). The path length
+    through a box is a continuous function of the ray with kinks at the box's edges, so the
+    midpoint rules converge as h^2 and the piecewise Gauss rule faster.
 
     Parameters
     ----------
@@ -317,7 +319,9 @@ def block_profile_reference(offsets_mm, scanner, *, source_length_mm: float, azi
         weight = np.repeat(w_phi / (2.0 * np.pi * n_polar), n_polar)
         local_u = np.einsum("bij,nj->bni", scanner.axes, u)  # (blocks, directions, 3)
         with np.errstate(divide="ignore"):
-            inv_u = (1.0 / np.where(local_u == 0.0, 1e-300, local_u)).astype(np.float32)
+            # a ray parallel to a slab gets a huge finite slope (1e30 fits float32; inf would
+            # give 0 * inf = NaN for a source exactly on the slab's plane)
+            inv_u = (1.0 / np.where(local_u == 0.0, 1e-30, local_u)).astype(np.float32)
         total = 0.0
         for zz, wz in zip(z, w_z):
             fwd, back = _paths_through_blocks(np.array([xy[0], xy[1], zz]), scanner.positions, scanner.axes, half,
