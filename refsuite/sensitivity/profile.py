@@ -444,11 +444,12 @@ def compare_radial_profile(offsets_mm, counts, reference, *, max_shape_deviation
     offsets_mm : array_like, shape (n,)
         Radial offsets of the line source, mm (finite, >= 0, n >= 2).
     counts : array_like, shape (n,)
-        Coincidences at each offset for the same number of decays (or activity x time), >= 0,
+        Coincidences at each offset (true coincidences: randoms and scatter subtracted), >= 0,
         sum > 0.
     reference : array_like, shape (n,)
         Reference sensitivity at each offset (> 0), e.g. :func:`radial_profile_reference` or
-        :func:`block_profile_reference`; any common scale.
+        :func:`block_profile_reference`; any common scale. When the points had different
+        numbers of decays (activity x live time), pass reference x decays per point.
     max_shape_deviation : float
         Largest tolerated |relative deviation| from the reference shape, in (0, 1].
     z_max : float, optional
