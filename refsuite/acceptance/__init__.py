@@ -1,0 +1,19 @@
+"""Acceptance testing after a hardware change (new modules, re-mounted blocks).
+
+A plan (:func:`load_plan`, TOML validated with pydantic) names the blueprint, the calibration
+scans and a tolerance with its unit for every check; :func:`run_acceptance` runs the checks
+(:mod:`refsuite.acceptance.checks`: geometry by ML alignment, detection efficiency by fan
+sums, timing by skew calibration and CTR, sensitivity by a line-source sweep), compares them with a baseline and writes an HTML
+page and ``results.json``. The same plan runs as pytest tests: ``pytest --acceptance PLAN``.
+"""
+
+from .checks import CheckResult, Criterion, check_efficiency, check_geometry, check_sensitivity, check_timing
+from .plan import AcceptancePlan, PlanError, load_plan, plan_from_dict
+from .quantities import Dimension, Quantity, parse_quantity
+from .runner import AcceptanceRun, BaselineError, load_baseline, read_events, run_acceptance
+
+__all__ = [
+    "AcceptancePlan", "AcceptanceRun", "BaselineError", "CheckResult", "Criterion", "Dimension", "PlanError",
+    "Quantity", "check_efficiency", "check_geometry", "check_sensitivity", "check_timing", "load_baseline", "load_plan",
+    "parse_quantity", "plan_from_dict", "read_events", "run_acceptance",
+]

@@ -1,0 +1,64 @@
+"""``refsuite acceptance PLAN.toml --out DIR [--baseline FILE]`` and ``--write-demo DIR``.
+
+Only argparse code at import; the checks are imported inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "acceptance", help="acceptance tests of a scanner after a hardware change",
+        description="Run the checks of an acceptance plan (TOML: blueprint, calibration scans, a tolerance with its "
+                    "unit per check) and write DIR/index.html and DIR/results.json (the next baseline). Exit status "
+                    "0: every check passed; 1: a check failed; 2: bad plan, baseline or data. "
+                    "`--write-demo DIR` writes the shipped demonstration (built-in MC scans of thull_sim before and "
+                    "after a module swap, with their plans).",
+        epilog="example: refsuite acceptance --write-demo demo && refsuite acceptance demo/baseline/plan.toml "
+               "--out acc/baseline && refsuite acceptance demo/b/plan.toml --out acc/b "
+               "--baseline acc/baseline/results.json")
+    p.add_argument("plan", nargs="?", help="acceptance plan (.toml)")
+    p.add_argument("--out", metavar="DIR", help="output folder (index.html, results.json, accepted_geometry.json)")
+    p.add_argument("--baseline", metavar="FILE", help="results.json of the last accepted state")
+    p.add_argument("--device", default=None, help="torch device of the alignment (default cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--write-demo", metavar="DIR", help="write the demonstration scans and plans into DIR and exit")
+    p.add_argument("--full", action="store_true", help="with --write-demo: the papers' scan sizes (long)")
+    p.add_argument("--seed", type=int, default=2026, help="with --write-demo: random seed (default 2026)")
+    p.set_defaults(func=_cmd_acceptance)
+
+
+def _cmd_acceptance(args: argparse.Namespace) -> int:
+    if args.write_demo:
+        from .demo import FULL, QUICK, write_demo
+
+        plans = write_demo(args.write_demo, sizes=FULL if args.full else QUICK, seed=args.seed,
+                           progress=not args.no_progress)
+        for name, path in plans.items():
+            print(f"{name}: {path}")
+        return 0
+    if not args.plan or not args.out:
+        print("refsuite acceptance: needs PLAN and --out DIR (or --write-demo DIR)", file=sys.stderr)
+        return 2
+    from .plan import PlanError, load_plan
+    from .runner import BaselineError, load_baseline, run_acceptance
+
+    try:
+        plan = load_plan(args.plan)
+        if args.baseline:
+            load_baseline(args.baseline)  # fail before any work
+    except (PlanError, BaselineError) as exc:
+        print(f"refsuite acceptance: {exc}", file=sys.stderr)
+        return 2
+    run = run_acceptance(plan, out_dir=args.out, baseline=args.baseline, device=args.device,
+                         progress=not args.no_progress)
+    for r in run.results:
+        print(("PASS " if r.passed else "FAIL ") + r.summary())
+    print(f"{'ACCEPTED' if run.passed else 'NOT ACCEPTED'} ({len(run.results) - len(run.failed)}/{len(run.results)} "
+          f"checks passed) in {run.seconds:.0f} s; report: {run.files['html']}")
+    return 0 if run.passed else 1
