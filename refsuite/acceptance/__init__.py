@@ -7,13 +7,14 @@ sums, timing by skew calibration and CTR, sensitivity by a line-source sweep), c
 page and ``results.json``. The same plan runs as pytest tests: ``pytest --acceptance PLAN``.
 """
 
-from .checks import CheckResult, Criterion, check_efficiency, check_geometry, check_sensitivity, check_timing
+from .checks import (CheckResult, Criterion, check_efficiency, check_geometry, check_image_quality,
+                     check_sensitivity, check_timing)
 from .plan import AcceptancePlan, PlanError, load_plan, plan_from_dict
 from .quantities import Dimension, Quantity, parse_quantity
 from .runner import AcceptanceRun, BaselineError, load_baseline, read_events, run_acceptance
 
 __all__ = [
     "AcceptancePlan", "AcceptanceRun", "BaselineError", "CheckResult", "Criterion", "Dimension", "PlanError",
-    "Quantity", "check_efficiency", "check_geometry", "check_sensitivity", "check_timing", "load_baseline", "load_plan",
+    "Quantity", "check_efficiency", "check_geometry", "check_image_quality", "check_sensitivity", "check_timing", "load_baseline", "load_plan",
     "parse_quantity", "plan_from_dict", "read_events", "run_acceptance",
 ]

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
         "acceptance", help="acceptance tests of a scanner after a hardware change",
         description="Run the checks of an acceptance plan (TOML: blueprint, calibration scans, a tolerance with its "
                     "unit per check) and write DIR/index.html and DIR/results.json (the next baseline). Exit status "
-                    "0: every check passed; 1: a check failed; 2: bad plan, baseline or data. "
+                    "0: every check passed; 1: a check failed (a scan that cannot be read fails its check); "
+                    "2: bad plan or baseline. "
                     "`--write-demo DIR` writes the shipped demonstration (built-in MC scans of thull_sim before and "
                     "after a module swap, with their plans).",
         epilog="example: refsuite acceptance --write-demo demo && refsuite acceptance demo/baseline/plan.toml "

@@ -114,10 +114,18 @@ def _drop_voxel(events, block, crystal):
     return Events({k: np.asarray(v)[~dead] for k, v in events.items()}, attrs=dict(events.attrs))
 
 
-#: the readout of a scan (what a detector's list mode holds); positions and true times are the
-#: simulation's truth and are not needed by the checks
-READOUT_COLUMNS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2", "GlobalTime1", "GlobalTime2",
-                   "TotalEnergyDeposit1", "TotalEnergyDeposit2")
+#: the columns kept: the list-mode format's (refsuite.io.REQUIRED_COLUMNS) and the readout ids;
+#: positions (the simulation's truth) and energies in float32 keep the files small
+def _slim(ev):
+    from refsuite.io import REQUIRED_COLUMNS
+    from refsuite.mc.montecarlo import Events
+
+    keep = list(REQUIRED_COLUMNS) + ["BlockID1", "CrystalID1", "BlockID2", "CrystalID2"]
+    out = {}
+    for k in keep:
+        v = np.asarray(ev[k])
+        out[k] = v.astype(np.float32) if k.startswith(("PostPosition", "TotalEnergy")) else v
+    return Events(out, attrs=ev.attrs)
 
 
 def _scan_jobs(folder: Path, sizes, seed, sweep):
@@ -134,7 +142,6 @@ def _simulate_scan(job):
     from refsuite.geometry import Scanner
     from refsuite.io import save_listmode
     from refsuite.mc import simulate
-    from refsuite.mc.montecarlo import Events
     from refsuite.phantoms import CylindricalShell, LineSource, load_phantom
     from refsuite.timing.listmode_skew import apply_channel_skews
 
@@ -147,7 +154,7 @@ def _simulate_scan(job):
     else:
         phantom = load_phantom(phantoms[key])
     ev = simulate(scanner, phantom, n_decays=n, seed=seed)
-    ev = Events({k: ev[k] for k in READOUT_COLUMNS}, attrs=ev.attrs)
+    ev = _slim(ev)
     # every scan runs on the same electronics: the channel skews apply to all of them
     ev = apply_channel_skews(ev, scanner, np.asarray(skews))
     if dead is not None:

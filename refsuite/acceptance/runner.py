@@ -13,7 +13,8 @@ import numpy as np
 
 from refsuite.timing.listmode_skew import apply_channel_skews
 
-from .checks import CheckResult, check_efficiency, check_geometry, check_sensitivity, check_timing
+from .checks import (CheckResult, check_efficiency, check_geometry, check_image_quality, check_sensitivity,
+                     check_timing)
 from .plan import AcceptancePlan, load_plan
 
 __all__ = ["AcceptanceRun", "run_acceptance", "read_events", "load_baseline", "BaselineError"]
@@ -138,13 +139,13 @@ def run_acceptance(plan, *, out_dir, baseline=None, device=None, progress: bool 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(steps), desc="refsuite acceptance", unit="check")
-    efficiencies, offsets = None, None
+    efficiencies, offsets, accepted = None, None, scanner
     done = {}
     try:
         # efficiency and timing first: the fan sums are the alignment's crystal efficiencies (Thull et
         # al., sec. 2.2) and the channel offsets calibrate the point-source scan's TOF (100 ps of skew
         # is 15 mm along the LOR)
-        for name in sorted(steps, key=("efficiency", "timing", "geometry", "sensitivity").index):
+        for name in sorted(steps, key=("efficiency", "timing", "geometry", "sensitivity", "image_quality").index):
             if bar is not None:
                 bar.set_postfix(check=name)
             spec = getattr(plan.checks, name)
@@ -169,6 +170,7 @@ def run_acceptance(plan, *, out_dir, baseline=None, device=None, progress: bool 
                                                   efficiencies=efficiencies, checkpoint=ckpt, progress=progress,
                                                   device=device, baseline=base.get(name))
                     files["accepted_geometry"] = aligned.save(out / "accepted_geometry.json")
+                    accepted = aligned
                 elif name == "timing":
                     from refsuite.phantoms import load_phantom
 
@@ -184,6 +186,13 @@ def run_acceptance(plan, *, out_dir, baseline=None, device=None, progress: bool 
                                             [p.exposure for p in sweep.points], scanner, spec,
                                             source_length_mm=sweep.source_length_mm,
                                             azimuth_rad=np.deg2rad(sweep.azimuth_deg), baseline=base.get(name))
+                elif name == "image_quality":
+                    from refsuite.phantoms import load_phantom
+
+                    # reconstructed with the geometry this run accepts (the alignment's, when it ran)
+                    res = check_image_quality(read_events(plan.path("hot_rod"), scanner), accepted,
+                                              load_phantom(plan.path("hot_rod_phantom")), spec,
+                                              baseline=base.get(name), device=device)
                 else:  # pragma: no cover - the plan model admits only known checks
                     raise AssertionError(name)
             except (ValueError, RuntimeError, OSError) as exc:
