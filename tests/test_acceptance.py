@@ -190,3 +190,33 @@ def test_pytest_plugin_reports_checks_by_name(scans, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--acceptance",
                         str(tmp_path / "missing.toml")], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 4 and "acceptance plan not found" in r.stderr
+
+
+def test_hot_rod_sample_points_sit_between_rods():
+    from refsuite.metrics.hot_rod import hot_rod_sample_points
+    from refsuite.phantoms import HotRod
+
+    ph = HotRod()
+    centres, radii = ph.rods()
+    pts = hot_rod_sample_points(ph)
+    assert set(pts) == set(ph.diameters_mm)
+    for d, (peaks, valleys) in pts.items():
+        gap = np.linalg.norm(valleys[:, None, :] - centres[None, :, :], axis=-1) - radii[None, :]
+        assert gap.min() >= 0.5 * d - 1e-9  # a valley point is half a diameter clear of every rod
+        assert len(peaks) >= 3
+
+
+def test_image_quality_check_flags_a_wrong_geometry():
+    from refsuite.acceptance import check_image_quality
+    from refsuite.acceptance.plan import ImageQualityCheck
+    from refsuite.geometry import perturb
+    from refsuite.phantoms import HotRod
+
+    s, ph, spec = preset("thull_sim", binning="2mm"), HotRod(), ImageQualityCheck()
+    ref = check_image_quality(simulate(s, ph, n_decays=1_500_000, seed=3), s, ph, spec)
+    assert ref.passed and ref.figures["PVR 2 mm"] > ref.figures["PVR 0.8 mm"]
+    again = simulate(s, ph, n_decays=1_500_000, seed=4)
+    assert check_image_quality(again, s, ph, spec, baseline=ref.state).passed
+    wrong = perturb(s, sigma_t_mm=1.0, sigma_r_deg=1.0, rng=np.random.default_rng(1))
+    bad = check_image_quality(again, wrong, ph, spec, baseline=ref.state)
+    assert not bad.passed and bad.offenders and "rod_diameter_mm" in bad.summary()
