@@ -85,8 +85,9 @@ def _declare(sec: Section, s: Settings) -> None:
       Tolerance(0.01, Comparison.AT_MOST, unit="voxel", justification="moving scans are sampled at phi^-1; the fixed-point "
                 "inverse must solve x + u(x) = y to 1 % of a voxel"))
     d("instance: TRE CT-guided / identity",
-      Tolerance(0.9, Comparison.AT_MOST, justification="registration must recover >= 10 % of the initial misalignment "
-                "(a pipeline check: a wrong warp direction, similarity or weight makes TRE grow)"))
+      Tolerance(0.8, Comparison.AT_MOST, justification="registration must recover >= 20 % of the initial misalignment "
+                "(a pipeline check: a wrong warp direction, similarity or weight makes TRE grow); quick mode measured "
+                "0.54-0.77 over seeds 1, 2, 3 and 12345"))
     d("instance: bone rigidity CT-guided / best uniform",
       Tolerance(1.0, Comparison.AT_MOST, justification="the paper's claim: stronger regularisation in bone keeps bones more "
                 "rigid than the best single global weight"))
