@@ -60,6 +60,15 @@ def test_analytic_evaluation_and_gating():
     wrong["source_mm"] = test["source_mm"] * np.array([1, 1, 1.2])
     gated = T.evaluate_timing(off, wrong)
     assert gated.passed["physics"] is False and gated.passed["pet"] is None and not gated.ctr
+    # the figure draws what was measured and says what was not
+    import matplotlib.pyplot as plt
+
+    for e, pet_title in ((ev, "3 PET: CTR at iso-centre"), (gated, "3 PET (not evaluated)")):
+        fig = e.figure()
+        axes = fig.get_axes()
+        assert len(axes) == 3 and axes[2].get_title().startswith(pet_title)
+        assert len(axes[1].containers) == (1 if e.linearity else 0)
+        plt.close(fig)
     with pytest.raises(ValueError, match="only 0 coincidences|shape"):
         T.evaluate_timing(np.zeros((2, 15)), test)
     one_position = T.select(test, test["source_mm"][:, 2] == 0.0)

@@ -43,7 +43,8 @@ class TimingEvaluation:
     ``p_value``, ``n_sigma`` (slope deviation from 2/c). ``ctr``: ``iso_<window>`` CTR fits and
     ``axis_positions_mm``, ``axis_ctr_ps``, ``axis_ctr_err_ps``, ``axis_mean_ctr_ps``.
     ``corrected_ps``: the corrected time differences (n,) (ps). ``passed``: level -> bool, or None where the level was not evaluated (gated); the PET
-    level has no pass criterion of its own and is True once measured.
+    level has no pass criterion of its own and is True once measured. :meth:`figure` draws
+    the three levels.
     """
 
     label: str
@@ -58,6 +59,51 @@ class TimingEvaluation:
     def accepted(self) -> bool:
         """True when all three levels passed."""
         return all(self.passed.get(k) is True for k in ("data", "physics", "pet"))
+
+    def figure(self):
+        """The three levels as one matplotlib figure (three panels; a gated level is left blank).
+
+        Left: MAE per label value next to the dummy model (Naunheim et al. 2025, Fig. 4);
+        middle: mean corrected time difference minus the fitted line per source position, with
+        its errors (linearity); right: CTR (FWHM, 430-590 keV) along the axis. Times ps,
+        positions mm.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+        name = self.label or self.kind
+        if self.mae:
+            ax[0].plot(self.mae["label_ps"], self.mae["mae_ps"], ".-", label=name)
+            ax[0].plot(self.mae["label_ps"], self.mae["dummy_mae_ps"], "--", label="dummy (0)")
+            ax[0].legend()
+        ax[0].set_xlabel("label (ps)")
+        ax[0].set_ylabel("MAE (ps)")
+        ax[0].set_title("1 data-scientific")
+        lin = self.linearity
+        if lin:
+            z = np.asarray(lin["positions_mm"])
+            resid = np.asarray(lin["mean_ps"]) - (lin["offset_ps"] + lin["slope"] * z)
+            ax[1].errorbar(z, resid, yerr=lin["mean_err_ps"], fmt="o", ms=3)
+            ax[1].axhline(0, color="k", lw=0.8)
+            ax[1].set_title(f"2 physics: slope {lin['slope']:.5f} +- {lin['slope_err']:.5f} ps/mm, "
+                            f"chi2/ndof {lin['chi2_red']:.2f}", fontsize=9)
+        else:
+            ax[1].set_title("2 physics (not evaluated)")
+        ax[1].set_xlabel("source position z (mm)")
+        ax[1].set_ylabel("mean dt - fit (ps)")
+        if "axis_ctr_ps" in self.ctr:
+            ax[2].errorbar(self.ctr["axis_positions_mm"], self.ctr["axis_ctr_ps"], yerr=self.ctr["axis_ctr_err_ps"],
+                           fmt="o", ms=3)
+            ax[2].set_title(f"3 PET: CTR at iso-centre {self.ctr['iso_photopeak'].fwhm:.1f} ps", fontsize=9)
+        else:
+            ax[2].set_title("3 PET (not evaluated)")
+        ax[2].set_xlabel("source position z (mm)")
+        ax[2].set_ylabel("CTR FWHM (ps)")
+        fig.tight_layout()
+        return fig
 
 
 def mae_per_label(label, prediction, *, bin_width=None):
