@@ -18,6 +18,8 @@ import numpy as np
 
 from refsuite._checks import check_positive
 
+from .accel import RingIndex
+
 __all__ = ["IdealCylinder", "trace_blocks", "trace_pairs", "trace_cylinder"]
 
 
@@ -95,7 +97,32 @@ def _cull(origin, direction, pos, radius, *, both_ways=False, step=8192):
     return (fwd, tuple(np.concatenate(x) for x in bwd)) if both_ways else fwd
 
 
-def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2):
+def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True):
+    """Candidate (photon, block) pairs, photon-major: the azimuth index of
+    :mod:`refsuite.mc.accel` where it applies, the brute-force :func:`_cull` elsewhere.
+
+    Both are supersets of the true crossings, so the exact tests that follow give the same
+    hits whichever produced them (``accelerate=False`` forces brute force).
+    """
+    half_norm = float(np.linalg.norm(scanner.block_size / 2))
+    index = RingIndex(scanner) if accelerate else None
+    if index is None or not index.usable:
+        return _cull(origin, direction, scanner.positions, half_norm, both_ways=both_ways)
+    inside = index.inside(origin)
+    if inside.all():
+        return index.candidates(origin, direction, both_ways=both_ways)
+    ins, outs = np.flatnonzero(inside), np.flatnonzero(~inside)
+    fast = index.candidates(origin[ins], direction[ins], both_ways=True)
+    slow = _cull(origin[outs], direction[outs], scanner.positions, half_norm, both_ways=True)
+    merged = []
+    for (i_f, b_f), (i_s, b_s) in zip(fast, slow):
+        i = np.concatenate([ins[i_f], outs[i_s]])
+        order = np.argsort(i, kind="stable")
+        merged.append((i[order], np.concatenate([b_f, b_s])[order]))
+    return tuple(merged) if both_ways else merged[0]
+
+
+def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2, *, accelerate=True):
     """Both photons of collinear pairs (photon 2 along ``-direction``), one culling pass.
 
     Decays without a candidate block on both sides are dropped before the exact tests.
@@ -103,8 +130,7 @@ def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2):
     both photons interact, with the meaning of :func:`trace_blocks`; identical to calling
     :func:`trace_blocks` for each photon.
     """
-    half_norm = float(np.linalg.norm(scanner.block_size / 2))
-    (i1, b1), (i2, b2) = _cull(origin, direction, scanner.positions, half_norm, both_ways=True)
+    (i1, b1), (i2, b2) = _candidates(scanner, origin, direction, both_ways=True, accelerate=accelerate)
     n = origin.shape[0]
     both = (np.bincount(i1, minlength=n) > 0) & (np.bincount(i2, minlength=n) > 0)
     k1, k2 = both[i1], both[i2]
@@ -114,7 +140,7 @@ def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2):
     return decays, tuple(x[s1] for x in h1[1:]), tuple(x[s2] for x in h2[1:])
 
 
-def trace_blocks(scanner, origin, direction, path_lyso):
+def trace_blocks(scanner, origin, direction, path_lyso, *, accelerate=True):
     """First interaction of photons in the blocks of ``scanner``.
 
     Parameters
@@ -139,7 +165,7 @@ def trace_blocks(scanner, origin, direction, path_lyso):
     distance : float (m,)
         Path length from the emission point to the interaction, mm.
     """
-    i, b = _cull(origin, direction, scanner.positions, float(np.linalg.norm(scanner.block_size / 2)))
+    i, b = _candidates(scanner, origin, direction, accelerate=accelerate)
     return _exact(scanner, origin, direction, path_lyso, i, b)
 
 
@@ -189,7 +215,9 @@ def _exact(scanner, origin, direction, path_lyso, i, b):
     sub = np.flatnonzero(np.repeat(sizes > 1, sizes))
     cum_before = np.zeros(len(i))
     if len(sub):
-        order = sub[np.lexsort((t_in[sub], i[sub]))]
+        # ties in entry distance (blocks sharing a face) by block: the candidate order
+        # within a photon then does not matter
+        order = sub[np.lexsort((b[sub], t_in[sub], i[sub]))]
         for arr in (b, t_in, t_out, seg, o_loc, d_loc):
             arr[sub] = arr[order]
         head = first[sub]
