@@ -55,6 +55,7 @@ class RingIndex:
         self.n_blocks = corners.shape[0]
         self.zlo = z.min(1) - _MARGIN_MM
         self.zhi = z.max(1) + _MARGIN_MM
+        self.zlo_all, self.zhi_all = float(self.zlo.min()), float(self.zhi.max())
         phi = np.sort(_pseudo_angle(xy[..., 0], xy[..., 1]), axis=1)
         gaps = np.diff(np.concatenate([phi, phi[:, :1] + _TURN], 1), axis=1)
         big = np.argmax(gaps, 1)
@@ -83,51 +84,60 @@ class RingIndex:
         """Rays that may use the index: origin strictly inside ``r_in`` (bool (n,))."""
         return origin[:, 0] ** 2 + origin[:, 1] ** 2 < self.r_in**2
 
-    def candidates(self, origin, direction, *, both_ways=False):
+    def candidates(self, origin, direction, *, both_ways=False, pairs_only=False):
         """Candidate (photon, block) pairs of rays starting inside ``r_in``, photon-major.
 
         Same contract as :func:`refsuite.mc.tracing._cull`: every block the ray crosses is a
         candidate (plus a few it does not cross); with ``both_ways`` also those of the ray
-        along ``-direction``. Within one photon, blocks are not in ascending order.
+        along ``-direction``. Within one photon, blocks are not in ascending order. With
+        ``pairs_only`` (and ``both_ways``), rays that cannot reach the blocks' z range in
+        both senses are left out altogether (their pair cannot be detected).
         """
         ox, oy, oz = origin[:, 0], origin[:, 1], origin[:, 2]
         dx, dy, dz = direction[:, 0], direction[:, 1], direction[:, 2]
         a = dx * dx + dy * dy
         b = ox * dx + oy * dy
         c0 = ox * ox + oy * oy
-        roots = {}
+        roots = []
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for name, r in (("in", self.r_in), ("out", self.r_out)):
+            for r in (self.r_in, self.r_out):
                 c = c0 - r * r  # < 0 inside
                 q = -(b + np.copysign(np.sqrt(b * b - a * c), b))  # stable roots q/a, c/q
                 t1, t2 = q / a, c / q
-                roots[name] = (np.maximum(t1, t2), np.minimum(t1, t2))
-        moving = a > 0.0  # an axis-parallel ray keeps its radius < r_in: no block
-        out = [self._side(roots["in"][0], roots["out"][0], moving, ox, oy, oz, dx, dy, dz)]
-        if both_ways:
-            out.append(self._side(roots["in"][1], roots["out"][1], moving, ox, oy, oz, dx, dy, dz))
-            return tuple(out)
-        return out[0]
+                roots.append((np.maximum(t1, t2), np.minimum(t1, t2)))
+            sides = []
+            for k in range(2 if both_ways else 1):
+                t_a, t_b = roots[0][k], roots[1][k]
+                za, zb = oz + t_a * dz, oz + t_b * dz
+                z0 = np.minimum(za, zb) - _MARGIN_MM
+                z1 = np.maximum(za, zb) + _MARGIN_MM
+                # NaN roots (axis-parallel rays, which keep a radius < r_in) are not live
+                live = (z1 >= self.zlo_all) & (z0 <= self.zhi_all)
+                sides.append((t_a, t_b, z0, z1, live))
+        if both_ways and pairs_only:
+            both = sides[0][4] & sides[1][4]
+            lives = (both, both)
+        else:
+            lives = [sd[4] for sd in sides]
+        out = []
+        for (t_a, t_b, z0, z1, _), live in zip(sides, lives):
+            sel = np.flatnonzero(live)
+            ray, blk = self._side(t_a[sel], t_b[sel], z0[sel], z1[sel], ox[sel], oy[sel], dx[sel], dy[sel])
+            out.append((sel[ray], blk))
+        return tuple(out) if both_ways else out[0]
 
-    def _side(self, t_a, t_b, moving, ox, oy, oz, dx, dy, dz):
-        """Candidates along one sense of the ray; ``t_a``, ``t_b`` its r_in and r_out crossings."""
-        with np.errstate(invalid="ignore"):  # NaN roots of axis-parallel rays: not live
-            za, zb = oz + t_a * dz, oz + t_b * dz
-            z0 = np.minimum(za, zb) - _MARGIN_MM
-            z1 = np.maximum(za, zb) + _MARGIN_MM
-            pa = _pseudo_angle(ox + t_a * dx, oy + t_a * dy)
-            pb = _pseudo_angle(ox + t_b * dx, oy + t_b * dy)
-            # the segment subtends less than half a turn: the short arc is the right one
-            delta = pb - pa
-            delta = np.where(delta > _TURN / 2, delta - _TURN, np.where(delta < -_TURN / 2, delta + _TURN, delta))
-            s = np.where(delta >= 0, pa, pb) - _MARGIN_RAD
-            span = np.abs(delta) + 2 * _MARGIN_RAD
-            live = moving & (z1 >= self.zlo.min()) & (z0 <= self.zhi.max())
-            s = np.where(live, s, 0.0)
-            span = np.where(live, span, 0.0)
+    def _side(self, t_a, t_b, z0, z1, ox, oy, dx, dy):
+        """Candidates along one sense of live rays: ``t_a``, ``t_b`` the r_in and r_out
+        crossings, ``[z0, z1]`` the z range between them."""
+        pa = _pseudo_angle(ox + t_a * dx, oy + t_a * dy)
+        pb = _pseudo_angle(ox + t_b * dx, oy + t_b * dy)
+        # the segment subtends less than half a turn: the short arc is the right one
+        delta = pb - pa
+        delta = np.where(delta > _TURN / 2, delta - _TURN, np.where(delta < -_TURN / 2, delta + _TURN, delta))
+        s = np.where(delta >= 0, pa, pb) - _MARGIN_RAD
+        span = np.abs(delta) + 2 * _MARGIN_RAD
         lo = np.searchsorted(self.slot_start, s - self.w_max)
-        hi = np.searchsorted(self.slot_start, s + span, side="right")
-        n_c = np.where(live, hi - lo, 0)
+        n_c = np.searchsorted(self.slot_start, s + span, side="right") - lo
         ray = np.repeat(np.arange(len(s)), n_c)
         slot = np.repeat(lo - (np.cumsum(n_c) - n_c), n_c) + np.arange(len(ray))
         blk = self.slot_block[slot]

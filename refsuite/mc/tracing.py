@@ -97,12 +97,13 @@ def _cull(origin, direction, pos, radius, *, both_ways=False, step=8192):
     return (fwd, tuple(np.concatenate(x) for x in bwd)) if both_ways else fwd
 
 
-def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True):
+def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True, pairs_only=False):
     """Candidate (photon, block) pairs, photon-major: the azimuth index of
     :mod:`refsuite.mc.accel` where it applies, the brute-force :func:`_cull` elsewhere.
 
     Both are supersets of the true crossings, so the exact tests that follow give the same
-    hits whichever produced them (``accelerate=False`` forces brute force).
+    hits whichever produced them (``accelerate=False`` forces brute force). ``pairs_only``
+    allows leaving out photons whose partner (other sense) cannot reach any block.
     """
     half_norm = float(np.linalg.norm(scanner.block_size / 2))
     index = RingIndex(scanner) if accelerate else None
@@ -110,9 +111,9 @@ def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True)
         return _cull(origin, direction, scanner.positions, half_norm, both_ways=both_ways)
     inside = index.inside(origin)
     if inside.all():
-        return index.candidates(origin, direction, both_ways=both_ways)
+        return index.candidates(origin, direction, both_ways=both_ways, pairs_only=pairs_only)
     ins, outs = np.flatnonzero(inside), np.flatnonzero(~inside)
-    fast = index.candidates(origin[ins], direction[ins], both_ways=True)
+    fast = index.candidates(origin[ins], direction[ins], both_ways=True, pairs_only=pairs_only)
     slow = _cull(origin[outs], direction[outs], scanner.positions, half_norm, both_ways=True)
     merged = []
     for (i_f, b_f), (i_s, b_s) in zip(fast, slow):
@@ -130,7 +131,8 @@ def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2, *, acceler
     both photons interact, with the meaning of :func:`trace_blocks`; identical to calling
     :func:`trace_blocks` for each photon.
     """
-    (i1, b1), (i2, b2) = _candidates(scanner, origin, direction, both_ways=True, accelerate=accelerate)
+    (i1, b1), (i2, b2) = _candidates(scanner, origin, direction, both_ways=True, accelerate=accelerate,
+                                     pairs_only=True)
     n = origin.shape[0]
     both = (np.bincount(i1, minlength=n) > 0) & (np.bincount(i2, minlength=n) > 0)
     k1, k2 = both[i1], both[i2]
@@ -185,7 +187,9 @@ def _slab(origin, direction, pos, axes, half, i, b):
     for ax in range(3):
         o_loc[:, ax] = a_b[:, ax, 0] * rel[0] + a_b[:, ax, 1] * rel[1] + a_b[:, ax, 2] * rel[2]
         d_loc[:, ax] = a_b[:, ax, 0] * dk[0] + a_b[:, ax, 1] * dk[1] + a_b[:, ax, 2] * dk[2]
-        inv = 1.0 / np.where(d_loc[:, ax] == 0.0, 1e-300, d_loc[:, ax])
+        # |d| < 1e-300 (parallel to the slab, or subnormal): 1/d would overflow to inf and
+        # 0 * inf = NaN would drop a ray lying in the mid-plane; 1e300 is as good as inf here
+        inv = 1.0 / np.where(np.abs(d_loc[:, ax]) < 1e-300, 1e-300, d_loc[:, ax])
         mid = -o_loc[:, ax] * inv
         hw = half[ax] * np.abs(inv)
         np.maximum(t_in, mid - hw, out=t_in)
