@@ -22,6 +22,7 @@ import numpy as np
 _MARGIN_MM = 1e-3
 _MARGIN_RAD = 1e-6  # pseudo-angle units (d pseudo / d azimuth is in [1/2, 1]: >= 1e-6 rad)
 _TURN = 4.0  # one turn of the pseudo-angle
+_CELLS = 2048  # lookup cells per turn
 
 
 def _pseudo_angle(x, y):
@@ -79,6 +80,11 @@ class RingIndex:
         order = np.argsort(start, kind="stable")
         self.slot_block = np.tile(order, 3)
         self.slot_start = np.concatenate([start[order] + m * _TURN for m in (-1, 0, 1)])
+        # searchsorted through a table: slot ranges for pseudo-angle cells of 1/_CELLS turn,
+        # widened to whole cells (the extra slots fail the interval test below)
+        edges = np.arange(-_TURN, 2 * _TURN + 1e-12, _TURN / _CELLS)
+        self.cell_lo = np.searchsorted(self.slot_start, edges[:-1])
+        self.cell_hi = np.searchsorted(self.slot_start, edges[1:], side="right")
 
     def inside(self, origin):
         """Rays that may use the index: origin strictly inside ``r_in`` (bool (n,))."""
@@ -136,12 +142,17 @@ class RingIndex:
         delta = np.where(delta > _TURN / 2, delta - _TURN, np.where(delta < -_TURN / 2, delta + _TURN, delta))
         s = np.where(delta >= 0, pa, pb) - _MARGIN_RAD
         span = np.abs(delta) + 2 * _MARGIN_RAD
-        lo = np.searchsorted(self.slot_start, s - self.w_max)
-        n_c = np.searchsorted(self.slot_start, s + span, side="right") - lo
+        e = s + span
+        # cells of s - w_max and s + span (s in [-margin, 4): both inside the three turns)
+        scale = _CELLS / _TURN
+        lo = self.cell_lo[((s - self.w_max + _TURN) * scale).astype(np.int64)]
+        n_c = self.cell_hi[((e + _TURN) * scale).astype(np.int64)] - lo
         ray = np.repeat(np.arange(len(s)), n_c)
         slot = np.repeat(lo - (np.cumsum(n_c) - n_c), n_c) + np.arange(len(ray))
         blk = self.slot_block[slot]
-        keep = self.slot_start[slot] + self.width[blk] >= s[ray]
+        start = self.slot_start[slot]
+        keep = start + self.width[blk] >= s[ray]
+        keep &= start <= e[ray]
         keep &= z1[ray] >= self.zlo[blk]
         keep &= z0[ray] <= self.zhi[blk]
         return ray[keep], blk[keep]
