@@ -78,13 +78,16 @@ class RingIndex:
         # blocks sorted by azimuth start, unrolled over three turns so that an arc starting in
         # [0, 2 pi) finds its blocks in one contiguous, unwrapped slot range (no modulo)
         order = np.argsort(start, kind="stable")
-        self.slot_block = np.tile(order, 3)
-        self.slot_start = np.concatenate([start[order] + m * _TURN for m in (-1, 0, 1)])
+        n_slots = 3 * self.n_blocks
+        pad = 2 * self.n_blocks  # sentinels for the dense table in _side (start = end = +inf)
+        self.slot_block = np.concatenate([np.tile(order, 3), np.zeros(pad, np.int64)])
+        self.slot_start = np.concatenate([start[order] + m * _TURN for m in (-1, 0, 1)] + [np.full(pad, np.inf)])
+        self.slot_end = self.slot_start + self.width[self.slot_block]
         # searchsorted through a table: slot ranges for pseudo-angle cells of 1/_CELLS turn,
         # widened to whole cells (the extra slots fail the interval test below)
         edges = np.arange(-_TURN, 2 * _TURN + 1e-12, _TURN / _CELLS)
-        self.cell_lo = np.searchsorted(self.slot_start, edges[:-1])
-        self.cell_hi = np.searchsorted(self.slot_start, edges[1:], side="right")
+        self.cell_lo = np.searchsorted(self.slot_start[:n_slots], edges[:-1])
+        self.cell_hi = np.searchsorted(self.slot_start[:n_slots], edges[1:], side="right")
 
     def inside(self, origin):
         """Rays that may use the index: origin strictly inside ``r_in`` (bool (n,))."""
@@ -147,12 +150,24 @@ class RingIndex:
         scale = _CELLS / _TURN
         lo = self.cell_lo[((s - self.w_max + _TURN) * scale).astype(np.int64)]
         n_c = self.cell_hi[((e + _TURN) * scale).astype(np.int64)] - lo
+        k_max = int(n_c.max()) if len(n_c) else 0
+        if k_max * len(n_c) <= 2 * int(n_c.sum()) + 1024 and int(lo.max(initial=0)) + k_max <= len(self.slot_start):
+            # dense (ray, k) table: no repeat/cumsum; slots past a ray's range are either real
+            # blocks failing the interval test or sentinels (start = +inf) that fail it too
+            slot = lo[:, None] + np.arange(k_max)
+            start = self.slot_start[slot]
+            keep = self.slot_end[slot] >= s[:, None]
+            keep &= start <= e[:, None]
+            blk = self.slot_block[slot]
+            keep &= z1[:, None] >= self.zlo[blk]
+            keep &= z0[:, None] <= self.zhi[blk]
+            ray, k = np.nonzero(keep)
+            return ray, blk[ray, k]
         ray = np.repeat(np.arange(len(s)), n_c)
         slot = np.repeat(lo - (np.cumsum(n_c) - n_c), n_c) + np.arange(len(ray))
         blk = self.slot_block[slot]
-        start = self.slot_start[slot]
-        keep = start + self.width[blk] >= s[ray]
-        keep &= start <= e[ray]
+        keep = self.slot_end[slot] >= s[ray]
+        keep &= self.slot_start[slot] <= e[ray]
         keep &= z1[ray] >= self.zlo[blk]
         keep &= z0[ray] <= self.zhi[blk]
         return ray[keep], blk[keep]
