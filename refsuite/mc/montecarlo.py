@@ -107,18 +107,21 @@ def _trace_separately(detector, x, d1, d2, u01):
 
 
 def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, opt):
-    xs, us, ns, times = [], [], [], []
+    n = int(np.sum(sizes))
+    x, u01, nrm = np.empty((n, 3)), np.empty((n, 6)), np.empty((n, 6))
+    t_decay, event_id = np.empty(n), np.empty(n, np.int64)
+    o = 0
     for k, t0, dur, g in zip(blocks, starts, durations, sizes):
         rng = _block_rng(seed, int(k))
-        xs.append(phantom.sample(int(g), rng))
-        us.append(rng.random((int(g), 6)))
-        ns.append(rng.standard_normal((int(g), 6)))
-        frac = np.sort(rng.random(int(g)))
+        g = int(g)
+        x[o:o + g] = phantom.sample(g, rng)
+        rng.random(out=u01[o:o + g])  # same draws as rng.random((g, 6)), no copy
+        rng.standard_normal(out=nrm[o:o + g])
+        frac = np.sort(rng.random(g))
         frac[-1] = 1.0  # the block's last decay closes its Gamma-distributed duration
-        times.append(t0 + dur * frac)
-    x, u01, nrm, t_decay = np.concatenate(xs), np.concatenate(us), np.concatenate(ns), np.concatenate(times)
-    event_id = np.concatenate([np.arange(SEED_BLOCK * k, SEED_BLOCK * k + g) for k, g in zip(blocks, sizes)])
-    n = len(x)
+        t_decay[o:o + g] = t0 + dur * frac
+        event_id[o:o + g] = np.arange(SEED_BLOCK * k, SEED_BLOCK * k + g)
+        o += g
     cos_t = 2.0 * u01[:, 0] - 1.0
     sin_t = np.sqrt(1.0 - cos_t**2)
     phi = 2.0 * np.pi * u01[:, 1]
@@ -131,8 +134,10 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     if isinstance(detector, IdealCylinder) or opt["acollinearity_sigma"] > 0:
         todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, d2, u01)
     else:
-        depth = -np.log1p(-u01[:, 4:6]) / detector.mu_per_mm
-        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, depth[:, 0], depth[:, 1])
+        # interaction depths (Exp(mu) along the block path) only of photons that cross a block
+        mu = detector.mu_per_mm
+        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, lambda i: -np.log1p(-u01[i, 4]) / mu,
+                                                        lambda i: -np.log1p(-u01[i, 5]) / mu)
         c1, c2 = detector.crystals.locate(l1), detector.crystals.locate(l2)
     ok = np.ones(len(todo), bool)
     # survival through the phantom material, evaluated only where it can still matter

@@ -127,6 +127,8 @@ def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2, *, acceler
     """Both photons of collinear pairs (photon 2 along ``-direction``), one culling pass.
 
     Decays without a candidate block on both sides are dropped before the exact tests.
+    ``path_lyso_1/2`` are arrays (n,) as in :func:`trace_blocks`, or callables mapping photon
+    indices to their depths (evaluated only for photons that cross a block).
     Returns ``(decay, (block1, local1, dist1), (block2, local2, dist2))`` for the decays where
     both photons interact, with the meaning of :func:`trace_blocks`; identical to calling
     :func:`trace_blocks` for each photon.
@@ -232,7 +234,7 @@ def _exact(scanner, origin, direction, path_lyso, i, b):
             at = np.flatnonzero(rank == r)
             cb[at] = cb[at - 1] + sg[at - 1]
         cum_before[sub] = cb
-    s = path_lyso[i]
+    s = path_lyso(i) if callable(path_lyso) else path_lyso[i]
     hit = (s >= cum_before) & (s < cum_before + seg)
     t_hit = t_in[hit] + (s[hit] - cum_before[hit])
     local = o_loc[hit] + t_hit[:, None] * d_loc[hit]
