@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from refsuite.geometry import perturb, preset
 from refsuite.mc import simulate, tracing
+from refsuite.mc import accel
 from refsuite.mc.accel import RingIndex, _pseudo_angle
 from refsuite.phantoms import PointSources
 
@@ -39,16 +42,22 @@ def _rays(scanner, rng, n, spread):
     return o, d
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.sampled_from(sorted(SCANNERS)), st.floats(0.0, 6.0), st.floats(0.0, 6.0), st.floats(0.2, 1.3),
-       st.integers(0, 2**32 - 1))
-def test_index_candidates_contain_every_crossing(name, sigma_t, sigma_r, spread, seed):
+       st.integers(0, 2**32 - 1), st.booleans())
+def test_index_candidates_contain_every_crossing(name, sigma_t, sigma_r, spread, seed, dense):
     """Misaligned scanners (perturbed blocks, as alignment studies simulate into): the
     candidates of the index (and its fallback) contain every block the ray crosses, both
-    senses, and the traced hits equal brute force bit for bit."""
+    senses, and the traced hits equal brute force bit for bit; for both layouts of the
+    candidate table (dense, ragged)."""
     rng = np.random.default_rng(seed)
     scan = perturb(SCANNERS[name], sigma_t_mm=sigma_t, sigma_r_deg=sigma_r, rng=rng)
     o, d = _rays(scan, rng, 400, spread)
+    with mock.patch.object(accel, "_DENSE_SLACK", 10**9 if dense else -(10**9)):
+        _check_against_brute_force(scan, o, d, rng)
+
+
+def _check_against_brute_force(scan, o, d, rng):
     fwd, bwd = tracing._candidates(scan, o, d, both_ways=True)
     for (i, b), sense in ((fwd, 1.0), (bwd, -1.0)):
         assert np.all(np.diff(i) >= 0)  # photon-major, as _exact needs

@@ -23,6 +23,7 @@ _MARGIN_MM = 1e-3
 _MARGIN_RAD = 1e-6  # pseudo-angle units (d pseudo / d azimuth is in [1/2, 1]: >= 1e-6 rad)
 _TURN = 4.0  # one turn of the pseudo-angle
 _CELLS = 2048  # lookup cells per turn
+_DENSE_SLACK = 1024  # dense candidate table unless it is over twice the ragged one (+ this)
 
 
 def _pseudo_angle(x, y):
@@ -151,7 +152,7 @@ class RingIndex:
         lo = self.cell_lo[((s - self.w_max + _TURN) * scale).astype(np.int64)]
         n_c = self.cell_hi[((e + _TURN) * scale).astype(np.int64)] - lo
         k_max = int(n_c.max()) if len(n_c) else 0
-        if k_max * len(n_c) <= 2 * int(n_c.sum()) + 1024 and int(lo.max(initial=0)) + k_max <= len(self.slot_start):
+        if k_max * len(n_c) <= 2 * int(n_c.sum()) + _DENSE_SLACK and int(lo.max(initial=0)) + k_max <= len(self.slot_start):
             # dense (ray, k) table: no repeat/cumsum; slots past a ray's range are either real
             # blocks failing the interval test or sentinels (start = +inf) that fail it too
             slot = lo[:, None] + np.arange(k_max)
