@@ -179,25 +179,29 @@ def _slab(origin, direction, pos, axes, half, i, b):
     Written per component so that every photon's arithmetic is independent of the batch
     (bitwise chunk-size invariance); called on cache-sized slices.
     """
-    a_b = axes[b]
-    rel = [origin[i, k] - pos[b, k] for k in range(3)]
-    dk = [direction[i, k] for k in range(3)]
-    o_loc = np.empty((len(i), 3))
-    d_loc = np.empty((len(i), 3))
+    # per-component contiguous gathers (same products and sums, in the same order)
+    cols = [[axes[:, r, c][b] for c in range(3)] for r in range(3)]
+    rel = [origin[:, k][i] - pos[:, k][b] for k in range(3)]
+    dk = [direction[:, k][i] for k in range(3)]
+    o_loc, d_loc = [], []
     t_in = np.zeros(len(i))
     t_out = np.full(len(i), np.inf)
     for ax in range(3):
-        o_loc[:, ax] = a_b[:, ax, 0] * rel[0] + a_b[:, ax, 1] * rel[1] + a_b[:, ax, 2] * rel[2]
-        d_loc[:, ax] = a_b[:, ax, 0] * dk[0] + a_b[:, ax, 1] * dk[1] + a_b[:, ax, 2] * dk[2]
+        a0, a1, a2 = cols[ax]
+        o_ax = a0 * rel[0] + a1 * rel[1] + a2 * rel[2]
+        d_ax = a0 * dk[0] + a1 * dk[1] + a2 * dk[2]
         # |d| < 1e-300 (parallel to the slab, or subnormal): 1/d would overflow to inf and
         # 0 * inf = NaN would drop a ray lying in the mid-plane; 1e300 is as good as inf here
-        inv = 1.0 / np.where(np.abs(d_loc[:, ax]) < 1e-300, 1e-300, d_loc[:, ax])
-        mid = -o_loc[:, ax] * inv
+        inv = 1.0 / np.where(np.abs(d_ax) < 1e-300, 1e-300, d_ax)
+        mid = -o_ax * inv
         hw = half[ax] * np.abs(inv)
         np.maximum(t_in, mid - hw, out=t_in)
         np.minimum(t_out, mid + hw, out=t_out)
-    ok = t_out > t_in
-    return i[ok], b[ok], t_in[ok], t_out[ok], o_loc[ok], d_loc[ok]
+        o_loc.append(o_ax)
+        d_loc.append(d_ax)
+    ok = np.flatnonzero(t_out > t_in)
+    return (i[ok], b[ok], t_in[ok], t_out[ok], np.column_stack([v[ok] for v in o_loc]),
+            np.column_stack([v[ok] for v in d_loc]))
 
 
 def _exact(scanner, origin, direction, path_lyso, i, b):
