@@ -96,8 +96,9 @@ def _trace_separately(detector, x, d1, d2, u01):
             t = t[hit]
             b = c = np.full(len(p_i), -1, np.int32)
         else:
-            depth = -np.log1p(-u01[todo, 4 + j]) / detector.mu_per_mm
-            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo], depth)
+            mu = detector.mu_per_mm
+            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo],
+                                            lambda i, todo=todo, j=j: -np.log1p(-u01[todo[i], 4 + j]) / mu)
             c = detector.crystals.locate(local)
         hits.append((b, c, t))
         keep1 = p_i  # indexes the decays still in play; realigns photon 1 below
@@ -125,14 +126,20 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     cos_t = 2.0 * u01[:, 0] - 1.0
     sin_t = np.sqrt(1.0 - cos_t**2)
     phi = 2.0 * np.pi * u01[:, 1]
-    d1 = np.column_stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
-    d2 = -d1
+    d1 = np.empty((n, 3))
+    np.multiply(sin_t, np.cos(phi), out=d1[:, 0])
+    np.multiply(sin_t, np.sin(phi), out=d1[:, 1])
+    d1[:, 2] = cos_t
+    d2 = None  # back to back: -d1, formed only where needed
     if opt["acollinearity_sigma"] > 0:
         e1, e2 = _perpendicular_basis(d1)
-        d2 = d2 + opt["acollinearity_sigma"] * (nrm[:, [0]] * e1 + nrm[:, [1]] * e2)
+        d2 = -d1 + opt["acollinearity_sigma"] * (nrm[:, [0]] * e1 + nrm[:, [1]] * e2)
         d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
+
+    def direction(j, idx):
+        return d1[idx] if j == 0 else (-d1[idx] if d2 is None else d2[idx])
     if isinstance(detector, IdealCylinder) or opt["acollinearity_sigma"] > 0:
-        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, d2, u01)
+        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, u01)
     else:
         # interaction depths (Exp(mu) along the block path) only of photons that cross a block
         mu = detector.mu_per_mm
@@ -143,8 +150,8 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     # survival through the phantom material, evaluated only where it can still matter
     # (its uniform variates were drawn for every decay, so the result is unchanged)
     if opt["attenuation"] and phantom.mu_per_mm > 0:
-        for j, d in enumerate((d1, d2)):
-            length = phantom.attenuation_length(x[todo], d[todo])
+        for j in range(2):
+            length = phantom.attenuation_length(x[todo], direction(j, todo))
             ok &= u01[todo, 2 + j] < np.exp(-phantom.mu_per_mm * length)
     n_reached = len(todo)
     todo, b1, c1, t1, b2, c2, t2 = todo[ok], b1[ok], c1[ok], t1[ok], b2[ok], c2[ok], t2[ok]
@@ -158,7 +165,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     sel = np.flatnonzero(keep)
     ev = todo[sel]
     xs = x[ev]
-    pos = np.stack([xs + t1[sel, None] * d1[ev], xs + t2[sel, None] * d2[ev]], 1)
+    pos = np.stack([xs + t1[sel, None] * d1[ev], xs + t2[sel, None] * direction(1, ev)], 1)
     block = np.column_stack([b1, b2])[sel].astype(np.int32)
     crystal = np.column_stack([c1, c2])[sel].astype(np.int32)
     energy, t_true, t_meas = energy[sel], t_true[sel], t_meas[sel]

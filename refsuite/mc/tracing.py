@@ -156,7 +156,8 @@ def trace_blocks(scanner, origin, direction, path_lyso, *, accelerate=True):
         Unit directions.
     path_lyso : ndarray (n,)
         Sampled interaction depth, mm of block material (``Exp(mu)`` variates): the photon
-        interacts after this much cumulative path inside blocks.
+        interacts after this much cumulative path inside blocks. Or a callable mapping photon indices
+        to their depths, evaluated only for photons that cross a block.
 
     Returns
     -------
