@@ -69,6 +69,13 @@ def _check_against_brute_force(scan, o, d, rng):
     slow = tracing.trace_blocks(scan, o, d, depth, accelerate=False)
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
+    # pairs: the index also skips rays whose partner cannot reach a block
+    depth2 = rng.exponential(1 / 0.087, len(o))
+    fast = tracing.trace_pairs(scan, o, d, depth, depth2)
+    slow = tracing.trace_pairs(scan, o, d, depth, depth2, accelerate=False)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    for a, b in zip(fast[1] + fast[2], slow[1] + slow[2]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_index_is_used_and_tighter_than_bounding_spheres():

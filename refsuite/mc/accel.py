@@ -134,6 +134,9 @@ class RingIndex:
             sel = np.flatnonzero(live)
             ray, blk = self._side(t_a[sel], t_b[sel], z0[sel], z1[sel], ox[sel], oy[sel], dx[sel], dy[sel])
             out.append((sel[ray], blk))
+            if pairs_only:  # the other sense only for rays with a candidate in this one
+                lives = (live, np.zeros_like(live))
+                lives[1][out[0][0]] = True
         return tuple(out) if both_ways else out[0]
 
     def _side(self, t_a, t_b, z0, z1, ox, oy, dx, dy):

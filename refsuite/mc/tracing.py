@@ -137,8 +137,12 @@ def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2, *, acceler
                                      pairs_only=True)
     n = origin.shape[0]
     both = (np.bincount(i1, minlength=n) > 0) & (np.bincount(i2, minlength=n) > 0)
-    k1, k2 = both[i1], both[i2]
+    k1 = both[i1]
     h1 = _exact(scanner, origin, direction, path_lyso_1, i1[k1], b1[k1])
+    # photon 2 only where photon 1 interacted (each photon's result is independent of others)
+    hit1 = np.zeros(n, bool)
+    hit1[h1[0]] = True
+    k2 = hit1[i2]
     h2 = _exact(scanner, origin, -direction, path_lyso_2, i2[k2], b2[k2])
     decays, s1, s2 = np.intersect1d(h1[0], h2[0], assume_unique=True, return_indices=True)
     return decays, tuple(x[s1] for x in h1[1:]), tuple(x[s2] for x in h2[1:])
