@@ -130,13 +130,14 @@ class RingIndex:
         else:
             lives = [sd[4] for sd in sides]
         out = []
-        for (t_a, t_b, z0, z1, _), live in zip(sides, lives):
-            sel = np.flatnonzero(live)
+        for k, (t_a, t_b, z0, z1, _) in enumerate(sides):
+            if k == 1 and pairs_only:  # the other sense only for rays with a candidate in this one
+                r = out[0][0]  # photon-major: distinct rays where the index changes
+                sel = r[np.concatenate([[True], r[1:] != r[:-1]])] if len(r) else r
+            else:
+                sel = np.flatnonzero(lives[k])
             ray, blk = self._side(t_a[sel], t_b[sel], z0[sel], z1[sel], ox[sel], oy[sel], dx[sel], dy[sel])
             out.append((sel[ray], blk))
-            if pairs_only:  # the other sense only for rays with a candidate in this one
-                lives = (live, np.zeros_like(live))
-                lives[1][out[0][0]] = True
         return tuple(out) if both_ways else out[0]
 
     def _side(self, t_a, t_b, z0, z1, ox, oy, dx, dy):
