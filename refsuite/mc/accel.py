@@ -1,18 +1,22 @@
 """Azimuthal acceleration of the block culling for scanners arranged around the z axis.
 
 Every block box lies in an annulus ``r_in <= sqrt(x^2 + y^2) <= r_out``, in its own azimuth
-interval (as seen from the z axis) and its own z interval. A ray starting inside ``r_in``
-is in that annulus exactly on one segment ``t in [t(r_in), t(r_out)]`` of its path (the
-squared radius is a convex quadratic in ``t``), on which its azimuth is monotonic (the
-segment cannot pass the axis) and its z linear. So a block can only be crossed where the
-ray's azimuth arc and z range on that segment overlap the block's: this bounding test is
-conservative (a superset of the true crossings; the exact slab test follows) and needs only
-the few blocks whose azimuth interval starts in a window of the sorted starts. Rays starting at or beyond
-``r_in``, and scanners where the axis passes through a block's projection, fall back to the
-brute-force bounding-sphere test of :func:`refsuite.mc.tracing._cull`.
+interval (as seen from the z axis) and its own z interval, all taken from the box corners of
+the actual (possibly misaligned) scanner. A ray starting inside ``r_in`` is in that annulus
+exactly on one segment ``t in [t(r_in), t(r_out)]`` of its path (the squared radius is a
+convex quadratic in ``t``), on which its azimuth is monotonic (the segment cannot pass the
+axis) and its z linear. So a block can only be crossed where the ray's azimuth arc and z
+range on that segment overlap the block's. This bounding test is conservative (a superset
+of the true crossings; the exact slab test of :mod:`refsuite.mc.tracing` follows, so the
+hits are the brute-force ones bit for bit) and only looks at the few blocks whose azimuth
+interval starts in a window of the sorted starts (a cell table replaces the binary search).
+Azimuths are "diamond" pseudo-angles (monotone, no trigonometry). Rays starting at or
+beyond ``r_in``, and scanners where the axis passes through a block's projection, fall back
+to the brute-force bounding-sphere test of :func:`refsuite.mc.tracing._cull`.
 
 All bounds are widened by margins (:data:`_MARGIN_MM`, :data:`_MARGIN_RAD`) far larger than
-float64 rounding, so no crossing is ever lost; they only add candidates.
+float64 rounding, so no crossing is ever lost; they only add candidates. Checked against
+brute force on random rays and perturbed scanners in ``tests/test_mc_accel.py``.
 """
 
 from __future__ import annotations

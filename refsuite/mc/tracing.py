@@ -8,6 +8,10 @@ without interacting can interact in the next (penetration). Neglected, as stated
 :mod:`refsuite.mc`: Compton scatter in the crystals (every interaction deposits 511 keV),
 inter-crystal scatter, and any material between blocks; overlapping blocks are assumed not
 to occur.
+
+Candidate blocks of each ray come from the azimuth index of :mod:`refsuite.mc.accel` (ring
+scanners, rays from inside the ring) or from bounding spheres (:func:`_cull`, everything
+else); both keep every crossed block, and the exact float64 slab test decides.
 """
 
 from __future__ import annotations
