@@ -23,9 +23,14 @@ from refsuite._checks import check_finite, check_positive
 
 from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
-__all__ = ["simulate", "iter_simulate", "tof_offsets_mm", "Events", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
+__all__ = ["simulate", "iter_simulate", "tof_offsets_mm", "Events", "SEED_BLOCK", "DEFAULT_CHUNK_SIZE",
+           "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
 
 SEED_BLOCK = 4096
+#: Default decays per vectorised pass: 2**16 keeps the per-pass arrays (0.5 MB each) near the
+#: core's cache and ran 15-40 % faster than 2**18 on a shared 2-core machine; the events do
+#: not depend on it.
+DEFAULT_CHUNK_SIZE = 2**16
 SPEED_OF_LIGHT_MM_PER_NS = 299.792458
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -219,7 +224,7 @@ def _options(detector, *, n_decays, seed, chunk_size, acollinearity_fwhm_deg, at
     }
 
 
-def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = 2**18,
+def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
                   acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
                   energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
                   activity_bq: float | None = None, progress: bool = False):
@@ -254,7 +259,7 @@ def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int
             bar.close()
 
 
-def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = 2**18,
+def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
              acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
              energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
              activity_bq: float | None = None, progress: bool = False) -> Events:
