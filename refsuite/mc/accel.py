@@ -74,14 +74,15 @@ class RingIndex:
         r_min = _axis_distance(xy)
         self.r_in = float(r_min.min()) - _MARGIN_MM
         self.r_out = float(np.sqrt((xy**2).sum(-1)).max()) + _MARGIN_MM
-        self.usable &= self.r_in > 10 * _MARGIN_MM
+        # (a ray segment in the annulus then subtends clearly less than half a turn)
+        self.usable &= self.r_in > 10 * _MARGIN_MM and self.r_in > 1e-6 * self.r_out
         if not self.usable:
             return
         start = np.mod(start - _MARGIN_RAD, _TURN)
         self.width = width + 2 * _MARGIN_RAD
         self.w_max = float(self.width.max())
         # blocks sorted by azimuth start, unrolled over three turns so that an arc starting in
-        # [0, 2 pi) finds its blocks in one contiguous, unwrapped slot range (no modulo)
+        # the first turn [0, 4) finds its blocks in one contiguous, unwrapped slot range
         order = np.argsort(start, kind="stable")
         n_slots = 3 * self.n_blocks
         pad = 2 * self.n_blocks  # sentinels for the dense table in _side (start = end = +inf)
@@ -160,7 +161,8 @@ class RingIndex:
         lo = self.cell_lo[((s - self.w_max + _TURN) * scale).astype(np.int64)]
         n_c = self.cell_hi[((e + _TURN) * scale).astype(np.int64)] - lo
         k_max = int(n_c.max()) if len(n_c) else 0
-        if k_max * len(n_c) <= 2 * int(n_c.sum()) + _DENSE_SLACK and int(lo.max(initial=0)) + k_max <= len(self.slot_start):
+        fits = int(lo.max(initial=0)) + k_max <= len(self.slot_start)
+        if fits and k_max * len(n_c) <= 2 * int(n_c.sum()) + _DENSE_SLACK:
             # dense (ray, k) table: no repeat/cumsum; slots past a ray's range are either real
             # blocks failing the interval test or sentinels (start = +inf) that fail it too
             slot = lo[:, None] + np.arange(k_max)
