@@ -9,8 +9,9 @@ scatter (every interaction is a full 511 keV deposit), phantom scatter, positron
 randoms, dead time.
 """
 
-from .montecarlo import COLUMNS, SEED_BLOCK, SPEED_OF_LIGHT_MM_PER_NS, Events, column_names, iter_simulate, simulate, tof_offsets_mm
+from .montecarlo import (COLUMNS, DEFAULT_CHUNK_SIZE, SEED_BLOCK, SPEED_OF_LIGHT_MM_PER_NS, Events, column_names,
+                         iter_simulate, simulate, tof_offsets_mm)
 from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
-__all__ = ["COLUMNS", "Events", "IdealCylinder", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "column_names",
-           "iter_simulate", "simulate", "tof_offsets_mm", "trace_blocks", "trace_cylinder", "trace_pairs"]
+__all__ = ["COLUMNS", "DEFAULT_CHUNK_SIZE", "Events", "IdealCylinder", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS",
+           "column_names", "iter_simulate", "simulate", "tof_offsets_mm", "trace_blocks", "trace_cylinder", "trace_pairs"]

@@ -62,7 +62,8 @@ def register(subparsers) -> None:
     p.add_argument("--n-decays", type=float, default=None,
                    help="number of decays, e.g. 1e7 (required without a scenario; overrides its acquisition)")
     p.add_argument("--seed", type=int, default=12345, help="random seed (default 12345)")
-    p.add_argument("--chunk-size", type=int, default=2**18, help="decays per vectorised pass")
+    p.add_argument("--chunk-size", type=int, default=2**16,  # = refsuite.mc.DEFAULT_CHUNK_SIZE (no numpy here)
+                   help="decays per vectorised pass (does not change the events)")
     p.add_argument("--ctr-ps", type=float, default=250.0, help="coincidence time resolution FWHM, ps")
     p.add_argument("--energy-resolution", type=float, default=0.12, help="energy FWHM / 511 keV")
     p.add_argument("--energy-window", type=float, nargs=2, default=(450.0, 650.0), metavar=("LOW", "HIGH"),

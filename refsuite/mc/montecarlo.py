@@ -23,9 +23,14 @@ from refsuite._checks import check_finite, check_positive
 
 from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
-__all__ = ["simulate", "iter_simulate", "tof_offsets_mm", "Events", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
+__all__ = ["simulate", "iter_simulate", "tof_offsets_mm", "Events", "SEED_BLOCK", "DEFAULT_CHUNK_SIZE",
+           "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
 
 SEED_BLOCK = 4096
+#: Default decays per vectorised pass: 2**16 keeps the per-pass arrays (0.5 MB each) near the
+#: core's cache and ran 15-40 % faster than 2**18 on a shared 2-core machine; the events do
+#: not depend on it.
+DEFAULT_CHUNK_SIZE = 2**16
 SPEED_OF_LIGHT_MM_PER_NS = 299.792458
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -96,8 +101,9 @@ def _trace_separately(detector, x, d1, d2, u01):
             t = t[hit]
             b = c = np.full(len(p_i), -1, np.int32)
         else:
-            depth = -np.log1p(-u01[todo, 4 + j]) / detector.mu_per_mm
-            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo], depth)
+            mu = detector.mu_per_mm
+            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo],
+                                            lambda i, todo=todo, j=j: -np.log1p(-u01[todo[i], 4 + j]) / mu)
             c = detector.crystals.locate(local)
         hits.append((b, c, t))
         keep1 = p_i  # indexes the decays still in play; realigns photon 1 below
@@ -107,39 +113,50 @@ def _trace_separately(detector, x, d1, d2, u01):
 
 
 def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, opt):
-    xs, us, ns, times = [], [], [], []
+    n = int(np.sum(sizes))
+    x, u01, nrm = np.empty((n, 3)), np.empty((n, 6)), np.empty((n, 6))
+    t_decay, event_id = np.empty(n), np.empty(n, np.int64)
+    o = 0
     for k, t0, dur, g in zip(blocks, starts, durations, sizes):
         rng = _block_rng(seed, int(k))
-        xs.append(phantom.sample(int(g), rng))
-        us.append(rng.random((int(g), 6)))
-        ns.append(rng.standard_normal((int(g), 6)))
-        frac = np.sort(rng.random(int(g)))
+        g = int(g)
+        x[o:o + g] = phantom.sample(g, rng)
+        rng.random(out=u01[o:o + g])  # same draws as rng.random((g, 6)), no copy
+        rng.standard_normal(out=nrm[o:o + g])
+        frac = np.sort(rng.random(g))
         frac[-1] = 1.0  # the block's last decay closes its Gamma-distributed duration
-        times.append(t0 + dur * frac)
-    x, u01, nrm, t_decay = np.concatenate(xs), np.concatenate(us), np.concatenate(ns), np.concatenate(times)
-    event_id = np.concatenate([np.arange(SEED_BLOCK * k, SEED_BLOCK * k + g) for k, g in zip(blocks, sizes)])
-    n = len(x)
+        t_decay[o:o + g] = t0 + dur * frac
+        event_id[o:o + g] = np.arange(SEED_BLOCK * k, SEED_BLOCK * k + g)
+        o += g
     cos_t = 2.0 * u01[:, 0] - 1.0
     sin_t = np.sqrt(1.0 - cos_t**2)
     phi = 2.0 * np.pi * u01[:, 1]
-    d1 = np.column_stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
-    d2 = -d1
+    d1 = np.empty((n, 3))
+    np.multiply(sin_t, np.cos(phi), out=d1[:, 0])
+    np.multiply(sin_t, np.sin(phi), out=d1[:, 1])
+    d1[:, 2] = cos_t
+    d2 = None  # back to back: -d1, formed only where needed
     if opt["acollinearity_sigma"] > 0:
         e1, e2 = _perpendicular_basis(d1)
-        d2 = d2 + opt["acollinearity_sigma"] * (nrm[:, [0]] * e1 + nrm[:, [1]] * e2)
+        d2 = -d1 + opt["acollinearity_sigma"] * (nrm[:, [0]] * e1 + nrm[:, [1]] * e2)
         d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
+
+    def direction(j, idx):
+        return d1[idx] if j == 0 else (-d1[idx] if d2 is None else d2[idx])
     if isinstance(detector, IdealCylinder) or opt["acollinearity_sigma"] > 0:
-        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, d2, u01)
+        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, u01)
     else:
-        depth = -np.log1p(-u01[:, 4:6]) / detector.mu_per_mm
-        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, depth[:, 0], depth[:, 1])
+        # interaction depths (Exp(mu) along the block path) only of photons that cross a block
+        mu = detector.mu_per_mm
+        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, lambda i: -np.log1p(-u01[i, 4]) / mu,
+                                                        lambda i: -np.log1p(-u01[i, 5]) / mu)
         c1, c2 = detector.crystals.locate(l1), detector.crystals.locate(l2)
     ok = np.ones(len(todo), bool)
     # survival through the phantom material, evaluated only where it can still matter
     # (its uniform variates were drawn for every decay, so the result is unchanged)
     if opt["attenuation"] and phantom.mu_per_mm > 0:
-        for j, d in enumerate((d1, d2)):
-            length = phantom.attenuation_length(x[todo], d[todo])
+        for j in range(2):
+            length = phantom.attenuation_length(x[todo], direction(j, todo))
             ok &= u01[todo, 2 + j] < np.exp(-phantom.mu_per_mm * length)
     n_reached = len(todo)
     todo, b1, c1, t1, b2, c2, t2 = todo[ok], b1[ok], c1[ok], t1[ok], b2[ok], c2[ok], t2[ok]
@@ -153,7 +170,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     sel = np.flatnonzero(keep)
     ev = todo[sel]
     xs = x[ev]
-    pos = np.stack([xs + t1[sel, None] * d1[ev], xs + t2[sel, None] * d2[ev]], 1)
+    pos = np.stack([xs + t1[sel, None] * d1[ev], xs + t2[sel, None] * direction(1, ev)], 1)
     block = np.column_stack([b1, b2])[sel].astype(np.int32)
     crystal = np.column_stack([c1, c2])[sel].astype(np.int32)
     energy, t_true, t_meas = energy[sel], t_true[sel], t_meas[sel]
@@ -207,7 +224,7 @@ def _options(detector, *, n_decays, seed, chunk_size, acollinearity_fwhm_deg, at
     }
 
 
-def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = 2**18,
+def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
                   acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
                   energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
                   activity_bq: float | None = None, progress: bool = False):
@@ -242,7 +259,7 @@ def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int
             bar.close()
 
 
-def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = 2**18,
+def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
              acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
              energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
              activity_bq: float | None = None, progress: bool = False) -> Events:

@@ -8,6 +8,10 @@ without interacting can interact in the next (penetration). Neglected, as stated
 :mod:`refsuite.mc`: Compton scatter in the crystals (every interaction deposits 511 keV),
 inter-crystal scatter, and any material between blocks; overlapping blocks are assumed not
 to occur.
+
+Candidate blocks of each ray come from the azimuth index of :mod:`refsuite.mc.accel` (ring
+scanners, rays from inside the ring) or from bounding spheres (:func:`_cull`, everything
+else); both keep every crossed block, and the exact float64 slab test decides.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from refsuite._checks import check_positive
+
+from .accel import RingIndex
 
 __all__ = ["IdealCylinder", "trace_blocks", "trace_pairs", "trace_cylinder"]
 
@@ -95,26 +101,58 @@ def _cull(origin, direction, pos, radius, *, both_ways=False, step=8192):
     return (fwd, tuple(np.concatenate(x) for x in bwd)) if both_ways else fwd
 
 
-def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2):
+def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True, pairs_only=False):
+    """Candidate (photon, block) pairs, photon-major: the azimuth index of
+    :mod:`refsuite.mc.accel` where it applies, the brute-force :func:`_cull` elsewhere.
+
+    Both are supersets of the true crossings, so the exact tests that follow give the same
+    hits whichever produced them (``accelerate=False`` forces brute force). ``pairs_only``
+    allows leaving out photons whose partner (other sense) cannot reach any block.
+    """
+    half_norm = float(np.linalg.norm(scanner.block_size / 2))
+    index = RingIndex(scanner) if accelerate else None
+    if index is None or not index.usable:
+        return _cull(origin, direction, scanner.positions, half_norm, both_ways=both_ways)
+    inside = index.inside(origin)
+    if inside.all():
+        return index.candidates(origin, direction, both_ways=both_ways, pairs_only=pairs_only)
+    ins, outs = np.flatnonzero(inside), np.flatnonzero(~inside)
+    fast = index.candidates(origin[ins], direction[ins], both_ways=True, pairs_only=pairs_only)
+    slow = _cull(origin[outs], direction[outs], scanner.positions, half_norm, both_ways=True)
+    merged = []
+    for (i_f, b_f), (i_s, b_s) in zip(fast, slow):
+        i = np.concatenate([ins[i_f], outs[i_s]])
+        order = np.argsort(i, kind="stable")
+        merged.append((i[order], np.concatenate([b_f, b_s])[order]))
+    return tuple(merged) if both_ways else merged[0]
+
+
+def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2, *, accelerate=True):
     """Both photons of collinear pairs (photon 2 along ``-direction``), one culling pass.
 
     Decays without a candidate block on both sides are dropped before the exact tests.
+    ``path_lyso_1/2`` are arrays (n,) as in :func:`trace_blocks`, or callables mapping photon
+    indices to their depths (evaluated only for photons that cross a block).
     Returns ``(decay, (block1, local1, dist1), (block2, local2, dist2))`` for the decays where
     both photons interact, with the meaning of :func:`trace_blocks`; identical to calling
     :func:`trace_blocks` for each photon.
     """
-    half_norm = float(np.linalg.norm(scanner.block_size / 2))
-    (i1, b1), (i2, b2) = _cull(origin, direction, scanner.positions, half_norm, both_ways=True)
+    (i1, b1), (i2, b2) = _candidates(scanner, origin, direction, both_ways=True, accelerate=accelerate,
+                                     pairs_only=True)
     n = origin.shape[0]
     both = (np.bincount(i1, minlength=n) > 0) & (np.bincount(i2, minlength=n) > 0)
-    k1, k2 = both[i1], both[i2]
+    k1 = both[i1]
     h1 = _exact(scanner, origin, direction, path_lyso_1, i1[k1], b1[k1])
+    # photon 2 only where photon 1 interacted (each photon's result is independent of others)
+    hit1 = np.zeros(n, bool)
+    hit1[h1[0]] = True
+    k2 = hit1[i2]
     h2 = _exact(scanner, origin, -direction, path_lyso_2, i2[k2], b2[k2])
     decays, s1, s2 = np.intersect1d(h1[0], h2[0], assume_unique=True, return_indices=True)
     return decays, tuple(x[s1] for x in h1[1:]), tuple(x[s2] for x in h2[1:])
 
 
-def trace_blocks(scanner, origin, direction, path_lyso):
+def trace_blocks(scanner, origin, direction, path_lyso, *, accelerate=True):
     """First interaction of photons in the blocks of ``scanner``.
 
     Parameters
@@ -126,7 +164,8 @@ def trace_blocks(scanner, origin, direction, path_lyso):
         Unit directions.
     path_lyso : ndarray (n,)
         Sampled interaction depth, mm of block material (``Exp(mu)`` variates): the photon
-        interacts after this much cumulative path inside blocks.
+        interacts after this much cumulative path inside blocks. Or a callable mapping photon indices
+        to their depths, evaluated only for photons that cross a block.
 
     Returns
     -------
@@ -139,7 +178,7 @@ def trace_blocks(scanner, origin, direction, path_lyso):
     distance : float (m,)
         Path length from the emission point to the interaction, mm.
     """
-    i, b = _cull(origin, direction, scanner.positions, float(np.linalg.norm(scanner.block_size / 2)))
+    i, b = _candidates(scanner, origin, direction, accelerate=accelerate)
     return _exact(scanner, origin, direction, path_lyso, i, b)
 
 
@@ -149,23 +188,29 @@ def _slab(origin, direction, pos, axes, half, i, b):
     Written per component so that every photon's arithmetic is independent of the batch
     (bitwise chunk-size invariance); called on cache-sized slices.
     """
-    a_b = axes[b]
-    rel = [origin[i, k] - pos[b, k] for k in range(3)]
-    dk = [direction[i, k] for k in range(3)]
-    o_loc = np.empty((len(i), 3))
-    d_loc = np.empty((len(i), 3))
+    # per-component contiguous gathers (same products and sums, in the same order)
+    cols = [[axes[:, r, c][b] for c in range(3)] for r in range(3)]
+    rel = [origin[:, k][i] - pos[:, k][b] for k in range(3)]
+    dk = [direction[:, k][i] for k in range(3)]
+    o_loc, d_loc = [], []
     t_in = np.zeros(len(i))
     t_out = np.full(len(i), np.inf)
     for ax in range(3):
-        o_loc[:, ax] = a_b[:, ax, 0] * rel[0] + a_b[:, ax, 1] * rel[1] + a_b[:, ax, 2] * rel[2]
-        d_loc[:, ax] = a_b[:, ax, 0] * dk[0] + a_b[:, ax, 1] * dk[1] + a_b[:, ax, 2] * dk[2]
-        inv = 1.0 / np.where(d_loc[:, ax] == 0.0, 1e-300, d_loc[:, ax])
-        mid = -o_loc[:, ax] * inv
+        a0, a1, a2 = cols[ax]
+        o_ax = a0 * rel[0] + a1 * rel[1] + a2 * rel[2]
+        d_ax = a0 * dk[0] + a1 * dk[1] + a2 * dk[2]
+        # |d| < 1e-300 (parallel to the slab, or subnormal): 1/d would overflow to inf and
+        # 0 * inf = NaN would drop a ray lying in the mid-plane; 1e300 is as good as inf here
+        inv = 1.0 / np.where(np.abs(d_ax) < 1e-300, 1e-300, d_ax)
+        mid = -o_ax * inv
         hw = half[ax] * np.abs(inv)
         np.maximum(t_in, mid - hw, out=t_in)
         np.minimum(t_out, mid + hw, out=t_out)
-    ok = t_out > t_in
-    return i[ok], b[ok], t_in[ok], t_out[ok], o_loc[ok], d_loc[ok]
+        o_loc.append(o_ax)
+        d_loc.append(d_ax)
+    ok = np.flatnonzero(t_out > t_in)
+    return (i[ok], b[ok], t_in[ok], t_out[ok], np.column_stack([v[ok] for v in o_loc]),
+            np.column_stack([v[ok] for v in d_loc]))
 
 
 def _exact(scanner, origin, direction, path_lyso, i, b):
@@ -189,7 +234,9 @@ def _exact(scanner, origin, direction, path_lyso, i, b):
     sub = np.flatnonzero(np.repeat(sizes > 1, sizes))
     cum_before = np.zeros(len(i))
     if len(sub):
-        order = sub[np.lexsort((t_in[sub], i[sub]))]
+        # ties in entry distance (blocks sharing a face) by block: the candidate order
+        # within a photon then does not matter
+        order = sub[np.lexsort((b[sub], t_in[sub], i[sub]))]
         for arr in (b, t_in, t_out, seg, o_loc, d_loc):
             arr[sub] = arr[order]
         head = first[sub]
@@ -200,7 +247,7 @@ def _exact(scanner, origin, direction, path_lyso, i, b):
             at = np.flatnonzero(rank == r)
             cb[at] = cb[at - 1] + sg[at - 1]
         cum_before[sub] = cb
-    s = path_lyso[i]
+    s = path_lyso(i) if callable(path_lyso) else path_lyso[i]
     hit = (s >= cum_before) & (s < cum_before + seg)
     t_hit = t_in[hit] + (s[hit] - cum_before[hit])
     local = o_loc[hit] + t_hit[:, None] * d_loc[hit]
