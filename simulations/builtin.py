@@ -12,6 +12,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from refsuite.mc.montecarlo import DEFAULT_CHUNK_SIZE
+
 from .scenario import Particle, Run
 
 __all__ = ["run_builtin", "builtin_options", "truth_paths"]
@@ -40,7 +42,7 @@ def truth_paths(out) -> tuple[Path, Path]:
     return Path(f"{stem}.scanner.json"), Path(f"{stem}.phantom.json")
 
 
-def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int = 2**18,
+def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                 progress: bool = False) -> dict:
     """Simulate one scenario run with the built-in MC; write ``out`` and the truth next to it.
 
