@@ -220,3 +220,15 @@ def test_image_quality_check_flags_a_wrong_geometry():
     wrong = perturb(s, sigma_t_mm=1.0, sigma_r_deg=1.0, rng=np.random.default_rng(1))
     bad = check_image_quality(again, wrong, ph, spec, baseline=ref.state)
     assert not bad.passed and bad.offenders and "rod_diameter_mm" in bad.summary()
+
+
+def test_cli_runs_a_plan_and_reports_the_verdict(scans, tmp_path):
+    base, changed = scans
+    cmd = [sys.executable, "-m", "refsuite", "acceptance", "--no-progress"]
+    r = subprocess.run(cmd + [str(base / "plan.toml"), "--out", str(tmp_path / "b")], capture_output=True, text=True)
+    assert r.returncode == 0 and "ACCEPTED (2/2 checks passed)" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(cmd + [str(changed / "plan.toml"), "--out", str(tmp_path / "c"), "--baseline",
+                              str(tmp_path / "b" / "results.json")], capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL timing: FAILED" in r.stdout and "channel 3" in r.stdout and "NOT ACCEPTED (1/2" in r.stdout
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["acceptance"]["failed"] == ["timing"]
