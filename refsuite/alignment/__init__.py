@@ -12,6 +12,7 @@ from .efficiency import depth_layer_efficiencies, fan_partners, fan_sum_efficien
 from .model import BlobModel, blob_model
 from .poses import PoseModel
 from .solver import AlignmentDiverged, AlignmentResult, TOFMode, align, prepare_events
+from .uncertainty import PoseUncertainty, pose_fisher_information
 
-__all__ = ["AlignmentDiverged", "AlignmentResult", "BlobModel", "PoseModel", "TOFMode", "align", "blob_model",
-           "depth_layer_efficiencies", "fan_partners", "fan_sum_efficiencies", "prepare_events"]
+__all__ = ["AlignmentDiverged", "AlignmentResult", "BlobModel", "PoseModel", "PoseUncertainty", "TOFMode", "align", "blob_model",
+           "depth_layer_efficiencies", "fan_partners", "fan_sum_efficiencies", "pose_fisher_information", "prepare_events"]

@@ -37,6 +37,7 @@ import math
 import numpy as np
 import torch
 
+from refsuite.geometry import euler_to_matrix
 from refsuite.projectors import blob_line_integrals
 
 __all__ = ["Problem", "batch_nll"]
@@ -62,8 +63,13 @@ class Problem:
         return int(self.ev_cr.shape[0])
 
 
-def _points(problem, cr, poses, gen):
-    """(n, S, 3) points drawn uniformly inside crystals ``cr`` (global index) under ``poses``."""
+def _points(problem, cr, poses, gen, delta=None):
+    """(n, S, 3) points drawn inside crystals ``cr`` (global index) under ``poses``.
+
+    ``delta`` (n, 6), optional: a per-row pose change of the row's block, angles (rad) about its
+    current local axes and a global translation (mm), as :class:`~refsuite.alignment.PoseModel`
+    parametrises a block; its gradient is the per-event score (:mod:`.uncertainty`).
+    """
     pos, axes = poses
     m = problem.lut_centres.shape[0]
     block, local_id = cr // m, cr % m
@@ -76,7 +82,11 @@ def _points(problem, cr, poses, gen):
         t = -torch.log1p(-u[..., 1] * q) / mu
         u = torch.cat([u[..., :1], (t / (2 * half[..., 1]))[..., None], u[..., 2:]], -1)
     local = problem.lut_centres[local_id][:, None, :] + (2 * u - 1) * half
-    return pos[block][:, None, :] + torch.einsum("nsi,nij->nsj", local, axes[block])
+    p_rows, a_rows = pos[block], axes[block]
+    if delta is not None:
+        a_rows = euler_to_matrix(delta[:, :3]).transpose(-1, -2) @ a_rows
+        p_rows = p_rows + delta[:, 3:]
+    return p_rows[:, None, :] + torch.einsum("nsi,nij->nsj", local, a_rows)
 
 
 def _line_integrals(problem, xs, xe, blob, tof_bin):
@@ -103,16 +113,17 @@ def _line_integrals(problem, xs, xe, blob, tof_bin):
     return out
 
 
-def _expected(problem, cr, blob, tof_bin, poses, gen):
+def _expected(problem, cr, blob, tof_bin, poses, gen, deltas=(None, None)):
     """Mean over sampled lines of the (TOF-)line integral for rows (cr pair, blob candidates).
 
     ``cr`` (n, 2), ``blob`` (n, K) with -1 for none; returns (n,) summed over candidates,
-    without efficiencies and attenuation.
+    without efficiencies and attenuation. ``deltas``: per-row pose changes of the two blocks
+    (see :func:`_points`).
     """
     n, k_c = blob.shape
     s = problem.n_samples
-    a = _points(problem, cr[:, 0], poses, gen)
-    b = _points(problem, cr[:, 1], poses, gen)
+    a = _points(problem, cr[:, 0], poses, gen, deltas[0])
+    b = _points(problem, cr[:, 1], poses, gen, deltas[1])
     valid = blob >= 0
     row, col = torch.nonzero(valid, as_tuple=True)
     bl = blob[row, col]

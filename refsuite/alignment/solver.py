@@ -31,6 +31,7 @@ from refsuite.projectors import TOFParameters
 from .model import blob_model
 from .objective import Problem, attenuation_factors, batch_nll
 from .poses import PoseModel
+from .uncertainty import PoseUncertainty, pose_fisher_information
 from .support import event_candidates, pair_support
 
 __all__ = ["align", "AlignmentResult", "AlignmentDiverged", "TOFMode", "prepare_events"]
@@ -68,6 +69,10 @@ class AlignmentResult:
         iterations are not re-timed), ``batch_events``, ``batch_support``.
     info : dict
         Sizes (events, support entries, blobs), TOF parameters, options.
+    uncertainty : PoseUncertainty or None
+        Covariance of the per-block parameters from the Fisher information of the events
+        (:mod:`refsuite.alignment.uncertainty`); ``None`` for group-shared parameters or
+        ``uncertainty=False``.
     """
 
     scanner: Scanner
@@ -77,6 +82,7 @@ class AlignmentResult:
     nll_history: np.ndarray
     timing: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    uncertainty: PoseUncertainty | None = None
 
 
 class AlignmentDiverged(RuntimeError):
@@ -137,8 +143,8 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
           lr_translation_mm: float = 0.1, lr_rotation_rad: float = 2e-3, lr_final_fraction: float = 0.02,
           model_sigma_mm: float = 0.25, support_radius_mm: float = 4.0, max_support: int = 2_000_000,
           tof_bin_ps: float = 25.0, ctr_ps: float | None = None, attenuation: bool = True,
-          depth_sampling: bool = True, pair_sensitivity: bool = True,
-          checkpoint=None, checkpoint_every: int = 10, resume: bool = False, progress: bool = True,
+          depth_sampling: bool = True, pair_sensitivity: bool = True, uncertainty: bool = True,
+          uncertainty_samples: int = 20, checkpoint=None, checkpoint_every: int = 10, resume: bool = False, progress: bool = True,
           callback=None, device=None, seed: int = 0, dtype=torch.float32) -> AlignmentResult:
     """Maximum-likelihood alignment of detector blocks from list-mode data (Thull et al.).
 
@@ -191,6 +197,12 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     pair_sensitivity : bool
         Weight every sampled line by ``1 / |p1 - p2|^2``, which turns the mean line integral
         into the detection probability of the crystal pair (:mod:`refsuite.alignment.objective`).
+    uncertainty : bool
+        Estimate the covariance of the per-block parameters at the solution from the Fisher
+        information of the events (:mod:`refsuite.alignment.uncertainty`; one pass over the
+        events with ``uncertainty_samples`` points per crystal voxel). Per-block fits only.
+    uncertainty_samples : int
+        Points per crystal voxel for the per-event scores of the Fisher information.
     checkpoint : path, optional
         File written (atomically) every ``checkpoint_every`` iterations and at the end.
     resume : bool
@@ -228,6 +240,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     if not isinstance(blueprint, Scanner):
         raise TypeError(f"blueprint must be a refsuite.geometry.Scanner, got {type(blueprint).__name__}")
     for name, v in (("n_iter", n_iter), ("batch_size", batch_size), ("n_samples", n_samples),
+                    ("uncertainty_samples", uncertainty_samples),
                     ("checkpoint_every", checkpoint_every), ("max_support", max_support)):
         if int(v) != v or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -269,8 +282,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         raise ValueError(f"only {100 * has.mean():.1f} % of the events pass within {support_radius_mm} mm of the "
                          "phantom on the blueprint: wrong phantom, or a misplacement larger than the support radius")
     rng = np.random.default_rng(seed)
-    sup, sup_w = pair_support(blueprint.positions, blueprint.axes, blueprint.crystals.centres, model.centres,
-                              support_radius_mm, max_per_blob=max(1, max_support // model.n_blobs), rng=rng)
+    sup, sup_w = _support(blueprint, model.centres, support_radius_mm, max(1, max_support // model.n_blobs), rng)
     att_ev = attenuation_factors(phantom, a, b) if attenuation else np.ones(len(a))
     att_sup = attenuation_factors(phantom, cc[sup[:, 0]], cc[sup[:, 1]]) if attenuation else np.ones(len(sup))
     T = lambda x, dt=dtype: torch.as_tensor(np.array(x), dtype=dt, device=dev)  # noqa: E731
@@ -372,12 +384,18 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         save_state(n_iter, rng.bit_generator.state, gen.get_state())
     iter_s = time.perf_counter() - t_it
     n_done = len(history) - start_it
+    cov = None
+    t_unc = time.perf_counter()
+    if failure is None and uncertainty and groups_arr is None:
+        cov = _covariance(problem, poses.poses(*good), blueprint.n_blocks, seed, floor, uncertainty_samples)
     timing = {"setup_s": setup_s, "iterations_s": iter_s, "per_iteration_s": iter_s / max(1, n_done),
-              "total_s": time.perf_counter() - t_start, "batch_events": b_ev, "batch_support": b_sup}
+              "uncertainty_s": time.perf_counter() - t_unc, "total_s": time.perf_counter() - t_start,
+              "batch_events": b_ev, "batch_support": b_sup}
     info = {"n_events": n_ev, "n_support": int(sup.shape[0]), "support_entries_represented": float(sup_w.sum()), "n_blobs": model.n_blobs,
             "tof": None if tof_par is None else {"sigma_mm": tof_par.sigma_mm, "bin_width_mm": tof_par.bin_width_mm},
             "events_without_candidate": int((~has).sum()), "device": str(dev), "iterations_done": len(history)}
     result = _result(blueprint, poses, good[0], good[1], history, timing, info)
+    result.uncertainty = cov
     if failure is not None:
         where = f"; checkpoint {ckpt} holds the last good state" if ckpt is not None else ""
         raise AlignmentDiverged(f"alignment stopped: {failure}{where}", result)
@@ -390,6 +408,43 @@ def _result(blueprint, poses, rot, trans, history, timing, info):
     return AlignmentResult(scanner, r_blk, t_blk, {"rotations_rad": rot.cpu().numpy(),
                                                    "translations_mm": trans.cpu().numpy()},
                            np.asarray(history, float), timing, info)
+
+
+#: the last few supports (pair_support is most of the set-up: ~30 s for thull_sim 2 mm and 10
+#: blobs); repeated alignments on one blueprint and phantom (acceptance baselines) reuse them
+_SUPPORT_CACHE: dict = {}
+_SUPPORT_CACHE_SIZE = 2
+
+
+def _support(blueprint, centres, radius_mm, max_per_blob, rng):
+    """:func:`pair_support` of the blueprint, memoised on every input including the random state
+    (a hit also leaves ``rng`` in the state the call would have left it)."""
+    key = _fingerprint(pos=blueprint.positions, axes=blueprint.axes, lut=blueprint.crystals.centres, blobs=centres,
+                       opts=[float(radius_mm), int(max_per_blob)], state=rng.bit_generator.state)
+    hit = _SUPPORT_CACHE.get(key)
+    if hit is None:
+        sup, w = pair_support(blueprint.positions, blueprint.axes, blueprint.crystals.centres, centres, radius_mm,
+                              max_per_blob=max_per_blob, rng=rng)
+        hit = (sup, w, rng.bit_generator.state)
+        while len(_SUPPORT_CACHE) >= _SUPPORT_CACHE_SIZE:
+            _SUPPORT_CACHE.pop(next(iter(_SUPPORT_CACHE)))
+        _SUPPORT_CACHE[key] = hit
+    rng.bit_generator.state = hit[2]
+    return hit[0], hit[1]
+
+
+def _covariance(problem, poses, n_blocks, seed, floor, n_samples):
+    """:class:`PoseUncertainty` at ``poses`` (its own random stream: the run's stay untouched)."""
+    gen = torch.Generator(device=poses[0].device).manual_seed(int(seed) + 7919)
+    info, n_ev = pose_fisher_information(problem, poses, n_blocks, gen=gen, floor=floor, n_samples=n_samples)
+    # a block without events leaves the information singular: no finite covariance then
+    w = np.linalg.eigvalsh(info)
+    if w[0] <= 1e-12 * max(w[-1], 1e-300):
+        cov = np.full_like(info, np.inf)
+    else:
+        cov = np.linalg.inv(info)
+        cov = 0.5 * (cov + cov.T)
+    return PoseUncertainty(cov, n_ev, int(n_samples))
 
 
 def _tof(events, tof, ctr_ps, bin_ps):
