@@ -99,7 +99,7 @@ class RingIndex:
         """Rays that may use the index: origin strictly inside ``r_in`` (bool (n,))."""
         return origin[:, 0] ** 2 + origin[:, 1] ** 2 < self.r_in**2
 
-    def candidates(self, origin, direction, *, both_ways=False, pairs_only=False):
+    def candidates(self, origin, direction, *, both_ways=False, pairs_only=False, depths=None):
         """Candidate (photon, block) pairs of rays starting inside ``r_in``, photon-major.
 
         Same contract as :func:`refsuite.mc.tracing._cull`: every block the ray crosses is a
@@ -107,6 +107,12 @@ class RingIndex:
         along ``-direction``. Within one photon, blocks are not in ascending order. With
         ``pairs_only`` (and ``both_ways``), rays that cannot reach the blocks' z range in
         both senses are left out altogether (their pair cannot be detected).
+
+        ``depths`` (one per sense, or only the first: array (n,) or callable of photon
+        indices, in units of ``t``) prunes photons that cannot interact: their depth exceeds the ray's path in
+        the annulus within the blocks' z range, which bounds its path through all blocks
+        (see :func:`_path_bound`). Their (or, with ``pairs_only``, their pair's) candidates
+        are left out; a photon that can interact keeps all of its candidates.
         """
         ox, oy, oz = origin[:, 0], origin[:, 1], origin[:, 2]
         dx, dy, dz = direction[:, 0], direction[:, 1], direction[:, 2]
@@ -128,22 +134,41 @@ class RingIndex:
                 z1 = np.maximum(za, zb) + _MARGIN_MM
                 # NaN roots (axis-parallel rays, which keep a radius < r_in) are not live
                 live = (z1 >= self.zlo_all) & (z0 <= self.zhi_all)
-                sides.append((t_a, t_b, z0, z1, live))
+                sides.append([t_a, t_b, z0, z1, live])
+        n_sides = len(sides)
         if both_ways and pairs_only:
-            both = sides[0][4] & sides[1][4]
-            lives = (both, both)
+            live = sides[0][4] & sides[1][4]
+            sel = np.flatnonzero(live)
+            if depths is not None:
+                keep = self._reachable(sel, sides[0], dz, depths[0])
+                keep &= self._reachable(sel, sides[1], dz, depths[1])
+                sel = sel[keep]
+            sels = [sel, None]
         else:
-            lives = [sd[4] for sd in sides]
+            sels = []
+            for k in range(n_sides):
+                sel = np.flatnonzero(sides[k][4])
+                if depths is not None and k < len(depths):
+                    sel = sel[self._reachable(sel, sides[k], dz, depths[k])]
+                sels.append(sel)
         out = []
         for k, (t_a, t_b, z0, z1, _) in enumerate(sides):
             if k == 1 and pairs_only:  # the other sense only for rays with a candidate in this one
                 r = out[0][0]  # photon-major: distinct rays where the index changes
                 sel = r[np.concatenate([[True], r[1:] != r[:-1]])] if len(r) else r
             else:
-                sel = np.flatnonzero(lives[k])
+                sel = sels[k]
             ray, blk = self._side(t_a[sel], t_b[sel], z0[sel], z1[sel], ox[sel], oy[sel], dx[sel], dy[sel])
             out.append((sel[ray], blk))
         return tuple(out) if both_ways else out[0]
+
+    def _reachable(self, sel, side, dz, depth):
+        """Which rays ``sel`` of one sense may interact: depth <= :func:`_path_bound`."""
+        t_a, t_b, z0, z1, _ = side
+        s = depth(sel) if callable(depth) else depth[sel]
+        # (z ranges widened by the margins: a larger overlap, still a bound)
+        bound = _path_bound(t_a[sel], t_b[sel], z0[sel], z1[sel], np.abs(dz[sel]), self.zlo_all, self.zhi_all)
+        return s < bound
 
     def _side(self, t_a, t_b, z0, z1, ox, oy, dx, dy):
         """Candidates along one sense of live rays: ``t_a``, ``t_b`` the r_in and r_out
@@ -182,6 +207,24 @@ class RingIndex:
         keep &= z1[ray] >= self.zlo[blk]
         keep &= z0[ray] <= self.zhi[blk]
         return ray[keep], blk[keep]
+
+
+def _path_bound(t_a, t_b, z0, z1, adz, zlo, zhi):
+    """Upper bound of a ray's path (units of ``t``) inside all blocks: its segment
+    ``[t_a, t_b]`` in the annulus (which contains every block), times the fraction of that
+    segment in the blocks' z range ``[zlo, zhi]`` (``[z0, z1]``: the segment's own z range).
+
+    The first interaction is at block-material depth ``s``; :func:`refsuite.mc.tracing._exact`
+    gives a hit only when ``s`` is less than the sum of the ray's block chords, which is at
+    most this bound. Widened by far more than float64 rounding, so no interacting photon is
+    ever pruned.
+    """
+    length = np.abs(t_b - t_a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        in_z = (np.minimum(z1, zhi) - np.maximum(z0, zlo)) / adz  # path within the z range
+    # NaN (dz = 0: a z range of zero width) keeps the annulus length
+    bound = np.fmin(length, in_z)
+    return bound * (1.0 + 1e-9) + _MARGIN_MM
 
 
 def _axis_distance(xy):

@@ -101,13 +101,15 @@ def _cull(origin, direction, pos, radius, *, both_ways=False, step=8192):
     return (fwd, tuple(np.concatenate(x) for x in bwd)) if both_ways else fwd
 
 
-def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True, pairs_only=False):
+def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True, pairs_only=False, depths=None):
     """Candidate (photon, block) pairs, photon-major: the azimuth index of
     :mod:`refsuite.mc.accel` where it applies, the brute-force :func:`_cull` elsewhere.
 
     Both are supersets of the true crossings, so the exact tests that follow give the same
     hits whichever produced them (``accelerate=False`` forces brute force). ``pairs_only``
-    allows leaving out photons whose partner (other sense) cannot reach any block.
+    allows leaving out photons whose partner (other sense) cannot reach any block;
+    ``depths`` (per sense) those that cannot interact (their depth exceeds a bound of
+    their path in the blocks).
     """
     half_norm = float(np.linalg.norm(scanner.block_size / 2))
     index = RingIndex(scanner) if accelerate else None
@@ -115,9 +117,11 @@ def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True,
         return _cull(origin, direction, scanner.positions, half_norm, both_ways=both_ways)
     inside = index.inside(origin)
     if inside.all():
-        return index.candidates(origin, direction, both_ways=both_ways, pairs_only=pairs_only)
+        return index.candidates(origin, direction, both_ways=both_ways, pairs_only=pairs_only, depths=depths)
     ins, outs = np.flatnonzero(inside), np.flatnonzero(~inside)
-    fast = index.candidates(origin[ins], direction[ins], both_ways=True, pairs_only=pairs_only)
+    if depths is not None:
+        depths = [(lambda j, f=f: f(ins[j])) if callable(f) else f[ins] for f in depths]
+    fast = index.candidates(origin[ins], direction[ins], both_ways=True, pairs_only=pairs_only, depths=depths)
     slow = _cull(origin[outs], direction[outs], scanner.positions, half_norm, both_ways=True)
     merged = []
     for (i_f, b_f), (i_s, b_s) in zip(fast, slow):
@@ -138,7 +142,7 @@ def trace_pairs(scanner, origin, direction, path_lyso_1, path_lyso_2, *, acceler
     :func:`trace_blocks` for each photon.
     """
     (i1, b1), (i2, b2) = _candidates(scanner, origin, direction, both_ways=True, accelerate=accelerate,
-                                     pairs_only=True)
+                                     pairs_only=True, depths=(path_lyso_1, path_lyso_2))
     n = origin.shape[0]
     both = (np.bincount(i1, minlength=n) > 0) & (np.bincount(i2, minlength=n) > 0)
     k1 = both[i1]
@@ -178,7 +182,7 @@ def trace_blocks(scanner, origin, direction, path_lyso, *, accelerate=True):
     distance : float (m,)
         Path length from the emission point to the interaction, mm.
     """
-    i, b = _candidates(scanner, origin, direction, accelerate=accelerate)
+    i, b = _candidates(scanner, origin, direction, accelerate=accelerate, depths=(path_lyso,))
     return _exact(scanner, origin, direction, path_lyso, i, b)
 
 
