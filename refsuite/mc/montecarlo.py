@@ -8,9 +8,10 @@ Only true coincidences are formed (no randoms, scatter or multiples), so every e
 decay with both photons detected.
 
 Reproducibility: decays are drawn in seed blocks of :data:`SEED_BLOCK` decays, block ``k``
-from its own generator ``SeedSequence(seed, spawn_key=(k,))``; decay times come from a
-separate stream. A chunk is a whole number of seed blocks, so the events do not depend on
-the chunk size.
+from its own generator ``SeedSequence(seed, spawn_key=(k,))``; the blocks' start times come
+from a separate stream. The energy and time blur of a block's detected decays are drawn
+from its generator after the transport (which depends only on the block's own draws). A
+chunk is a whole number of seed blocks, so the events do not depend on the chunk size.
 """
 
 from __future__ import annotations
@@ -90,7 +91,29 @@ def _perpendicular_basis(u):
     return e1, np.cross(u, e1)
 
 
-def _trace_separately(detector, x, d1, d2, u01):
+def _isotropic(n, rng, out):
+    """``n`` isotropic unit vectors into ``out`` (n, 3): Marsaglia's method (G. Marsaglia,
+    Ann. Math. Statist. 43 (1972) 645): ``(u, v)`` uniform in the unit disc by rejection from
+    the square, ``s = u^2 + v^2``, then ``(2u sqrt(1 - s), 2v sqrt(1 - s), 1 - 2s)``. No
+    trigonometry; ~1.27 pairs of uniforms per direction."""
+    done = 0
+    while done < n:
+        need = n - done
+        uv = rng.random((int(1.274 * need + 4.0 * math.sqrt(need)) + 8, 2))
+        uv *= 2.0
+        uv -= 1.0
+        s = np.einsum("ij,ij->i", uv, uv)
+        ok = np.flatnonzero(s < 1.0)[:need]
+        uv, s = uv[ok], s[ok]
+        f = 2.0 * np.sqrt(1.0 - s)
+        m = len(ok)
+        np.multiply(uv[:, 0], f, out=out[done:done + m, 0])
+        np.multiply(uv[:, 1], f, out=out[done:done + m, 1])
+        np.subtract(1.0, 2.0 * s, out=out[done:done + m, 2])
+        done += m
+
+
+def _trace_separately(detector, x, d1, d2, depth):
     """Photon 1 for every decay, photon 2 where photon 1 interacted (acollinear pairs)."""
     todo = np.arange(len(x))
     hits = []
@@ -101,9 +124,7 @@ def _trace_separately(detector, x, d1, d2, u01):
             t = t[hit]
             b = c = np.full(len(p_i), -1, np.int32)
         else:
-            mu = detector.mu_per_mm
-            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo],
-                                            lambda i, todo=todo, j=j: -np.log1p(-u01[todo[i], 4 + j]) / mu)
+            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo], depth[j, todo])
             c = detector.crystals.locate(local)
         hits.append((b, c, t))
         keep1 = p_i  # indexes the decays still in play; realigns photon 1 below
@@ -114,56 +135,69 @@ def _trace_separately(detector, x, d1, d2, u01):
 
 def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, opt):
     n = int(np.sum(sizes))
-    x, u01, nrm = np.empty((n, 3)), np.empty((n, 6)), np.empty((n, 6))
+    acol = opt["acollinearity_sigma"] > 0
+    x, d1 = np.empty((n, 3)), np.empty((n, 3))
+    # Exp(1) variates: survival in the phantom (rows 0, 1: photon survives iff E > mu L)
+    # and interaction depth in the blocks (rows 2, 3: mu_LYSO * depth)
+    expo = np.empty((4, n))
+    nrm_acol = np.empty((2, n)) if acol else None
     t_decay, event_id = np.empty(n), np.empty(n, np.int64)
-    o = 0
-    for k, t0, dur, g in zip(blocks, starts, durations, sizes):
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    rngs = []
+    for k, t0, dur, g, o in zip(blocks, starts, durations, sizes, offsets):
         rng = _block_rng(seed, int(k))
         g = int(g)
         x[o:o + g] = phantom.sample(g, rng)
-        rng.random(out=u01[o:o + g])  # same draws as rng.random((g, 6)), no copy
-        rng.standard_normal(out=nrm[o:o + g])
-        frac = np.sort(rng.random(g))
-        frac[-1] = 1.0  # the block's last decay closes its Gamma-distributed duration
-        t_decay[o:o + g] = t0 + dur * frac
+        _isotropic(g, rng, d1[o:o + g])
+        for r in range(4):
+            rng.standard_exponential(out=expo[r, o:o + g])
+        # arrival times of a Poisson process whose g-th decay closes the block's Gamma(g)
+        # duration: given it, the spacings are Dirichlet, i.e. normalised Exp(1) variates
+        spacing = rng.standard_exponential(g)
+        cum = np.cumsum(spacing)
+        t_decay[o:o + g] = t0 + dur * (cum / cum[-1])
+        if acol:
+            for r in range(2):
+                rng.standard_normal(out=nrm_acol[r, o:o + g])
         event_id[o:o + g] = np.arange(SEED_BLOCK * k, SEED_BLOCK * k + g)
-        o += g
-    cos_t = 2.0 * u01[:, 0] - 1.0
-    sin_t = np.sqrt(1.0 - cos_t**2)
-    phi = 2.0 * np.pi * u01[:, 1]
-    d1 = np.empty((n, 3))
-    np.multiply(sin_t, np.cos(phi), out=d1[:, 0])
-    np.multiply(sin_t, np.sin(phi), out=d1[:, 1])
-    d1[:, 2] = cos_t
+        rngs.append(rng)  # its blur variates are drawn below, for this block's detected decays
     d2 = None  # back to back: -d1, formed only where needed
-    if opt["acollinearity_sigma"] > 0:
+    if acol:
         e1, e2 = _perpendicular_basis(d1)
-        d2 = -d1 + opt["acollinearity_sigma"] * (nrm[:, [0]] * e1 + nrm[:, [1]] * e2)
+        d2 = -d1 + opt["acollinearity_sigma"] * (nrm_acol[0][:, None] * e1 + nrm_acol[1][:, None] * e2)
         d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
 
     def direction(j, idx):
         return d1[idx] if j == 0 else (-d1[idx] if d2 is None else d2[idx])
-    if isinstance(detector, IdealCylinder) or opt["acollinearity_sigma"] > 0:
-        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, u01)
+    if isinstance(detector, IdealCylinder) or acol:
+        depth = expo[2:] / detector.mu_per_mm if not isinstance(detector, IdealCylinder) else None
+        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, depth)
     else:
-        # interaction depths (Exp(mu) along the block path) only of photons that cross a block
-        mu = detector.mu_per_mm
-        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, lambda i: -np.log1p(-u01[i, 4]) / mu,
-                                                        lambda i: -np.log1p(-u01[i, 5]) / mu)
+        # interaction depths (Exp(mu) along the block path)
+        depth = expo[2:] / detector.mu_per_mm
+        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, depth[0], depth[1])
         c1, c2 = detector.crystals.locate(l1), detector.crystals.locate(l2)
+    # energy and time blur only for decays whose photons both interact, each from its own
+    # block's stream (in decay order: ``todo`` is ascending), so the events still do not
+    # depend on the chunking; drawn before the attenuation, so that attenuation only removes
+    # events of the same seed
+    nrm = np.empty((len(todo), 4))
+    cut = np.searchsorted(todo, offsets)
+    for rng, i0, i1 in zip(rngs, cut[:-1], cut[1:]):
+        rng.standard_normal(out=nrm[i0:i1])
     ok = np.ones(len(todo), bool)
     # survival through the phantom material, evaluated only where it can still matter
-    # (its uniform variates were drawn for every decay, so the result is unchanged)
+    # (its variates were drawn for every decay)
     if opt["attenuation"] and phantom.mu_per_mm > 0:
         for j in range(2):
             length = phantom.attenuation_length(x[todo], direction(j, todo))
-            ok &= u01[todo, 2 + j] < np.exp(-phantom.mu_per_mm * length)
+            ok &= expo[j, todo] > phantom.mu_per_mm * length
     n_reached = len(todo)
-    todo, b1, c1, t1, b2, c2, t2 = todo[ok], b1[ok], c1[ok], t1[ok], b2[ok], c2[ok], t2[ok]
+    todo, b1, c1, t1, b2, c2, t2, nrm = todo[ok], b1[ok], c1[ok], t1[ok], b2[ok], c2[ok], t2[ok], nrm[ok]
     n_both = len(todo)
-    energy = 511.0 * (1.0 + opt["energy_sigma_rel"] * nrm[todo, 2:4])
+    energy = 511.0 * (1.0 + opt["energy_sigma_rel"] * nrm[:, 0:2])
     t_true = t_decay[todo, None] + np.column_stack([t1, t2]) / SPEED_OF_LIGHT_MM_PER_NS
-    t_meas = t_true + opt["time_sigma_ns"] * nrm[todo, 4:6]
+    t_meas = t_true + opt["time_sigma_ns"] * nrm[:, 2:4]
     lo, hi = opt["energy_window_kev"]
     keep = ((energy >= lo) & (energy <= hi)).all(1)
     keep &= np.abs(t_meas[:, 0] - t_meas[:, 1]) <= opt["coincidence_window_ns"]
