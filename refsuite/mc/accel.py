@@ -89,6 +89,8 @@ class RingIndex:
         self.slot_block = np.concatenate([np.tile(order, 3), np.zeros(pad, np.int64)])
         self.slot_start = np.concatenate([start[order] + m * _TURN for m in (-1, 0, 1)] + [np.full(pad, np.inf)])
         self.slot_end = self.slot_start + self.width[self.slot_block]
+        self.slot_zlo = np.where(np.isinf(self.slot_start), np.inf, self.zlo[self.slot_block])
+        self.slot_zhi = np.where(np.isinf(self.slot_start), -np.inf, self.zhi[self.slot_block])
         # searchsorted through a table: slot ranges for pseudo-angle cells of 1/_CELLS turn,
         # widened to whole cells (the extra slots fail the interval test below)
         edges = np.arange(-_TURN, 2 * _TURN + 1e-12, _TURN / _CELLS)
@@ -142,14 +144,14 @@ class RingIndex:
             if depths is not None:
                 keep = self._reachable(sel, sides[0], dz, depths[0])
                 keep &= self._reachable(sel, sides[1], dz, depths[1])
-                sel = sel[keep]
+                sel = np.compress(keep, sel)
             sels = [sel, None]
         else:
             sels = []
             for k in range(n_sides):
                 sel = np.flatnonzero(sides[k][4])
                 if depths is not None and k < len(depths):
-                    sel = sel[self._reachable(sel, sides[k], dz, depths[k])]
+                    sel = np.compress(self._reachable(sel, sides[k], dz, depths[k]), sel)
                 sels.append(sel)
         out = []
         for k, (t_a, t_b, z0, z1, _) in enumerate(sides):
@@ -158,16 +160,17 @@ class RingIndex:
                 sel = r[np.concatenate([[True], r[1:] != r[:-1]])] if len(r) else r
             else:
                 sel = sels[k]
-            ray, blk = self._side(t_a[sel], t_b[sel], z0[sel], z1[sel], ox[sel], oy[sel], dx[sel], dy[sel])
-            out.append((sel[ray], blk))
+            ray, blk = self._side(*(np.take(v, sel) for v in (t_a, t_b, z0, z1, ox, oy, dx, dy)))
+            out.append((np.take(sel, ray), blk))
         return tuple(out) if both_ways else out[0]
 
     def _reachable(self, sel, side, dz, depth):
         """Which rays ``sel`` of one sense may interact: depth <= :func:`_path_bound`."""
         t_a, t_b, z0, z1, _ = side
-        s = depth(sel) if callable(depth) else depth[sel]
+        s = depth(sel) if callable(depth) else np.take(depth, sel)
         # (z ranges widened by the margins: a larger overlap, still a bound)
-        bound = _path_bound(t_a[sel], t_b[sel], z0[sel], z1[sel], np.abs(dz[sel]), self.zlo_all, self.zhi_all)
+        bound = _path_bound(*(np.take(v, sel) for v in (t_a, t_b, z0, z1)), np.abs(np.take(dz, sel)),
+                            self.zlo_all, self.zhi_all)
         return s < bound
 
     def _side(self, t_a, t_b, z0, z1, ox, oy, dx, dy):
@@ -191,14 +194,12 @@ class RingIndex:
             # dense (ray, k) table: no repeat/cumsum; slots past a ray's range are either real
             # blocks failing the interval test or sentinels (start = +inf) that fail it too
             slot = lo[:, None] + np.arange(k_max)
-            start = self.slot_start[slot]
-            keep = self.slot_end[slot] >= s[:, None]
-            keep &= start <= e[:, None]
-            blk = self.slot_block[slot]
-            keep &= z1[:, None] >= self.zlo[blk]
-            keep &= z0[:, None] <= self.zhi[blk]
-            ray, k = np.nonzero(keep)
-            return ray, blk[ray, k]
+            keep = np.take(self.slot_end, slot) >= s[:, None]
+            keep &= np.take(self.slot_start, slot) <= e[:, None]
+            keep &= np.take(self.slot_zlo, slot) <= z1[:, None]
+            keep &= np.take(self.slot_zhi, slot) >= z0[:, None]
+            flat = np.flatnonzero(keep)
+            return flat // k_max, np.take(self.slot_block, np.take(slot, flat))
         ray = np.repeat(np.arange(len(s)), n_c)
         slot = np.repeat(lo - (np.cumsum(n_c) - n_c), n_c) + np.arange(len(ray))
         blk = self.slot_block[slot]

@@ -104,7 +104,7 @@ def _isotropic(n, rng, out):
         uv -= 1.0
         s = np.einsum("ij,ij->i", uv, uv)
         ok = np.flatnonzero(s < 1.0)[:need]
-        uv, s = uv[ok], s[ok]
+        uv, s = np.take(uv, ok, axis=0), np.take(s, ok)
         f = 2.0 * np.sqrt(1.0 - s)
         m = len(ok)
         np.multiply(uv[:, 0], f, out=out[done:done + m, 0])
@@ -119,12 +119,13 @@ def _trace_separately(detector, x, d1, d2, depth):
     hits = []
     for j, d in enumerate((d1, d2)):
         if isinstance(detector, IdealCylinder):
-            hit, t = trace_cylinder(detector, x[todo], d[todo])
+            hit, t = trace_cylinder(detector, np.take(x, todo, axis=0), np.take(d, todo, axis=0))
             p_i = np.flatnonzero(hit)
             t = t[hit]
             b = c = np.full(len(p_i), -1, np.int32)
         else:
-            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo], depth[j, todo])
+            p_i, b, local, t = trace_blocks(detector, np.take(x, todo, axis=0), np.take(d, todo, axis=0),
+                                            np.take(depth[j], todo))
             c = detector.crystals.locate(local)
         hits.append((b, c, t))
         keep1 = p_i  # indexes the decays still in play; realigns photon 1 below
@@ -167,8 +168,9 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
         d2 = -d1 + opt["acollinearity_sigma"] * (nrm_acol[0][:, None] * e1 + nrm_acol[1][:, None] * e2)
         d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
 
-    def direction(j, idx):
-        return d1[idx] if j == 0 else (-d1[idx] if d2 is None else d2[idx])
+    def direction(j, idx):  # np.take: several times faster than fancy indexing of (n, 3)
+        d = np.take(d1 if (j == 0 or d2 is None) else d2, idx, axis=0)
+        return -d if (j == 1 and d2 is None) else d
     if isinstance(detector, IdealCylinder) or acol:
         depth = expo[2:] / detector.mu_per_mm if not isinstance(detector, IdealCylinder) else None
         todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, depth)
@@ -190,35 +192,38 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     # (its variates were drawn for every decay)
     if opt["attenuation"] and phantom.mu_per_mm > 0:
         for j in range(2):
-            length = phantom.attenuation_length(x[todo], direction(j, todo))
-            ok &= expo[j, todo] > phantom.mu_per_mm * length
+            length = phantom.attenuation_length(np.take(x, todo, axis=0), direction(j, todo))
+            ok &= np.take(expo[j], todo) > phantom.mu_per_mm * length
     n_reached = len(todo)
-    todo, b1, c1, t1, b2, c2, t2, nrm = todo[ok], b1[ok], c1[ok], t1[ok], b2[ok], c2[ok], t2[ok], nrm[ok]
+    todo, b1, c1, t1, b2, c2, t2 = (np.compress(ok, v) for v in (todo, b1, c1, t1, b2, c2, t2))
+    nrm = np.compress(ok, nrm, axis=0)
     n_both = len(todo)
-    energy = 511.0 * (1.0 + opt["energy_sigma_rel"] * nrm[:, 0:2])
-    t_true = t_decay[todo, None] + np.column_stack([t1, t2]) / SPEED_OF_LIGHT_MM_PER_NS
-    t_meas = t_true + opt["time_sigma_ns"] * nrm[:, 2:4]
+    # per photon j = 0, 1: energy (keV), true and measured detection times (ns)
+    t_dec = np.take(t_decay, todo)
+    energy = [511.0 * (1.0 + opt["energy_sigma_rel"] * nrm[:, j]) for j in range(2)]
+    t_true = [t_dec + t / SPEED_OF_LIGHT_MM_PER_NS for t in (t1, t2)]
+    t_meas = [t_true[j] + opt["time_sigma_ns"] * nrm[:, 2 + j] for j in range(2)]
     lo, hi = opt["energy_window_kev"]
-    keep = ((energy >= lo) & (energy <= hi)).all(1)
-    keep &= np.abs(t_meas[:, 0] - t_meas[:, 1]) <= opt["coincidence_window_ns"]
+    keep = (energy[0] >= lo) & (energy[0] <= hi) & (energy[1] >= lo) & (energy[1] <= hi)
+    keep &= np.abs(t_meas[0] - t_meas[1]) <= opt["coincidence_window_ns"]
     sel = np.flatnonzero(keep)
-    ev = todo[sel]
-    xs = x[ev]
-    pos = np.stack([xs + t1[sel, None] * d1[ev], xs + t2[sel, None] * direction(1, ev)], 1)
-    block = np.column_stack([b1, b2])[sel].astype(np.int32)
-    crystal = np.column_stack([c1, c2])[sel].astype(np.int32)
-    energy, t_true, t_meas = energy[sel], t_true[sel], t_meas[sel]
+    ev = np.take(todo, sel)
+    xs = np.take(x, ev, axis=0)
+    pos = [xs + np.take(t, sel)[:, None] * direction(j, ev) for j, t in enumerate((t1, t2))]
     # the sorter's first single is the earlier one
-    first = (t_meas[:, 0] > t_meas[:, 1]).astype(np.int64)
-    second = 1 - first
-    rows = np.arange(len(sel))
+    t_meas = [np.take(t, sel) for t in t_meas]
+    swap = t_meas[0] > t_meas[1]
     cols = {}
-    for name, arr in {"GlobalTime": t_meas, "TotalEnergyDeposit": energy / 1000.0, "TrueGlobalTime": t_true,
-                      "BlockID": block, "CrystalID": crystal}.items():
-        cols[f"{name}1"], cols[f"{name}2"] = arr[rows, first], arr[rows, second]
-    cols["EventID1"] = cols["EventID2"] = event_id[ev]
+    for name, (v1, v2) in {"GlobalTime": t_meas,
+                           "TotalEnergyDeposit": [np.take(e, sel) / 1000.0 for e in energy],
+                           "TrueGlobalTime": [np.take(t, sel) for t in t_true],
+                           "BlockID": [np.take(b, sel).astype(np.int32) for b in (b1, b2)],
+                           "CrystalID": [np.take(c, sel).astype(np.int32) for c in (c1, c2)]}.items():
+        cols[f"{name}1"], cols[f"{name}2"] = np.where(swap, v2, v1), np.where(swap, v1, v2)
+    cols["EventID1"] = cols["EventID2"] = np.take(event_id, ev)
     for a, axis in enumerate("XYZ"):
-        cols[f"PostPosition_{axis}1"], cols[f"PostPosition_{axis}2"] = pos[rows, first, a], pos[rows, second, a]
+        p1, p2 = pos[0][:, a], pos[1][:, a]
+        cols[f"PostPosition_{axis}1"], cols[f"PostPosition_{axis}2"] = np.where(swap, p2, p1), np.where(swap, p1, p2)
         cols[f"TrackVertexPosition_{axis}1"] = cols[f"TrackVertexPosition_{axis}2"] = xs[:, a]
     counts = {"decays": n, "both_reached_detectors": n_reached, "both_detected": n_both,
               "coincidences": len(sel)}
