@@ -137,7 +137,8 @@ def _trace_separately(detector, x, d1, d2, depth):
 def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, opt):
     n = int(np.sum(sizes))
     acol = opt["acollinearity_sigma"] > 0
-    x, d1 = np.empty((n, 3)), np.empty((n, 3))
+    # component-major storage: the transport works on contiguous x, y, z columns
+    x, d1 = np.empty((n, 3), order="F"), np.empty((n, 3), order="F")
     # Exp(1) variates: survival in the phantom (rows 0, 1: photon survives iff E > mu L)
     # and interaction depth in the blocks (rows 2, 3: mu_LYSO * depth)
     expo = np.empty((4, n))
