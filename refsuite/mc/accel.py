@@ -78,6 +78,9 @@ class RingIndex:
         self.usable &= self.r_in > 10 * _MARGIN_MM and self.r_in > 1e-6 * self.r_out
         if not self.usable:
             return
+        # depth pruning bounds the summed block chords by the geometric path: only valid if
+        # no two blocks overlap (misaligned scanners can make neighbours overlap)
+        self.prunable = not _blocks_overlap(scanner)
         start = np.mod(start - _MARGIN_RAD, _TURN)
         self.width = width + 2 * _MARGIN_RAD
         self.w_max = float(self.width.max())
@@ -114,7 +117,8 @@ class RingIndex:
         indices, in units of ``t``) prunes photons that cannot interact: their depth exceeds the ray's path in
         the annulus within the blocks' z range, which bounds its path through all blocks
         (see :func:`_path_bound`). Their (or, with ``pairs_only``, their pair's) candidates
-        are left out; a photon that can interact keeps all of its candidates.
+        are left out; a photon that can interact keeps all of its candidates. Not applied
+        when blocks overlap (``prunable`` False): overlaps count twice in the chord sum.
         """
         ox, oy, oz = origin[:, 0], origin[:, 1], origin[:, 2]
         dx, dy, dz = direction[:, 0], direction[:, 1], direction[:, 2]
@@ -141,7 +145,7 @@ class RingIndex:
         if both_ways and pairs_only:
             live = sides[0][4] & sides[1][4]
             sel = np.flatnonzero(live)
-            if depths is not None:
+            if depths is not None and self.prunable:
                 keep = self._reachable(sel, sides[0], dz, depths[0])
                 keep &= self._reachable(sel, sides[1], dz, depths[1])
                 sel = np.compress(keep, sel)
@@ -150,7 +154,7 @@ class RingIndex:
             sels = []
             for k in range(n_sides):
                 sel = np.flatnonzero(sides[k][4])
-                if depths is not None and k < len(depths):
+                if depths is not None and self.prunable and k < len(depths):
                     sel = np.compress(self._reachable(sel, sides[k], dz, depths[k]), sel)
                 sels.append(sel)
         out = []
@@ -226,6 +230,31 @@ def _path_bound(t_a, t_b, z0, z1, adz, zlo, zhi):
     # NaN (dz = 0: a z range of zero width) keeps the annulus length
     bound = np.fmin(length, in_z)
     return bound * (1.0 + 1e-9) + _MARGIN_MM
+
+
+def _blocks_overlap(scanner, tol_mm=1e-9):
+    """Whether any two blocks overlap by more than ``tol_mm`` (separating-axis test).
+
+    Boxes that merely touch (shared faces, up to rounding) do not count: a ray can only run
+    along a shared face on a set of measure zero.
+    """
+    pos, axes = scanner.positions, scanner.axes  # axes[b, k]: local axis k of block b (global)
+    half = np.asarray(scanner.block_size, float) / 2
+    i, j = np.triu_indices(len(pos), 1)
+    t = pos[j] - pos[i]
+    near = np.einsum("pk,pk->p", t, t) <= (2 * np.linalg.norm(half) + tol_mm) ** 2
+    i, j, t = i[near], j[near], t[near]
+    a, b = axes[i], axes[j]  # (p, 3, 3)
+    cross = np.cross(a[:, :, None, :], b[:, None, :, :]).reshape(len(i), 9, 3)
+    cands = np.concatenate([a, b, cross], 1)  # (p, 15, 3) separating axis candidates
+    norm = np.linalg.norm(cands, axis=-1)
+    ok = norm > 1e-9  # parallel edge pairs give no axis (a face axis covers them)
+    L = cands / np.where(ok, norm, 1.0)[..., None]
+    r_a = np.abs(np.einsum("pak,pmk->pam", L, a)) @ half
+    r_b = np.abs(np.einsum("pak,pmk->pam", L, b)) @ half
+    gap = np.abs(np.einsum("pak,pk->pa", L, t)) - r_a - r_b
+    separated = ((gap > -tol_mm) & ok).any(1)
+    return bool(not separated.all())
 
 
 def _axis_distance(xy):

@@ -113,6 +113,14 @@ def _isotropic(n, rng, out):
         done += m
 
 
+def _decay_times(g, t0, dur, rng):
+    """Decay times (ns) of a seed block: a Poisson process whose ``g``-th decay closes the
+    block's Gamma(g)-distributed duration ``dur`` starting at ``t0``. Given the duration, the
+    ``g`` spacings are Dirichlet(1, ..., 1), i.e. Exp(1) variates normalised by their sum."""
+    cum = np.cumsum(rng.standard_exponential(g))
+    return t0 + dur * (cum / cum[-1])
+
+
 def _trace_separately(detector, x, d1, d2, depth):
     """Photon 1 for every decay, photon 2 where photon 1 interacted (acollinear pairs)."""
     todo = np.arange(len(x))
@@ -153,11 +161,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
         _isotropic(g, rng, d1[o:o + g])
         for r in range(4):
             rng.standard_exponential(out=expo[r, o:o + g])
-        # arrival times of a Poisson process whose g-th decay closes the block's Gamma(g)
-        # duration: given it, the spacings are Dirichlet, i.e. normalised Exp(1) variates
-        spacing = rng.standard_exponential(g)
-        cum = np.cumsum(spacing)
-        t_decay[o:o + g] = t0 + dur * (cum / cum[-1])
+        t_decay[o:o + g] = _decay_times(g, t0, dur, rng)
         if acol:
             for r in range(2):
                 rng.standard_normal(out=nrm_acol[r, o:o + g])
