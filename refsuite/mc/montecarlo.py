@@ -113,6 +113,15 @@ def _isotropic(n, rng, out):
         done += m
 
 
+def _rows(a, idx):
+    """``a[idx]`` of a component-major (n, 3) array, gathered column by column (np.take of
+    whole rows is slow for this layout, fancy indexing slower still)."""
+    out = np.empty((len(idx), a.shape[1]), order="F")
+    for c in range(a.shape[1]):
+        np.take(a[:, c], idx, out=out[:, c])
+    return out
+
+
 def _decay_times(g, t0, dur, rng):
     """Decay times (ns) of a seed block: a Poisson process whose ``g``-th decay closes the
     block's Gamma(g)-distributed duration ``dur`` starting at ``t0``. Given the duration, the
@@ -127,12 +136,12 @@ def _trace_separately(detector, x, d1, d2, depth):
     hits = []
     for j, d in enumerate((d1, d2)):
         if isinstance(detector, IdealCylinder):
-            hit, t = trace_cylinder(detector, np.take(x, todo, axis=0), np.take(d, todo, axis=0))
+            hit, t = trace_cylinder(detector, _rows(x, todo), _rows(d, todo))
             p_i = np.flatnonzero(hit)
             t = t[hit]
             b = c = np.full(len(p_i), -1, np.int32)
         else:
-            p_i, b, local, t = trace_blocks(detector, np.take(x, todo, axis=0), np.take(d, todo, axis=0),
+            p_i, b, local, t = trace_blocks(detector, _rows(x, todo), _rows(d, todo),
                                             np.take(depth[j], todo))
             c = detector.crystals.locate(local)
         hits.append((b, c, t))
@@ -174,7 +183,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
         d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
 
     def direction(j, idx):  # np.take: several times faster than fancy indexing of (n, 3)
-        d = np.take(d1 if (j == 0 or d2 is None) else d2, idx, axis=0)
+        d = _rows(d1 if (j == 0 or d2 is None) else d2, idx)
         return -d if (j == 1 and d2 is None) else d
     if isinstance(detector, IdealCylinder) or acol:
         depth = expo[2:] / detector.mu_per_mm if not isinstance(detector, IdealCylinder) else None
@@ -197,7 +206,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     # (its variates were drawn for every decay)
     if opt["attenuation"] and phantom.mu_per_mm > 0:
         for j in range(2):
-            length = phantom.attenuation_length(np.take(x, todo, axis=0), direction(j, todo))
+            length = phantom.attenuation_length(_rows(x, todo), direction(j, todo))
             ok &= np.take(expo[j], todo) > phantom.mu_per_mm * length
     n_reached = len(todo)
     todo, b1, c1, t1, b2, c2, t2 = (np.compress(ok, v) for v in (todo, b1, c1, t1, b2, c2, t2))
@@ -213,7 +222,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     keep &= np.abs(t_meas[0] - t_meas[1]) <= opt["coincidence_window_ns"]
     sel = np.flatnonzero(keep)
     ev = np.take(todo, sel)
-    xs = np.take(x, ev, axis=0)
+    xs = _rows(x, ev)
     pos = [xs + np.take(t, sel)[:, None] * direction(j, ev) for j, t in enumerate((t1, t2))]
     # the sorter's first single is the earlier one
     t_meas = [np.take(t, sel) for t in t_meas]
