@@ -122,24 +122,42 @@ class RingIndex:
         """
         ox, oy, oz = origin[:, 0], origin[:, 1], origin[:, 2]
         dx, dy, dz = direction[:, 0], direction[:, 1], direction[:, 2]
-        a = dx * dx + dy * dy
-        b = ox * dx + oy * dy
-        c0 = ox * ox + oy * oy
+        # (in place where possible: these passes run over every photon)
+        a = dx * dx
+        a += dy * dy
+        b = ox * dx
+        b += oy * dy
+        c0 = ox * ox
+        c0 += oy * oy
+        bb = b * b
         roots = []
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             for r in (self.r_in, self.r_out):
                 c = c0 - r * r  # < 0 inside
-                q = -(b + np.copysign(np.sqrt(b * b - a * c), b))  # stable roots q/a, c/q
-                t1, t2 = q / a, c / q
-                roots.append((np.maximum(t1, t2), np.minimum(t1, t2)))
+                # stable roots q / a, c / q with q = -(b + sign(b) sqrt(b^2 - a c))
+                q = a * c
+                np.subtract(bb, q, out=q)
+                np.sqrt(q, out=q)
+                np.copysign(q, b, out=q)
+                q += b
+                np.negative(q, out=q)
+                t1 = q / a
+                t2 = np.divide(c, q, out=c)
+                roots.append((np.maximum(t1, t2), np.minimum(t1, t2, out=t1)))
             sides = []
             for k in range(2 if both_ways else 1):
                 t_a, t_b = roots[0][k], roots[1][k]
-                za, zb = oz + t_a * dz, oz + t_b * dz
-                z0 = np.minimum(za, zb) - _MARGIN_MM
-                z1 = np.maximum(za, zb) + _MARGIN_MM
+                za = t_a * dz
+                za += oz
+                zb = t_b * dz
+                zb += oz
+                z0 = np.minimum(za, zb)
+                z0 -= _MARGIN_MM
+                z1 = np.maximum(za, zb, out=za)
+                z1 += _MARGIN_MM
                 # NaN roots (axis-parallel rays, which keep a radius < r_in) are not live
-                live = (z1 >= self.zlo_all) & (z0 <= self.zhi_all)
+                live = z1 >= self.zlo_all
+                live &= z0 <= self.zhi_all
                 sides.append([t_a, t_b, z0, z1, live])
         n_sides = len(sides)
         if both_ways and pairs_only:

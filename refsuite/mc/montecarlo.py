@@ -156,9 +156,8 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
     acol = opt["acollinearity_sigma"] > 0
     # component-major storage: the transport works on contiguous x, y, z columns
     x, d1 = np.empty((n, 3), order="F"), np.empty((n, 3), order="F")
-    # Exp(1) variates: survival in the phantom (rows 0, 1: photon survives iff E > mu L)
-    # and interaction depth in the blocks (rows 2, 3: mu_LYSO * depth)
-    expo = np.empty((4, n))
+    # Exp(1) variates of the interaction depths in the blocks (mu_LYSO * depth), per photon
+    expo = np.empty((2, n))
     nrm_acol = np.empty((2, n)) if acol else None
     t_decay, event_id = np.empty(n), np.empty(n, np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -168,7 +167,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
         g = int(g)
         x[o:o + g] = phantom.sample(g, rng)
         _isotropic(g, rng, d1[o:o + g])
-        for r in range(4):
+        for r in range(2):
             rng.standard_exponential(out=expo[r, o:o + g])
         t_decay[o:o + g] = _decay_times(g, t0, dur, rng)
         if acol:
@@ -186,28 +185,27 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
         d = _rows(d1 if (j == 0 or d2 is None) else d2, idx)
         return -d if (j == 1 and d2 is None) else d
     if isinstance(detector, IdealCylinder) or acol:
-        depth = expo[2:] / detector.mu_per_mm if not isinstance(detector, IdealCylinder) else None
+        depth = expo / detector.mu_per_mm if not isinstance(detector, IdealCylinder) else None
         todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, depth)
     else:
         # interaction depths (Exp(mu) along the block path)
-        depth = expo[2:] / detector.mu_per_mm
+        depth = expo / detector.mu_per_mm
         todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, depth[0], depth[1])
         c1, c2 = detector.crystals.locate(l1), detector.crystals.locate(l2)
-    # energy and time blur only for decays whose photons both interact, each from its own
-    # block's stream (in decay order: ``todo`` is ascending), so the events still do not
-    # depend on the chunking; drawn before the attenuation, so that attenuation only removes
-    # events of the same seed
-    nrm = np.empty((len(todo), 4))
+    # energy and time blur (normal) and phantom survival (Exp(1): a photon survives iff
+    # E > mu L) only for decays whose photons both interact, each from its own block's
+    # stream (in decay order: ``todo`` is ascending), so the events still do not depend on
+    # the chunking; attenuation only removes events of the same seed
+    nrm, surv = np.empty((len(todo), 4)), np.empty((len(todo), 2))
     cut = np.searchsorted(todo, offsets)
     for rng, i0, i1 in zip(rngs, cut[:-1], cut[1:]):
         rng.standard_normal(out=nrm[i0:i1])
+        rng.standard_exponential(out=surv[i0:i1])
     ok = np.ones(len(todo), bool)
-    # survival through the phantom material, evaluated only where it can still matter
-    # (its variates were drawn for every decay)
     if opt["attenuation"] and phantom.mu_per_mm > 0:
         for j in range(2):
             length = phantom.attenuation_length(_rows(x, todo), direction(j, todo))
-            ok &= np.take(expo[j], todo) > phantom.mu_per_mm * length
+            ok &= surv[:, j] > phantom.mu_per_mm * length
     n_reached = len(todo)
     todo, b1, c1, t1, b2, c2, t2 = (np.compress(ok, v) for v in (todo, b1, c1, t1, b2, c2, t2))
     nrm = np.compress(ok, nrm, axis=0)
