@@ -14,6 +14,11 @@ Azimuths are "diamond" pseudo-angles (monotone, no trigonometry). Rays starting 
 beyond ``r_in``, and scanners where the axis passes through a block's projection, fall back
 to the brute-force bounding-sphere test of :func:`refsuite.mc.tracing._cull`.
 
+The same segment bounds a photon's path through all blocks (its length within the blocks'
+z range): a photon whose sampled depth exceeds it cannot interact and is dropped before the
+candidate search (:func:`_path_bound`; not for scanners with overlapping blocks, whose chords
+would count twice).
+
 All bounds are widened by margins (:data:`_MARGIN_MM`, :data:`_MARGIN_RAD`) far larger than
 float64 rounding, so no crossing is ever lost; they only add candidates. Checked against
 brute force on random rays and perturbed scanners in ``tests/test_mc_accel.py``.
