@@ -9,9 +9,10 @@ decay with both photons detected.
 
 Reproducibility: decays are drawn in seed blocks of :data:`SEED_BLOCK` decays, block ``k``
 from its own generator ``SeedSequence(seed, spawn_key=(k,))``; the blocks' start times come
-from a separate stream. The energy and time blur of a block's detected decays are drawn
-from its generator after the transport (which depends only on the block's own draws). A
-chunk is a whole number of seed blocks, so the events do not depend on the chunk size.
+from a separate stream. The energy and time blur and the phantom-survival variates of a
+block's decays whose photons both interact are drawn from its generator after the
+transport (which depends only on the block's own draws). A chunk is a whole number of seed
+blocks, so the events do not depend on the chunk size.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, o
             for r in range(2):
                 rng.standard_normal(out=nrm_acol[r, o:o + g])
         event_id[o:o + g] = np.arange(SEED_BLOCK * k, SEED_BLOCK * k + g)
-        rngs.append(rng)  # its blur variates are drawn below, for this block's detected decays
+        rngs.append(rng)  # continued below for this block's interacting decays
     d2 = None  # back to back: -d1, formed only where needed
     if acol:
         e1, e2 = _perpendicular_basis(d1)
