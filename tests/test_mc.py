@@ -241,3 +241,40 @@ def test_tof_offsets_locate_the_annihilation():
     # measured: Gaussian with sigma = c * CTR / (2 * 2.355) = 15.9 mm at 250 ps
     resid = tof_offsets_mm(ev) - want  # RMS: time ordering flips residual signs
     assert np.sqrt(np.mean(resid**2)) == pytest.approx(299.792458 * 0.250 / 2 / 2.3548, rel=0.05)
+
+
+def test_isotropic_directions_are_uniform_on_the_sphere():
+    """Marsaglia's directions: unit vectors, z uniform on [-1, 1], azimuth uniform, for any
+    number drawn (the rejection loop refills)."""
+    from scipy import stats
+
+    from refsuite.mc.montecarlo import _isotropic
+
+    rng = np.random.default_rng(11)
+    for n in (1, 7, 100_000):
+        d = np.empty((n, 3))
+        _isotropic(n, rng, d)
+        np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, rtol=0, atol=4e-16)
+    assert stats.kstest(d[:, 2], stats.uniform(-1, 2).cdf).pvalue > 1e-3
+    phi = np.arctan2(d[:, 1], d[:, 0])
+    assert stats.kstest(phi, stats.uniform(-np.pi, 2 * np.pi).cdf).pvalue > 1e-3
+    # a half-turn-symmetric statistic the marginals miss: x and y uncorrelated, equal spread
+    assert abs(np.mean(d[:, 0] * d[:, 1])) < 4 * np.sqrt(1 / 15 / n)
+    assert np.var(d[:, 0]) == pytest.approx(1 / 3, abs=4 * np.sqrt(4 / 45 / n))
+
+
+def test_decay_times_are_a_poisson_process():
+    """Within a seed block: ordered, ending at t0 + duration, Exp spacings (Dirichlet)."""
+    from scipy import stats
+
+    from refsuite.mc.montecarlo import _decay_times
+
+    rng = np.random.default_rng(3)
+    g, t0, dur = 4096, 50.0, 4096 * 10.0
+    t = _decay_times(g, t0, dur, rng)
+    assert np.all(np.diff(t) > 0) and t[0] > t0 and t[-1] == pytest.approx(t0 + dur, rel=1e-12)
+    spacing = np.diff(np.concatenate([[t0], t]))
+    assert stats.kstest(spacing / spacing.mean(), stats.expon().cdf).pvalue > 1e-3
+    # many blocks: the first decay comes on average dur / g after the start
+    first = [_decay_times(g, 0.0, dur, rng)[0] for _ in range(400)]
+    assert np.mean(first) == pytest.approx(dur / g, rel=4 / np.sqrt(400))

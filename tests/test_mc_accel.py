@@ -142,3 +142,62 @@ def test_simulate_is_bit_identical_without_the_index(monkeypatch):
     for a, b in ((fast, slow), (fast_acol, slow_acol)):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(sorted(SCANNERS)), st.floats(0.0, 0.3), st.integers(0, 2**32 - 1))
+def test_depth_pruning_only_drops_photons_that_cannot_interact(name, sigma, seed):
+    """The depth pruning of the index is exact: a photon whose depth is below its summed
+    chords through all blocks (it interacts) keeps all its candidates; every photon pruned
+    has a depth of at least its chords; and pruning does remove photons. Overlapping
+    blocks (lin_clinical's rings touch: any misalignment overlaps them) switch it off."""
+    rng = np.random.default_rng(seed)
+    scan = perturb(SCANNERS[name], sigma_t_mm=sigma, sigma_r_deg=sigma, rng=rng)
+    index = RingIndex(scan)
+    assert index.prunable == (not accel._blocks_overlap(scan))
+    o, d = _rays(scan, rng, 3000, 0.9)
+    ins = index.inside(o)
+    o, d = o[ins], d[ins]
+    n, nb = len(o), scan.n_blocks
+    i, b = np.repeat(np.arange(n), nb), np.tile(np.arange(nb), n)
+    chords = []
+    for sense in (1.0, -1.0):  # origins inside r_in are outside every block: t_in > 0
+        hit = tracing._slab(o, sense * d, scan.positions, scan.axes, scan.block_size / 2, i, b)
+        chords.append(np.bincount(hit[0], weights=hit[3] - hit[2], minlength=n))
+    full = index.candidates(o, d, both_ways=True)
+    just_below = index.candidates(o, d, both_ways=True, depths=[c * (1 - 1e-12) for c in chords])
+    for (i_f, b_f), (i_k, b_k) in zip(full, just_below):
+        np.testing.assert_array_equal(i_f, i_k)
+        np.testing.assert_array_equal(b_f, b_k)
+    depths = rng.exponential(1 / 0.087, (2, n))
+    pruned = index.candidates(o, d, both_ways=True, depths=depths)
+    for k in range(2):
+        gone = np.setdiff1d(full[k][0], pruned[k][0])
+        assert np.all(depths[k, gone] >= chords[k][gone])
+        assert (len(gone) > 0) == index.prunable
+
+
+def test_block_overlap_detection():
+    """Separating-axis test: touching blocks do not overlap, 0.01 mm more along any
+    local axis does; unperturbed presets have no overlaps (so the depth pruning applies)."""
+    from dataclasses import replace
+
+    for scan in SCANNERS.values():
+        assert not accel._blocks_overlap(scan)
+        assert RingIndex(scan).prunable
+    scan = SCANNERS["thull_sim"]
+    pos, ax = scan.positions.copy(), scan.axes.copy()
+    ax[1] = ax[0]
+    pos[0] = [3.0, 1.0, 500.0]  # a pair away from the ring
+    for k in range(3):
+        pos[1] = pos[0] + ax[0, k] * scan.block_size[k]
+        assert not accel._blocks_overlap(replace(scan, positions=pos, axes=ax))
+        pos[1] = pos[0] + ax[0, k] * (scan.block_size[k] - 0.01)
+        assert accel._blocks_overlap(replace(scan, positions=pos, axes=ax))
+    rot = ax.copy()
+    c, s = np.cos(0.3), np.sin(0.3)  # a tilted neighbour touching at an edge only
+    rot[1] = np.array([[c, s, 0], [-s, c, 0], [0, 0, 1.0]]) @ ax[0]
+    pos[1] = pos[0] + ax[0, 0] * (scan.block_size[0] / 2 + 0.5 + np.abs(rot[1] @ ax[0, 0]) @ (scan.block_size / 2))
+    assert not accel._blocks_overlap(replace(scan, positions=pos, axes=rot))
+    pos[1] -= ax[0, 0]
+    assert accel._blocks_overlap(replace(scan, positions=pos, axes=rot))

@@ -135,3 +135,30 @@ def test_validation_messages():
         UniformCylinder(radius_mm=-1.0)
     with pytest.raises(TypeError, match="rng"):
         PHANTOMS["cylinder"].sample(3, rng=1)
+
+
+@pytest.mark.parametrize("n_sources", [3, 20])
+def test_point_sources_sample_by_activity_uniformly_in_each_sphere(n_sources):
+    """Sources chosen in proportion to their activity (both code paths: a few sources, and
+    over 16), points uniform in each ball: |p - c|^3 / R^3 uniform, isotropic offsets; any
+    n (the rejection loop refills)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(2)
+    centres = rng.uniform(-50, 50, (n_sources, 3))
+    act = rng.uniform(0.2, 2.0, n_sources) * 1e5
+    src = PointSources(centres, radius_mm=0.125, activities_bq=act)
+    assert src.sample(0, rng).shape == (0, 3) and src.sample(1, rng).shape == (1, 3)
+    n = 200_000
+    x = src.sample(n, rng)
+    k = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    off = x - centres[k]
+    r = np.linalg.norm(off, axis=1)
+    assert r.max() <= 0.125 * (1 + 1e-12)
+    counts = np.bincount(k, minlength=n_sources)
+    p = act / act.sum()
+    assert stats.chisquare(counts, n * p).pvalue > 1e-3
+    assert stats.kstest((r / 0.125) ** 3, stats.uniform().cdf).pvalue > 1e-3
+    u = off / r[:, None]
+    assert stats.kstest(u[:, 2], stats.uniform(-1, 2).cdf).pvalue > 1e-3
+    assert stats.kstest(np.arctan2(u[:, 1], u[:, 0]), stats.uniform(-np.pi, 2 * np.pi).cdf).pvalue > 1e-3

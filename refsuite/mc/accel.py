@@ -14,6 +14,11 @@ Azimuths are "diamond" pseudo-angles (monotone, no trigonometry). Rays starting 
 beyond ``r_in``, and scanners where the axis passes through a block's projection, fall back
 to the brute-force bounding-sphere test of :func:`refsuite.mc.tracing._cull`.
 
+The same segment bounds a photon's path through all blocks (its length within the blocks'
+z range): a photon whose sampled depth exceeds it cannot interact and is dropped before the
+candidate search (:func:`_path_bound`; not for scanners with overlapping blocks, whose chords
+would count twice).
+
 All bounds are widened by margins (:data:`_MARGIN_MM`, :data:`_MARGIN_RAD`) far larger than
 float64 rounding, so no crossing is ever lost; they only add candidates. Checked against
 brute force on random rays and perturbed scanners in ``tests/test_mc_accel.py``.
@@ -78,6 +83,9 @@ class RingIndex:
         self.usable &= self.r_in > 10 * _MARGIN_MM and self.r_in > 1e-6 * self.r_out
         if not self.usable:
             return
+        # depth pruning bounds the summed block chords by the geometric path: only valid if
+        # no two blocks overlap (misaligned scanners can make neighbours overlap)
+        self.prunable = not _blocks_overlap(scanner)
         start = np.mod(start - _MARGIN_RAD, _TURN)
         self.width = width + 2 * _MARGIN_RAD
         self.w_max = float(self.width.max())
@@ -89,6 +97,8 @@ class RingIndex:
         self.slot_block = np.concatenate([np.tile(order, 3), np.zeros(pad, np.int64)])
         self.slot_start = np.concatenate([start[order] + m * _TURN for m in (-1, 0, 1)] + [np.full(pad, np.inf)])
         self.slot_end = self.slot_start + self.width[self.slot_block]
+        self.slot_zlo = np.where(np.isinf(self.slot_start), np.inf, self.zlo[self.slot_block])
+        self.slot_zhi = np.where(np.isinf(self.slot_start), -np.inf, self.zhi[self.slot_block])
         # searchsorted through a table: slot ranges for pseudo-angle cells of 1/_CELLS turn,
         # widened to whole cells (the extra slots fail the interval test below)
         edges = np.arange(-_TURN, 2 * _TURN + 1e-12, _TURN / _CELLS)
@@ -99,7 +109,7 @@ class RingIndex:
         """Rays that may use the index: origin strictly inside ``r_in`` (bool (n,))."""
         return origin[:, 0] ** 2 + origin[:, 1] ** 2 < self.r_in**2
 
-    def candidates(self, origin, direction, *, both_ways=False, pairs_only=False):
+    def candidates(self, origin, direction, *, both_ways=False, pairs_only=False, depths=None):
         """Candidate (photon, block) pairs of rays starting inside ``r_in``, photon-major.
 
         Same contract as :func:`refsuite.mc.tracing._cull`: every block the ray crosses is a
@@ -107,43 +117,88 @@ class RingIndex:
         along ``-direction``. Within one photon, blocks are not in ascending order. With
         ``pairs_only`` (and ``both_ways``), rays that cannot reach the blocks' z range in
         both senses are left out altogether (their pair cannot be detected).
+
+        ``depths`` (one per sense, or only the first: array (n,) or callable of photon
+        indices, in units of ``t``) prunes photons that cannot interact: their depth exceeds the ray's path in
+        the annulus within the blocks' z range, which bounds its path through all blocks
+        (see :func:`_path_bound`). Their (or, with ``pairs_only``, their pair's) candidates
+        are left out; a photon that can interact keeps all of its candidates. Not applied
+        when blocks overlap (``prunable`` False): overlaps count twice in the chord sum.
         """
         ox, oy, oz = origin[:, 0], origin[:, 1], origin[:, 2]
         dx, dy, dz = direction[:, 0], direction[:, 1], direction[:, 2]
-        a = dx * dx + dy * dy
-        b = ox * dx + oy * dy
-        c0 = ox * ox + oy * oy
+        # (in place where possible: these passes run over every photon)
+        a = dx * dx
+        a += dy * dy
+        b = ox * dx
+        b += oy * dy
+        c0 = ox * ox
+        c0 += oy * oy
+        bb = b * b
         roots = []
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             for r in (self.r_in, self.r_out):
                 c = c0 - r * r  # < 0 inside
-                q = -(b + np.copysign(np.sqrt(b * b - a * c), b))  # stable roots q/a, c/q
-                t1, t2 = q / a, c / q
-                roots.append((np.maximum(t1, t2), np.minimum(t1, t2)))
+                # stable roots q / a, c / q with q = -(b + sign(b) sqrt(b^2 - a c))
+                q = a * c
+                np.subtract(bb, q, out=q)
+                np.sqrt(q, out=q)
+                np.copysign(q, b, out=q)
+                q += b
+                np.negative(q, out=q)
+                t1 = q / a
+                t2 = np.divide(c, q, out=c)
+                roots.append((np.maximum(t1, t2), np.minimum(t1, t2, out=t1)))
             sides = []
             for k in range(2 if both_ways else 1):
                 t_a, t_b = roots[0][k], roots[1][k]
-                za, zb = oz + t_a * dz, oz + t_b * dz
-                z0 = np.minimum(za, zb) - _MARGIN_MM
-                z1 = np.maximum(za, zb) + _MARGIN_MM
+                za = t_a * dz
+                za += oz
+                zb = t_b * dz
+                zb += oz
+                z0 = np.minimum(za, zb)
+                z0 -= _MARGIN_MM
+                z1 = np.maximum(za, zb, out=za)
+                z1 += _MARGIN_MM
                 # NaN roots (axis-parallel rays, which keep a radius < r_in) are not live
-                live = (z1 >= self.zlo_all) & (z0 <= self.zhi_all)
-                sides.append((t_a, t_b, z0, z1, live))
+                live = z1 >= self.zlo_all
+                live &= z0 <= self.zhi_all
+                sides.append([t_a, t_b, z0, z1, live])
+        n_sides = len(sides)
         if both_ways and pairs_only:
-            both = sides[0][4] & sides[1][4]
-            lives = (both, both)
+            live = sides[0][4] & sides[1][4]
+            sel = np.flatnonzero(live)
+            if depths is not None and self.prunable:
+                keep = self._reachable(sel, sides[0], dz, depths[0])
+                keep &= self._reachable(sel, sides[1], dz, depths[1])
+                sel = np.compress(keep, sel)
+            sels = [sel, None]
         else:
-            lives = [sd[4] for sd in sides]
+            sels = []
+            for k in range(n_sides):
+                sel = np.flatnonzero(sides[k][4])
+                if depths is not None and self.prunable and k < len(depths):
+                    sel = np.compress(self._reachable(sel, sides[k], dz, depths[k]), sel)
+                sels.append(sel)
         out = []
         for k, (t_a, t_b, z0, z1, _) in enumerate(sides):
             if k == 1 and pairs_only:  # the other sense only for rays with a candidate in this one
                 r = out[0][0]  # photon-major: distinct rays where the index changes
                 sel = r[np.concatenate([[True], r[1:] != r[:-1]])] if len(r) else r
             else:
-                sel = np.flatnonzero(lives[k])
-            ray, blk = self._side(t_a[sel], t_b[sel], z0[sel], z1[sel], ox[sel], oy[sel], dx[sel], dy[sel])
-            out.append((sel[ray], blk))
+                sel = sels[k]
+            ray, blk = self._side(*(np.take(v, sel) for v in (t_a, t_b, z0, z1, ox, oy, dx, dy)))
+            out.append((np.take(sel, ray), blk))
         return tuple(out) if both_ways else out[0]
+
+    def _reachable(self, sel, side, dz, depth):
+        """Which rays ``sel`` of one sense may interact: depth <= :func:`_path_bound`."""
+        t_a, t_b, z0, z1, _ = side
+        s = depth(sel) if callable(depth) else np.take(depth, sel)
+        # (z ranges widened by the margins: a larger overlap, still a bound)
+        bound = _path_bound(*(np.take(v, sel) for v in (t_a, t_b, z0, z1)), np.abs(np.take(dz, sel)),
+                            self.zlo_all, self.zhi_all)
+        return s < bound
 
     def _side(self, t_a, t_b, z0, z1, ox, oy, dx, dy):
         """Candidates along one sense of live rays: ``t_a``, ``t_b`` the r_in and r_out
@@ -166,14 +221,12 @@ class RingIndex:
             # dense (ray, k) table: no repeat/cumsum; slots past a ray's range are either real
             # blocks failing the interval test or sentinels (start = +inf) that fail it too
             slot = lo[:, None] + np.arange(k_max)
-            start = self.slot_start[slot]
-            keep = self.slot_end[slot] >= s[:, None]
-            keep &= start <= e[:, None]
-            blk = self.slot_block[slot]
-            keep &= z1[:, None] >= self.zlo[blk]
-            keep &= z0[:, None] <= self.zhi[blk]
-            ray, k = np.nonzero(keep)
-            return ray, blk[ray, k]
+            keep = np.take(self.slot_end, slot) >= s[:, None]
+            keep &= np.take(self.slot_start, slot) <= e[:, None]
+            keep &= np.take(self.slot_zlo, slot) <= z1[:, None]
+            keep &= np.take(self.slot_zhi, slot) >= z0[:, None]
+            flat = np.flatnonzero(keep)
+            return flat // k_max, np.take(self.slot_block, np.take(slot, flat))
         ray = np.repeat(np.arange(len(s)), n_c)
         slot = np.repeat(lo - (np.cumsum(n_c) - n_c), n_c) + np.arange(len(ray))
         blk = self.slot_block[slot]
@@ -182,6 +235,49 @@ class RingIndex:
         keep &= z1[ray] >= self.zlo[blk]
         keep &= z0[ray] <= self.zhi[blk]
         return ray[keep], blk[keep]
+
+
+def _path_bound(t_a, t_b, z0, z1, adz, zlo, zhi):
+    """Upper bound of a ray's path (units of ``t``) inside all blocks: its segment
+    ``[t_a, t_b]`` in the annulus (which contains every block), times the fraction of that
+    segment in the blocks' z range ``[zlo, zhi]`` (``[z0, z1]``: the segment's own z range).
+
+    The first interaction is at block-material depth ``s``; :func:`refsuite.mc.tracing._exact`
+    gives a hit only when ``s`` is less than the sum of the ray's block chords, which is at
+    most this bound. Widened by far more than float64 rounding, so no interacting photon is
+    ever pruned.
+    """
+    length = np.abs(t_b - t_a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        in_z = (np.minimum(z1, zhi) - np.maximum(z0, zlo)) / adz  # path within the z range
+    # NaN (dz = 0: a z range of zero width) keeps the annulus length
+    bound = np.fmin(length, in_z)
+    return bound * (1.0 + 1e-9) + _MARGIN_MM
+
+
+def _blocks_overlap(scanner, tol_mm=1e-9):
+    """Whether any two blocks overlap by more than ``tol_mm`` (separating-axis test).
+
+    Boxes that merely touch (shared faces, up to rounding) do not count: a ray can only run
+    along a shared face on a set of measure zero.
+    """
+    pos, axes = scanner.positions, scanner.axes  # axes[b, k]: local axis k of block b (global)
+    half = np.asarray(scanner.block_size, float) / 2
+    i, j = np.triu_indices(len(pos), 1)
+    t = pos[j] - pos[i]
+    near = np.einsum("pk,pk->p", t, t) <= (2 * np.linalg.norm(half) + tol_mm) ** 2
+    i, j, t = i[near], j[near], t[near]
+    a, b = axes[i], axes[j]  # (p, 3, 3)
+    cross = np.cross(a[:, :, None, :], b[:, None, :, :]).reshape(len(i), 9, 3)
+    cands = np.concatenate([a, b, cross], 1)  # (p, 15, 3) separating axis candidates
+    norm = np.linalg.norm(cands, axis=-1)
+    ok = norm > 1e-9  # parallel edge pairs give no axis (a face axis covers them)
+    L = cands / np.where(ok, norm, 1.0)[..., None]
+    r_a = np.abs(np.einsum("pak,pmk->pam", L, a)) @ half
+    r_b = np.abs(np.einsum("pak,pmk->pam", L, b)) @ half
+    gap = np.abs(np.einsum("pak,pk->pa", L, t)) - r_a - r_b
+    separated = ((gap > -tol_mm) & ok).any(1)
+    return bool(not separated.all())
 
 
 def _axis_distance(xy):

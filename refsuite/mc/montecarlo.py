@@ -8,9 +8,11 @@ Only true coincidences are formed (no randoms, scatter or multiples), so every e
 decay with both photons detected.
 
 Reproducibility: decays are drawn in seed blocks of :data:`SEED_BLOCK` decays, block ``k``
-from its own generator ``SeedSequence(seed, spawn_key=(k,))``; decay times come from a
-separate stream. A chunk is a whole number of seed blocks, so the events do not depend on
-the chunk size.
+from its own generator ``SeedSequence(seed, spawn_key=(k,))``; the blocks' start times come
+from a separate stream. The energy and time blur and the phantom-survival variates of a
+block's decays whose photons both interact are drawn from its generator after the
+transport (which depends only on the block's own draws). A chunk is a whole number of seed
+blocks, so the events do not depend on the chunk size.
 """
 
 from __future__ import annotations
@@ -90,20 +92,58 @@ def _perpendicular_basis(u):
     return e1, np.cross(u, e1)
 
 
-def _trace_separately(detector, x, d1, d2, u01):
+def _isotropic(n, rng, out):
+    """``n`` isotropic unit vectors into ``out`` (n, 3): Marsaglia's method (G. Marsaglia,
+    Ann. Math. Statist. 43 (1972) 645): ``(u, v)`` uniform in the unit disc by rejection from
+    the square, ``s = u^2 + v^2``, then ``(2u sqrt(1 - s), 2v sqrt(1 - s), 1 - 2s)``. No
+    trigonometry; ~1.27 pairs of uniforms per direction."""
+    done = 0
+    while done < n:
+        need = n - done
+        uv = rng.random((int(1.274 * need + 4.0 * math.sqrt(need)) + 8, 2))
+        uv *= 2.0
+        uv -= 1.0
+        s = np.einsum("ij,ij->i", uv, uv)
+        ok = np.flatnonzero(s < 1.0)[:need]
+        uv, s = np.take(uv, ok, axis=0), np.take(s, ok)
+        f = 2.0 * np.sqrt(1.0 - s)
+        m = len(ok)
+        np.multiply(uv[:, 0], f, out=out[done:done + m, 0])
+        np.multiply(uv[:, 1], f, out=out[done:done + m, 1])
+        np.subtract(1.0, 2.0 * s, out=out[done:done + m, 2])
+        done += m
+
+
+def _rows(a, idx):
+    """``a[idx]`` of a component-major (n, 3) array, gathered column by column (np.take of
+    whole rows is slow for this layout, fancy indexing slower still)."""
+    out = np.empty((len(idx), a.shape[1]), order="F")
+    for c in range(a.shape[1]):
+        np.take(a[:, c], idx, out=out[:, c])
+    return out
+
+
+def _decay_times(g, t0, dur, rng):
+    """Decay times (ns) of a seed block: a Poisson process whose ``g``-th decay closes the
+    block's Gamma(g)-distributed duration ``dur`` starting at ``t0``. Given the duration, the
+    ``g`` spacings are Dirichlet(1, ..., 1), i.e. Exp(1) variates normalised by their sum."""
+    cum = np.cumsum(rng.standard_exponential(g))
+    return t0 + dur * (cum / cum[-1])
+
+
+def _trace_separately(detector, x, d1, d2, depth):
     """Photon 1 for every decay, photon 2 where photon 1 interacted (acollinear pairs)."""
     todo = np.arange(len(x))
     hits = []
     for j, d in enumerate((d1, d2)):
         if isinstance(detector, IdealCylinder):
-            hit, t = trace_cylinder(detector, x[todo], d[todo])
+            hit, t = trace_cylinder(detector, _rows(x, todo), _rows(d, todo))
             p_i = np.flatnonzero(hit)
             t = t[hit]
             b = c = np.full(len(p_i), -1, np.int32)
         else:
-            mu = detector.mu_per_mm
-            p_i, b, local, t = trace_blocks(detector, x[todo], d[todo],
-                                            lambda i, todo=todo, j=j: -np.log1p(-u01[todo[i], 4 + j]) / mu)
+            p_i, b, local, t = trace_blocks(detector, _rows(x, todo), _rows(d, todo),
+                                            np.take(depth[j], todo))
             c = detector.crystals.locate(local)
         hits.append((b, c, t))
         keep1 = p_i  # indexes the decays still in play; realigns photon 1 below
@@ -114,77 +154,89 @@ def _trace_separately(detector, x, d1, d2, u01):
 
 def _simulate_chunk(detector, phantom, blocks, starts, durations, sizes, seed, opt):
     n = int(np.sum(sizes))
-    x, u01, nrm = np.empty((n, 3)), np.empty((n, 6)), np.empty((n, 6))
+    acol = opt["acollinearity_sigma"] > 0
+    # component-major storage: the transport works on contiguous x, y, z columns
+    x, d1 = np.empty((n, 3), order="F"), np.empty((n, 3), order="F")
+    # Exp(1) variates of the interaction depths in the blocks (mu_LYSO * depth), per photon
+    expo = np.empty((2, n))
+    nrm_acol = np.empty((2, n)) if acol else None
     t_decay, event_id = np.empty(n), np.empty(n, np.int64)
-    o = 0
-    for k, t0, dur, g in zip(blocks, starts, durations, sizes):
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    rngs = []
+    for k, t0, dur, g, o in zip(blocks, starts, durations, sizes, offsets):
         rng = _block_rng(seed, int(k))
         g = int(g)
         x[o:o + g] = phantom.sample(g, rng)
-        rng.random(out=u01[o:o + g])  # same draws as rng.random((g, 6)), no copy
-        rng.standard_normal(out=nrm[o:o + g])
-        frac = np.sort(rng.random(g))
-        frac[-1] = 1.0  # the block's last decay closes its Gamma-distributed duration
-        t_decay[o:o + g] = t0 + dur * frac
+        _isotropic(g, rng, d1[o:o + g])
+        for r in range(2):
+            rng.standard_exponential(out=expo[r, o:o + g])
+        t_decay[o:o + g] = _decay_times(g, t0, dur, rng)
+        if acol:
+            for r in range(2):
+                rng.standard_normal(out=nrm_acol[r, o:o + g])
         event_id[o:o + g] = np.arange(SEED_BLOCK * k, SEED_BLOCK * k + g)
-        o += g
-    cos_t = 2.0 * u01[:, 0] - 1.0
-    sin_t = np.sqrt(1.0 - cos_t**2)
-    phi = 2.0 * np.pi * u01[:, 1]
-    d1 = np.empty((n, 3))
-    np.multiply(sin_t, np.cos(phi), out=d1[:, 0])
-    np.multiply(sin_t, np.sin(phi), out=d1[:, 1])
-    d1[:, 2] = cos_t
+        rngs.append(rng)  # continued below for this block's interacting decays
     d2 = None  # back to back: -d1, formed only where needed
-    if opt["acollinearity_sigma"] > 0:
+    if acol:
         e1, e2 = _perpendicular_basis(d1)
-        d2 = -d1 + opt["acollinearity_sigma"] * (nrm[:, [0]] * e1 + nrm[:, [1]] * e2)
+        d2 = -d1 + opt["acollinearity_sigma"] * (nrm_acol[0][:, None] * e1 + nrm_acol[1][:, None] * e2)
         d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
 
-    def direction(j, idx):
-        return d1[idx] if j == 0 else (-d1[idx] if d2 is None else d2[idx])
-    if isinstance(detector, IdealCylinder) or opt["acollinearity_sigma"] > 0:
-        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, u01)
+    def direction(j, idx):  # np.take: several times faster than fancy indexing of (n, 3)
+        d = _rows(d1 if (j == 0 or d2 is None) else d2, idx)
+        return -d if (j == 1 and d2 is None) else d
+    if isinstance(detector, IdealCylinder) or acol:
+        depth = expo / detector.mu_per_mm if not isinstance(detector, IdealCylinder) else None
+        todo, (b1, c1, t1), (b2, c2, t2) = _trace_separately(detector, x, d1, -d1 if d2 is None else d2, depth)
     else:
-        # interaction depths (Exp(mu) along the block path) only of photons that cross a block
-        mu = detector.mu_per_mm
-        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, lambda i: -np.log1p(-u01[i, 4]) / mu,
-                                                        lambda i: -np.log1p(-u01[i, 5]) / mu)
+        # interaction depths (Exp(mu) along the block path)
+        depth = expo / detector.mu_per_mm
+        todo, (b1, l1, t1), (b2, l2, t2) = trace_pairs(detector, x, d1, depth[0], depth[1])
         c1, c2 = detector.crystals.locate(l1), detector.crystals.locate(l2)
+    # energy and time blur (normal) and phantom survival (Exp(1): a photon survives iff
+    # E > mu L) only for decays whose photons both interact, each from its own block's
+    # stream (in decay order: ``todo`` is ascending), so the events still do not depend on
+    # the chunking; attenuation only removes events of the same seed
+    nrm, surv = np.empty((len(todo), 4)), np.empty((len(todo), 2))
+    cut = np.searchsorted(todo, offsets)
+    for rng, i0, i1 in zip(rngs, cut[:-1], cut[1:]):
+        rng.standard_normal(out=nrm[i0:i1])
+        rng.standard_exponential(out=surv[i0:i1])
     ok = np.ones(len(todo), bool)
-    # survival through the phantom material, evaluated only where it can still matter
-    # (its uniform variates were drawn for every decay, so the result is unchanged)
     if opt["attenuation"] and phantom.mu_per_mm > 0:
         for j in range(2):
-            length = phantom.attenuation_length(x[todo], direction(j, todo))
-            ok &= u01[todo, 2 + j] < np.exp(-phantom.mu_per_mm * length)
+            length = phantom.attenuation_length(_rows(x, todo), direction(j, todo))
+            ok &= surv[:, j] > phantom.mu_per_mm * length
     n_reached = len(todo)
-    todo, b1, c1, t1, b2, c2, t2 = todo[ok], b1[ok], c1[ok], t1[ok], b2[ok], c2[ok], t2[ok]
+    todo, b1, c1, t1, b2, c2, t2 = (np.compress(ok, v) for v in (todo, b1, c1, t1, b2, c2, t2))
+    nrm = np.compress(ok, nrm, axis=0)
     n_both = len(todo)
-    energy = 511.0 * (1.0 + opt["energy_sigma_rel"] * nrm[todo, 2:4])
-    t_true = t_decay[todo, None] + np.column_stack([t1, t2]) / SPEED_OF_LIGHT_MM_PER_NS
-    t_meas = t_true + opt["time_sigma_ns"] * nrm[todo, 4:6]
+    # per photon j = 0, 1: energy (keV), true and measured detection times (ns)
+    t_dec = np.take(t_decay, todo)
+    energy = [511.0 * (1.0 + opt["energy_sigma_rel"] * nrm[:, j]) for j in range(2)]
+    t_true = [t_dec + t / SPEED_OF_LIGHT_MM_PER_NS for t in (t1, t2)]
+    t_meas = [t_true[j] + opt["time_sigma_ns"] * nrm[:, 2 + j] for j in range(2)]
     lo, hi = opt["energy_window_kev"]
-    keep = ((energy >= lo) & (energy <= hi)).all(1)
-    keep &= np.abs(t_meas[:, 0] - t_meas[:, 1]) <= opt["coincidence_window_ns"]
+    keep = (energy[0] >= lo) & (energy[0] <= hi) & (energy[1] >= lo) & (energy[1] <= hi)
+    keep &= np.abs(t_meas[0] - t_meas[1]) <= opt["coincidence_window_ns"]
     sel = np.flatnonzero(keep)
-    ev = todo[sel]
-    xs = x[ev]
-    pos = np.stack([xs + t1[sel, None] * d1[ev], xs + t2[sel, None] * direction(1, ev)], 1)
-    block = np.column_stack([b1, b2])[sel].astype(np.int32)
-    crystal = np.column_stack([c1, c2])[sel].astype(np.int32)
-    energy, t_true, t_meas = energy[sel], t_true[sel], t_meas[sel]
+    ev = np.take(todo, sel)
+    xs = _rows(x, ev)
+    pos = [xs + np.take(t, sel)[:, None] * direction(j, ev) for j, t in enumerate((t1, t2))]
     # the sorter's first single is the earlier one
-    first = (t_meas[:, 0] > t_meas[:, 1]).astype(np.int64)
-    second = 1 - first
-    rows = np.arange(len(sel))
+    t_meas = [np.take(t, sel) for t in t_meas]
+    swap = t_meas[0] > t_meas[1]
     cols = {}
-    for name, arr in {"GlobalTime": t_meas, "TotalEnergyDeposit": energy / 1000.0, "TrueGlobalTime": t_true,
-                      "BlockID": block, "CrystalID": crystal}.items():
-        cols[f"{name}1"], cols[f"{name}2"] = arr[rows, first], arr[rows, second]
-    cols["EventID1"] = cols["EventID2"] = event_id[ev]
+    for name, (v1, v2) in {"GlobalTime": t_meas,
+                           "TotalEnergyDeposit": [np.take(e, sel) / 1000.0 for e in energy],
+                           "TrueGlobalTime": [np.take(t, sel) for t in t_true],
+                           "BlockID": [np.take(b, sel).astype(np.int32) for b in (b1, b2)],
+                           "CrystalID": [np.take(c, sel).astype(np.int32) for c in (c1, c2)]}.items():
+        cols[f"{name}1"], cols[f"{name}2"] = np.where(swap, v2, v1), np.where(swap, v1, v2)
+    cols["EventID1"] = cols["EventID2"] = np.take(event_id, ev)
     for a, axis in enumerate("XYZ"):
-        cols[f"PostPosition_{axis}1"], cols[f"PostPosition_{axis}2"] = pos[rows, first, a], pos[rows, second, a]
+        p1, p2 = pos[0][:, a], pos[1][:, a]
+        cols[f"PostPosition_{axis}1"], cols[f"PostPosition_{axis}2"] = np.where(swap, p2, p1), np.where(swap, p1, p2)
         cols[f"TrackVertexPosition_{axis}1"] = cols[f"TrackVertexPosition_{axis}2"] = xs[:, a]
     counts = {"decays": n, "both_reached_detectors": n_reached, "both_detected": n_both,
               "coincidences": len(sel)}

@@ -66,11 +66,20 @@ class PointSources(Phantom):
         return self.activities_bq / (4.0 / 3.0 * np.pi * self.radius_mm**3)
 
     def _sample(self, n, rng):
-        k = rng.choice(len(self.activities_bq), size=n, p=self.activities_bq / self.activities_bq.sum())
-        v = rng.normal(size=(n, 3))
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        r = self.radius_mm * np.cbrt(rng.uniform(0, 1, n))
-        return self.centres_mm[k] + v * r[:, None]
+        # source by inverse CDF of the activities, point uniform in the unit ball by rejection
+        # from the cube (acceptance pi / 6): cheaper than normal directions and a cube root
+        cdf = np.cumsum(self.activities_bq) / self.total_activity
+        u = rng.random(n)
+        if len(cdf) <= 16:  # same k as searchsorted(side="right"), faster for a few sources
+            k = np.zeros(n, np.intp)
+            for c in cdf[:-1]:
+                k += u >= c
+        else:
+            k = np.searchsorted(cdf[:-1], u, side="right")
+        out = _unit_ball(n, rng)
+        out *= self.radius_mm
+        out += np.take(self.centres_mm, k, axis=0)  # np.take: faster than fancy indexing
+        return out
 
     def contains(self, points):
         p = np.asarray(points, float).reshape(-1, 3)
@@ -89,6 +98,22 @@ class PointSources(Phantom):
         if self.cube_mm == 0:
             return np.zeros(o.shape[0])
         return forward_box_lengths(o, d, self.centres_mm, self.cube_mm / 2)
+
+
+def _unit_ball(n, rng):
+    """``n`` points uniform in the unit ball, (n, 3): uniform points of the cube ``[-1, 1)^3``
+    with ``|p| <= 1``, in order (rejection sampling; ~1.91 triplets per point)."""
+    out = np.empty((n, 3))
+    done = 0
+    while done < n:
+        need = n - done
+        v = rng.random((int(1.91 * need + 4.0 * np.sqrt(need)) + 8, 3))
+        v *= 2.0
+        v -= 1.0
+        inside = np.flatnonzero(np.einsum("ij,ij->i", v, v) <= 1.0)[:need]
+        out[done:done + len(inside)] = np.take(v, inside, axis=0)
+        done += len(inside)
+    return out
 
 
 @_register
