@@ -97,6 +97,9 @@ def _share_covariance(events, n_blocks):
     n = len(b1)
     if n < 2:
         raise ValueError(f"need at least 2 coincidences to compare block counts, got {n}")
+    lo, hi = min(b1.min(), b2.min()), max(b1.max(), b2.max())
+    if lo < 0 or hi >= n_blocks:
+        raise ValueError(f"BlockID outside 0 ... {n_blocks - 1} (got {lo} ... {hi}): wrong scanner?")
     m = np.bincount(b1 * n_blocks + b2, minlength=n_blocks * n_blocks).reshape(n_blocks, n_blocks).astype(float)
     q = (m.sum(1) + m.sum(0)) / n
     second = (np.diag(m.sum(1)) + np.diag(m.sum(0)) + m + m.T) / n
