@@ -18,7 +18,7 @@ from refsuite.mc import simulate
 from simulations.builtin import builtin_options, run_builtin
 from simulations.compare import (
     SweepResult, compare_block_counts, compare_energy_spectra, compare_sweeps, ks_critical_distance, run_engine,
-    short_run, sweep_sensitivity,
+    short_run, sweep_sensitivity, true_coincidences,
 )
 from simulations.scenario import load_scenario, shipped_scenarios
 
@@ -217,3 +217,28 @@ def test_bad_inputs_are_rejected(reference, sweep_runs):
         compare_sweeps(_sweep([1, 2, 3, 4]), _sweep([1, 2, 3, 4]), rel_sys=-0.1)
     with pytest.raises(ValueError, match="radial_offset_mm"):
         sweep_sensitivity([load_scenario(SHIPPED["thull_points"]).runs()[0]], run_builtin, n_decays=10, seed=0)
+
+
+def _with_randoms(run, out):
+    """An engine whose sorter also pairs singles of different decays (randoms)."""
+    from refsuite.io import read_coincidences, write_coincidences
+
+    run_builtin(run, out)
+    ev = read_coincidences(out)
+    n = ev.n_events // 10
+    randoms = {k: v[:n].copy() for k, v in ev.items()}
+    randoms["EventID2"] = randoms["EventID2"] + 10**9
+    write_coincidences(out, {k: np.concatenate([v, randoms[k]]) for k, v in ev.items()})
+
+
+def test_randoms_are_left_out_of_the_comparison(reference, sweep_runs):
+    t = true_coincidences(reference)
+    assert t.n_events == reference.n_events  # the built-in MC forms trues only
+    mixed = {k: np.concatenate([v, v[:5]]) for k, v in reference.items()}
+    mixed["EventID2"][-5:] += 1
+    assert true_coincidences(mixed).n_events == reference.n_events
+    runs = sweep_runs[:1]
+    clean = sweep_sensitivity(runs, run_builtin, n_decays=8192, seed=3)
+    assert sweep_sensitivity(runs, _with_randoms, n_decays=8192, seed=3).coincidences == pytest.approx(clean.coincidences)
+    assert sweep_sensitivity(runs, _with_randoms, n_decays=8192, seed=3, trues_only=False).coincidences[0] > \
+        1.05 * clean.coincidences[0]
