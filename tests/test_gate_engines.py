@@ -98,3 +98,13 @@ def test_engine_without_compton_losses_is_red_on_the_ratio(inputs):
     which must lie below 0.9 for any engine that simulates Compton escape."""
     status, s = _status(run_builtin, inputs, "built-in copy")
     assert {k for k, ok in status.items() if not ok} == {"mean sensitivity ratio"}
+
+
+@pytest.mark.requires("geant4_data")
+@pytest.mark.slow
+def test_gate_against_builtin_where_geant4_data_exists(inputs):
+    """The real thing (skipped here): GATE vs built-in at the quick sizes, every check green."""
+    from simulations.gate import run_gate
+
+    status, s = _status(run_gate, inputs, "GATE")
+    assert all(status.values()), [(c.name, c.measured, c.detail) for c in s.checks]
