@@ -231,7 +231,8 @@ def _sweep(section, ctx, runs, n_decays):
         ["r (mm)", "built-in coincidences / decay", "std. error", "closed form S_g (line mean)", "ratio"], rows,
         f"{n_decays} decays per offset. The ratio is the detection efficiency of the 20 mm LYSO modules with their "
         "gaps and the energy window; it grows with r as oblique photons cross more crystal. No check: the "
-        "closed form is the ideal-cylinder geometry only. The GATE column appears where Geant4 data exists."))
+        "closed form is the ideal-cylinder geometry only. GATE vs built-in: a separate table, where Geant4 "
+        "data exists."))
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.plot(r_mm, s_cf, "k-", label="closed form S_g (Lin et al.)")
     ax.errorbar(r_mm, s_mc, yerr=[row[2] for row in rows], fmt="o", ms=3, label="built-in MC (lin_clinical)")
@@ -243,8 +244,10 @@ def _sweep(section, ctx, runs, n_decays):
 
 # ---------------------------------------------------------------- GATE vs built-in
 #: Acquisitions of the engine comparison (decays per run); quick mode keeps GATE short.
-ENGINE_SIZES = {True: {"points_decays": 2**17, "sweep_offsets_mm": (0.0, 125.0, 250.0, 375.0), "sweep_decays": 2**15},
-                False: {"points_decays": 2**20, "sweep_offsets_mm": None, "sweep_decays": 2**18}}
+ENGINE_SIZES = {
+    True: {"points_decays": 2**17, "sweep_offsets_mm": (0.0, 125.0, 250.0, 375.0), "sweep_decays": 2**15},
+    False: {"points_decays": 2**20, "sweep_offsets_mm": None, "sweep_decays": 2**18},  # None: all 16 offsets
+}
 BLOCK_REL_SYS = 0.03  # relative allowance per block share
 SWEEP_REL_SYS = 0.05  # relative allowance per sweep offset
 KS_EXCESS_MAX = 0.05  # KS distance allowed beyond the 99.9 % statistical bound
@@ -253,10 +256,16 @@ RATIO_BAND = (0.15, 0.90)  # allowed S_A / S_B along the sweep
 P_MIN = 1e-3
 
 
-def _engine_tolerances(a: str, b: str) -> dict[str, Tolerance]:
-    """The engine-comparison checks and their tolerances, stated before anything is simulated."""
-    mid = lambda lo_hi: (lo_hi[0] + lo_hi[1]) / 2  # noqa: E731
-    half = lambda lo_hi: (lo_hi[1] - lo_hi[0]) / 2  # noqa: E731
+def _half(interval):
+    return (interval[1] - interval[0]) / 2
+
+
+def _engine_tolerances(a: str, b: str) -> tuple[dict[str, Tolerance], tuple[float, float]]:
+    """The engine-comparison checks and their tolerances, stated before anything is simulated.
+
+    Returns the tolerances by check name (in the order the checks are made) and the
+    references of the two interval checks (centres of :data:`MEAN_SHIFT_KEV`, :data:`RATIO_BAND`).
+    """
     return {
         f"{a} vs {b}: counts per block, chi-square p-value ({BLOCK_REL_SYS:.0%} allowance per block)": Tolerance(
             P_MIN, Comparison.AT_LEAST, justification=(
@@ -271,12 +280,12 @@ def _engine_tolerances(a: str, b: str) -> dict[str, Tolerance]:
                 "the in-window singles: the CDFs may differ by 0.05 beyond statistics; 12 % vs 14 % FWHM gives 0.02, "
                 "12 % vs 20 % gives 0.12")),
         f"{a} vs {b}: mean in-window energy, {a} - {b}": Tolerance(
-            half(MEAN_SHIFT_KEV), Comparison.ABS_DIFF, unit="keV", justification=(
+            _half(MEAN_SHIFT_KEV), Comparison.ABS_DIFF, unit="keV", justification=(
                 f"allowed {MEAN_SHIFT_KEV[0]:g} ... {MEAN_SHIFT_KEV[1]:+g} keV: GATE's partial deposits can only "
                 "lower the mean (no pile-up within one decay's block readout); +2 keV covers > 5 sigma of "
                 "statistics at the quick size (sigma ~ 0.3 keV)")),
         f"{a} vs {b}: line-source sweep, mean sensitivity ratio {a} / {b}": Tolerance(
-            half(RATIO_BAND), Comparison.ABS_DIFF, justification=(
+            _half(RATIO_BAND), Comparison.ABS_DIFF, justification=(
                 f"allowed {RATIO_BAND[0]:g} ... {RATIO_BAND[1]:g}: the built-in MC counts every first interaction as a "
                 "full 511 keV deposit, an upper bound; GATE keeps a coincidence only when both photons deposit "
                 ">= 450 keV in one block, the square of a full-energy fraction of ~0.4 ... 0.95 for a 20 mm LYSO "
@@ -288,7 +297,7 @@ def _engine_tolerances(a: str, b: str) -> dict[str, Tolerance]:
                 "the full-energy fraction with incidence angle (up to ~68 deg at r = 375 mm; an estimate): over the 4 "
                 "quick offsets a linear trend of the ratio above ~27 % end to end fails; a source placed at r/2 "
                 "gives p ~ 1e-9 at the quick size")),
-    }, (mid(MEAN_SHIFT_KEV), mid(RATIO_BAND))
+    }, (sum(MEAN_SHIFT_KEV) / 2, sum(RATIO_BAND) / 2)
 
 
 def _lin_geometry(scan):
@@ -336,7 +345,8 @@ def _engines(section, ctx, points, sweep_runs, *, engine_a, engine_b, label_a, l
     cmp = compare_sweeps(sa, sb, rel_sys=SWEEP_REL_SYS)
     section.check(ratio_name, cmp.mean_ratio, ratio_ref, detail=f"{cmp.mean_ratio:.3f} +- {cmp.mean_ratio_err:.3f} "
                   f"over {len(runs)} offsets, {n} decays each")
-    section.check(shape_name, cmp.p_value, detail=f"chi2 = {cmp.chi2:.2f} / {cmp.dof} dof; max |z| = {cmp.max_abs_z:.2f}")
+    section.check(shape_name, cmp.p_value,
+                  detail=f"chi2 = {cmp.chi2:.2f} / {cmp.dof} dof; max |z| = {cmp.max_abs_z:.2f}")
     radius, half = _lin_geometry(runs[0].scanner)
     sg = np.array([float(line_source_sensitivity(r, radius=radius, half_length=half,
                                                  source_length=run.phantom.length_mm))
@@ -347,13 +357,15 @@ def _engines(section, ctx, points, sweep_runs, *, engine_a, engine_b, label_a, l
          "closed form S_g", f"{label_a} / S_g", f"{label_b} / S_g"],
         [[float(x) for x in (r, a, ea_, b, eb_, q, eq, g, a / g, b / g)] for r, a, ea_, b, eb_, q, eq, g in zip(
             sa.radial_offset_mm, sa.sensitivity, sa.stderr, sb.sensitivity, sb.stderr, cmp.ratio, cmp.ratio_err, sg)],
-        f"{n} decays per offset and engine; true coincidences (EventID1 = EventID2) per decay, Poisson errors. The closed form is the ideal-cylinder geometry "
-        "(no check against it); the ratio to it is each engine's detection efficiency."))
+        f"{n} decays per offset and engine; true coincidences (EventID1 = EventID2) per decay, Poisson errors. "
+        "The closed form is the ideal-cylinder geometry (no check against it); the ratio to it is each engine's "
+        "detection efficiency."))
     _draw_engines(section, sp, sa, sb, cmp, label_a, label_b)
     return [["counts per block", f"run ({label_a} vs {label_b})",
              f"p = {bc.p_value:.3g}, max |z| = {bc.max_abs_z:.2f}"],
             ["energy spectra", f"run ({label_a} vs {label_b})",
-             f"D = {sp.ks_distance:.4f} (bound {sp.ks_critical:.4f}); mean {sp.mean_a_kev:.1f} vs {sp.mean_b_kev:.1f} keV"],
+             f"D = {sp.ks_distance:.4f} (bound {sp.ks_critical:.4f}); "
+             f"mean {sp.mean_a_kev:.1f} vs {sp.mean_b_kev:.1f} keV"],
             ["line-source sweep sensitivity vs refsuite.sensitivity", f"run ({label_a} vs {label_b})",
              f"ratio {cmp.mean_ratio:.3f}, shape p = {cmp.p_value:.3g} ({len(runs)} offsets)"]]
 
