@@ -46,13 +46,16 @@ class StudyInputs:
     with_no_tof: bool | None = None
     with_image_quality: bool = True  # hot-rod reconstructions with truth / blueprint / aligned geometry
     hot_rod: dict | None = None  # sizes of the hot-rod runs (:data:`_HOT_ROD_QUICK` keys); None: by mode
-    with_tube: bool = True  # the tube phantom run (Thull et al., sec. 2.5)
-    with_planar: bool = True  # coarse binning without DOI ("planar_2mm"), point sources
+    with_tube: bool | None = None  # the tube phantom run (Thull et al., sec. 2.5)
+    with_planar: bool | None = None  # coarse binning without DOI ("planar_2mm"), point sources
 
 
 # quick: ~1.1e5 coincidences, 50k bins per batch (~2.5 min on a shared 2-core machine)
-_QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=200, batch_size=50_000, with_no_tof=False)
-_FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=1_000_000, with_no_tof=True)
+# (the tube and planar runs are full-mode only: with them the quick run took > 14 min on the shared machine)
+_QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=200, batch_size=50_000, with_no_tof=False,
+              with_tube=False, with_planar=False)
+_FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=1_000_000, with_no_tof=True,
+             with_tube=True, with_planar=True)
 
 
 # hot-rod image quality (Thull et al., sec. 2.7, Tables 3-4), three reconstructions of one acquisition:

@@ -18,6 +18,7 @@ affine registration of the image to the truth before scoring (:func:`rigid_regis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -169,7 +170,8 @@ def hot_rod_metrics(image, phantom, *, voxel_size_mm: float, origin, truth=None,
         Slices this close to the rods' ends are not scored, mm.
     register : bool
         First register the image rigidly onto the truth (:func:`rigid_register`), as Thull et al.
-        do (with an affine map) before evaluation.
+        do (with an affine map) before evaluation; the fitted in-plane motion is applied to the
+        phantom (centre, rotation), and every metric is taken against the moved phantom.
 
     Returns
     -------
@@ -189,7 +191,15 @@ def hot_rod_metrics(image, phantom, *, voxel_size_mm: float, origin, truth=None,
     body, core = _evaluation_masks(phantom, img.shape, h, org, axial_margin_mm)
     reg = np.zeros(3)
     if register:
-        img, reg = rigid_register(img, ref, voxel_size_mm=h, mask=body)
+        # the fitted motion moves the phantom (its centre and rotation), not the image: resampling
+        # the image at sub-voxel offsets would smooth it and lower the PVR of coarse grids
+        _, reg = rigid_register(img, ref, voxel_size_mm=h, mask=body)
+        if np.any(reg):
+            cx, cy, cz = phantom.centre_mm
+            phantom = dataclasses.replace(phantom, centre_mm=(cx + reg[0], cy + reg[1], cz),
+                                          rotation_deg=phantom.rotation_deg + float(np.rad2deg(reg[2])))
+            ref = phantom.voxelise(img.shape, h, org)
+            body, core = _evaluation_masks(phantom, img.shape, h, org, axial_margin_mm)
     s_img, s_ref = img[body].sum(), ref[body].sum()
     if not s_img > 0:
         raise ValueError("the image is zero over the phantom: nothing was reconstructed there")

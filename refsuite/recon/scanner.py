@@ -40,11 +40,17 @@ def crystal_positions(scanner, block: np.ndarray, crystal: np.ndarray) -> np.nda
     return pos[block] + np.einsum("ni,nij->nj", centres[crystal], axes[block])
 
 
-def sample_crystal_points(scanner, block: np.ndarray, crystal: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
-    """Points (mm) drawn uniformly inside the crystal voxels ``(block[i], crystal[i])``."""
+def sample_crystal_points(scanner, block: np.ndarray, crystal: np.ndarray, *, rng: np.random.Generator,
+                          offsets: np.ndarray | None = None) -> np.ndarray:
+    """Points (mm) drawn uniformly inside the crystal voxels ``(block[i], crystal[i])``.
+
+    ``offsets`` (n, 3) in [-1, 1] (fractions of the half sizes) replace the draws from ``rng``:
+    common random numbers when the same lines are placed with several geometries.
+    """
     pos, axes, centres, half = _scanner_arrays(scanner)
     block, crystal = np.asarray(block, np.int64), np.asarray(crystal, np.int64)
-    local = centres[crystal] + rng.uniform(-1.0, 1.0, (block.size, 3)) * half[crystal]
+    u = rng.uniform(-1.0, 1.0, (block.size, 3)) if offsets is None else np.asarray(offsets, float).reshape(-1, 3)
+    local = centres[crystal] + u * half[crystal]
     return pos[block] + np.einsum("ni,nij->nj", local, axes[block])
 
 
@@ -246,11 +252,14 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
         rad, ang = r * np.sqrt(rng.random(n)), rng.uniform(0, 2 * np.pi, n)
         foot = centre + e1 * (rad * np.cos(ang))[:, None] + e2 * (rad * np.sin(ang))[:, None]
         depth = rng.exponential(1.0 / mu, (2, n))
+        # drawn per line before tracing, so that the same seed gives the same numbers to the same
+        # line whatever the geometry (common random numbers across geometries)
+        offsets = rng.uniform(-1.0, 1.0, (2, n, 3))
         k, (b1, l1, _), (b2, l2, _) = trace_pairs(scanner, foot, u, depth[0], depth[1])
         if lor_from_crystals:
             c1, c2 = scanner.crystals.locate(l1), scanner.crystals.locate(l2)
-            xs = sample_crystal_points(scanner, b1, c1, rng=rng)
-            xe = sample_crystal_points(scanner, b2, c2, rng=rng)
+            xs = sample_crystal_points(scanner, b1, c1, rng=rng, offsets=offsets[0, k])
+            xe = sample_crystal_points(scanner, b2, c2, rng=rng, offsets=offsets[1, k])
         else:
             xs, xe = foot[k] + 100 * r * u[k], foot[k] - 100 * r * u[k]
         xs_t, xe_t = (torch.as_tensor(x, dtype=dtype, device=dev) for x in (xs, xe))
