@@ -15,8 +15,7 @@ is the paper's scale (<= 5e6 coincidences, 200 iterations) with the paper's targ
 Image quality (Thull et al., sec. 2.7): a hot-rod phantom simulated into the perturbed scanner is
 reconstructed (LM-OSEM, :func:`refsuite.recon.reconstruct_hot_rod`) with the truth, the blueprint
 (misaligned) and the aligned geometry; PSNR, SSIM, COV and PVR per rod size are tabulated and the
-aligned geometry must beat the blueprint and match the truth geometry. Full mode adds a tube-phantom
-run and a coarse no-DOI binning run (``planar_2mm``) to the error table.
+aligned geometry must beat the blueprint and match the truth geometry.
 
 Broken input for the red test: ``StudyInputs(source_jitter_mm=3.0)`` hands the solver a phantom
 whose sources are each moved by ~3 mm (a wrong phantom definition, not a rigid misplacement):
@@ -52,16 +51,11 @@ class StudyInputs:
     with_no_tof: bool | None = None
     with_image_quality: bool = True  # hot-rod reconstructions with truth / blueprint / aligned geometry
     hot_rod: dict | None = None  # sizes of the hot-rod runs (:data:`_HOT_ROD_QUICK` keys); None: by mode
-    with_tube: bool | None = None  # the tube phantom run (Thull et al., sec. 2.5)
-    with_planar: bool | None = None  # coarse binning without DOI ("planar_2mm"), point sources
 
 
 # quick: ~1.1e5 coincidences, 50k bins per batch (~2.5 min on a shared 2-core machine)
-# (the tube and planar runs are full-mode only: with them the quick run took > 14 min on the shared machine)
-_QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=200, batch_size=50_000, with_no_tof=False,
-              with_tube=False, with_planar=False)
-_FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=1_000_000, with_no_tof=True,
-             with_tube=True, with_planar=True)
+_QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=200, batch_size=50_000, with_no_tof=False)
+_FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=1_000_000, with_no_tof=True)
 
 
 # hot-rod image quality (Thull et al., sec. 2.7, Tables 3-4), three reconstructions of one acquisition:
@@ -141,10 +135,6 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
         results[label] = (res, err, wall)
         rows.append([label, *np.round(1000 * err["translation_mm_mean"], 1), *np.round(err["rotation_deg_mean"], 3),
                      round(wall, 1), round(res.timing["per_iteration_s"], 2)])
-    extra = _variant_runs(section, ctx, inp, blueprint, truth, src, eff) if (inp.with_tube or inp.with_planar) else {}
-    for label, (r, e, w) in extra.items():
-        rows.append([label, *np.round(1000 * e["translation_mm_mean"], 1), *np.round(e["rotation_deg_mean"], 3),
-                     round(w, 1), round(r.timing["per_iteration_s"], 2)])
     res, err, wall = results["TOF 250 ps"]
     t_after = 1000 * err["translation_mm_mean"]
     section.check("translation error after alignment (worst axis mean)", float(t_after.max()),
@@ -277,49 +267,3 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
     section.figures.append(figure_from_matplotlib(fig, "Hot-rod reconstructions by geometry",
                                                   "Thull et al., Figs. 5-6 analogue: mean of the rods' central slices."))
 
-
-def _variant_runs(section: Section, ctx: RunContext, inp: StudyInputs, blueprint, truth, src, eff) -> dict:
-    """The tube phantom and the coarse no-DOI binning (Thull et al., Table 1), each a TOF run of the
-    same size as the point-source run, on the same perturbed scanner; errors after Procrustes."""
-    from refsuite.alignment import TOFMode, align
-    from refsuite.geometry import preset, procrustes_errors
-    from refsuite.mc import simulate
-    from refsuite.phantoms import Tube
-
-    before = 1000 * procrustes_errors(blueprint, truth)["translation_mm_mean"]
-    out = {}
-    if inp.with_tube:
-        # Thull et al.: a 250 um tube through the 10 point-source positions (here ordered along z,
-        # so that the B-spline runs through the FOV once instead of looping back and forth)
-        tube = Tube(control_points_mm=src.centres_mm[np.argsort(src.centres_mm[:, 2])], diameter_mm=0.25)
-        section.declare("tube: translation error after alignment (worst axis mean)", Tolerance(
-            150.0 if not ctx.quick else 300.0, Comparison.AT_MOST, unit="um", justification=(
-                "full: the issue's target (Thull et al., Table 1: 52-193 um); quick: the activity spreads over a "
-                f"{tube.length_mm:.0f} mm curve, so ~1e5 coincidences constrain each block less than 10 point "
-                "sources do: a 1 mm misalignment must still come down below 300 um")))
-        ev = simulate(truth, tube, n_decays=inp.n_decays, seed=ctx.seed + 21)
-        t0 = time.perf_counter()
-        r = align(ev, blueprint, tube, efficiencies=eff, tof=TOFMode.FROM_EVENTS, n_iter=inp.n_iter,
-                  batch_size=inp.batch_size, seed=ctx.seed, device=ctx.device, progress=False)
-        e = procrustes_errors(r.scanner, truth)
-        out[f"tube ({tube.length_mm:.0f} mm), TOF"] = (r, e, time.perf_counter() - t0)
-        section.check("tube: translation error after alignment (worst axis mean)",
-                      float(1000 * e["translation_mm_mean"].max()),
-                      detail=f"per axis {np.round(1000 * e['translation_mm_mean'], 1).tolist()} um from "
-                             f"{r.info['n_events']} coincidences; before {np.round(before, 1).tolist()} um")
-    if inp.with_planar:
-        from dataclasses import replace as dc_replace
-
-        planar_bp = preset("thull_sim", binning="planar_2mm")
-        # the same perturbed blocks with the planar crystal table (2 x 10 x 2 mm, no DOI)
-        planar_truth = dc_replace(truth, crystals=planar_bp.crystals, metadata=dict(planar_bp.metadata))
-        ev = simulate(planar_truth, src, n_decays=inp.n_decays, seed=ctx.seed + 22)
-        t0 = time.perf_counter()
-        # efficiencies 1: the MC has no intrinsic crystal efficiency variation, and a second shell scan
-        # for the planar table would double the quick run's simulation time
-        r = align(ev, planar_bp, src, efficiencies=None, tof=TOFMode.FROM_EVENTS, n_iter=inp.n_iter,
-                  batch_size=inp.batch_size, seed=ctx.seed, device=ctx.device, progress=False)
-        out["planar 2 mm, no DOI, TOF"] = (r, procrustes_errors(r.scanner, planar_truth), time.perf_counter() - t0)
-        section.notes.append("The planar (no DOI) run is reported, not checked: Thull et al. find coarse binnings "
-                             "without DOI worse (~400 um); its efficiencies are 1 (no fan-sum shell scan).")
-    return out
