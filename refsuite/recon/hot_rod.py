@@ -228,7 +228,8 @@ def _attenuation_map(phantom, shape, h, origin):
 
 def reconstruct_hot_rod(events, scanner, phantom, *, voxel_size_mm: float, n_iter: int, n_subsets: int,
                         lors_per_event: int = 1, sample_in_crystals: bool = True, attenuation_correction: bool = True,
-                        n_sensitivity_lines: int = 4_000_000, seed: int = 0, device=None) -> HotRodResult:
+                        n_sensitivity_lines: int = 4_000_000, register: bool = True, seed: int = 0,
+                        device=None) -> HotRodResult:
     """LM-OSEM of hot-rod list-mode events with ``scanner``'s geometry, scored.
 
     Parameters
@@ -259,6 +260,8 @@ def reconstruct_hot_rod(events, scanner, phantom, *, voxel_size_mm: float, n_ite
     n_sensitivity_lines : int
         Lines of the sensitivity Monte Carlo (:func:`refsuite.recon.detected_line_sensitivity`,
         with ``scanner``'s geometry: the sensitivity one believes in).
+    register : bool
+        Fit the in-plane pose of the phantom to the image before scoring (:func:`hot_rod_metrics`).
     seed : int
         Seeds the crystal sampling and the sensitivity Monte Carlo.
     device : str or torch.device, optional
@@ -301,7 +304,7 @@ def reconstruct_hot_rod(events, scanner, phantom, *, voxel_size_mm: float, n_ite
     img = lm_osem(lm, scanner, image_shape=shape, voxel_size=h, origin=origin, n_iter=int(n_iter),
                   n_subsets=int(n_subsets), attenuation=mu, sensitivity=sens, device=device)
     img = np.asarray(img.cpu(), float) / k
-    m = hot_rod_metrics(img, phantom, voxel_size_mm=h, origin=origin)
+    m = hot_rod_metrics(img, phantom, voxel_size_mm=h, origin=origin, register=register)
     return HotRodResult(image=img, truth=m["truth"], voxel_size_mm=h, origin_mm=tuple(origin), pvr=m["pvr"],
                         psnr_db=m["psnr_db"], ssim=m["ssim"], cov=m["cov"], profiles=m["profiles"], n_events=n,
                         timing={"reconstruct_s": time.perf_counter() - t0}, registration=m["registration"])
