@@ -6,10 +6,13 @@ keeps this under a minute; the honest run of that configuration is the compariso
 
 from __future__ import annotations
 
-from refsuite.report import RunContext
+import numpy as np
+
+from refsuite.report import RunContext, Section
 from validation import alignment
 
-SMALL = dict(binning="4mm", n_decays=250_000, n_shell_decays=1_500_000, n_iter=40, batch_size=20_000)
+SMALL = dict(binning="4mm", n_decays=250_000, n_shell_decays=1_500_000, n_iter=40, batch_size=20_000,
+             with_image_quality=False)  # the image-quality checks have their own test below
 
 
 def test_study_red_on_wrong_phantom():
@@ -23,3 +26,20 @@ def test_study_red_on_wrong_phantom():
     assert honest[name].measured < 0.5 * broken[name].measured
     assert honest["translation error reduction factor"].measured < 0.5 * broken["translation error reduction factor"].measured
     assert broken["run time"].passed and honest["NLL decrease over the run"].passed
+
+
+def test_image_quality_red_when_the_aligned_geometry_is_the_blueprint():
+    """Broken input: the "aligned" geometry handed to the image-quality evaluation is the blueprint
+    itself (an alignment that did nothing): it is not better than the blueprint and not close to the
+    truth geometry, so all four checks turn red. (The honest run is the study's own.)"""
+    from refsuite.geometry import perturb, preset
+
+    blueprint = preset("thull_sim")
+    truth = perturb(blueprint, sigma_t_mm=1.0, sigma_r_deg=1.0, rng=np.random.default_rng(3))
+    s = Section(study="alignment", title="t")
+    sizes = dict(n_decays=2_000_000, voxel_size_mm=1.0, n_iter=2, n_subsets=6, n_sensitivity_lines=1_500_000)
+    alignment._image_quality(s, RunContext(seed=7), truth, blueprint, blueprint, sizes)
+    assert len(s.checks) == 4 and not any(c.passed for c in s.checks)
+    # the truth geometry itself is measurably better than the blueprint on these data
+    by = {c.name: c for c in s.checks}
+    assert by["hot-rod PSNR, aligned vs truth geometry"].reference > by["hot-rod PSNR, aligned vs truth geometry"].measured

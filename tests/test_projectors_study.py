@@ -66,3 +66,16 @@ def test_accuracy_checks_red_on_misplaced_phantom(monkeypatch):
     s = _section()
     study._accuracy(s, np.random.default_rng(0), quick=True)
     assert any(not c.passed for c in s.checks if c.name.startswith("blob"))
+
+
+def test_hot_rod_red_on_misaligned_reconstruction_geometry():
+    """MC data of the blueprint reconstructed with a badly misaligned geometry (3 mm, 3 deg per block)
+    blurs the 1.5 mm rods together; the honest run is the study's own (green in the quick report)."""
+    from refsuite.geometry import perturb, preset
+
+    wrong = perturb(preset("thull_sim"), sigma_t_mm=3.0, sigma_r_deg=3.0, rng=np.random.default_rng(5))
+    s = _section()
+    study._hot_rod(s, 12349, quick=True, recon_scanner=wrong)
+    by_name = {c.name: c for c in s.checks}
+    assert by_name["hot-rod PVR, 1.5 mm rods"].passed is False
+    assert by_name["hot-rod PVR, 1.5 mm rods"].measured < 1.3

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hot_rod_sample_points", "hot_rod_peak_to_valley"]
+__all__ = ["hot_rod_line_profiles", "hot_rod_sample_points", "hot_rod_peak_to_valley"]
 
 
 def hot_rod_sample_points(phantom) -> dict:
@@ -81,3 +81,56 @@ def hot_rod_peak_to_valley(image, phantom, *, voxel_size, origin, axial_margin_m
         return float(map_coordinates(img, coords, order=1, mode="nearest").mean())
 
     return {d: mean_at(p) / max(mean_at(v), 1e-30) for d, (p, v) in hot_rod_sample_points(phantom).items()}
+
+
+def hot_rod_line_profiles(image, phantom, *, voxel_size, origin, n_samples: int = 200,
+                          axial_margin_mm: float = 2.0) -> dict:
+    """Line profiles through one row of rods per size (Thull et al., Fig. 6 analogue).
+
+    For each rod size the profile runs along the lattice row (perpendicular to the sector's
+    bisector) holding the most rods of that size, from one diameter before the first rod axis
+    to one after the last, and is the image averaged over the slices of the rods' central part
+    (``|z - z_c| <= length / 2 - axial_margin_mm``), read by bilinear interpolation.
+
+    Returns
+    -------
+    dict ``{diameter_mm: (positions_mm (n_samples,), values (n_samples,), rod_positions_mm (R,))}``
+        Positions along the row (mm, 0 = the bisector); sizes with fewer than two rods on any
+        row are left out.
+    """
+    from scipy.ndimage import map_coordinates
+
+    img = np.asarray(image, float)
+    if img.ndim != 3:
+        raise ValueError(f"image must be 3-D (x, y, z), got shape {img.shape}")
+    vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
+    org = np.asarray(origin, float)
+    z = org[2] + vs[2] * np.arange(img.shape[2])
+    h = phantom.length_mm / 2 - axial_margin_mm
+    slices = np.flatnonzero(np.abs(z - phantom.centre_mm[2]) <= h)
+    if h <= 0 or slices.size == 0:
+        raise ValueError("the image holds no slice of the rods' central part")
+    plane = img[:, :, slices].mean(axis=2)
+    centres, radii = phantom.rods()
+    rel = centres - np.asarray(phantom.centre_mm[:2], float)
+    width = 2 * np.pi / len(phantom.diameters_mm)
+    out = {}
+    for k, d in enumerate(phantom.diameters_mm):
+        ang = np.deg2rad(phantom.rotation_deg) + k * width + width / 2
+        u, v = np.array([np.cos(ang), np.sin(ang)]), np.array([-np.sin(ang), np.cos(ang)])
+        pts = rel[np.isclose(2 * radii, d)]
+        if len(pts) < 2:
+            continue
+        along = np.round(pts @ u / (2.0 * d))  # row index: HotRod rows are one pitch (2 d) apart
+        rows, counts = np.unique(along, return_counts=True)
+        if counts.max() < 2:
+            continue
+        best = rows[counts == counts.max()].max()  # the outermost of the longest rows
+        on_row = pts[along == best]
+        t_rods = np.sort(on_row @ v)
+        s = float(np.mean(on_row @ u))
+        t = np.linspace(t_rods[0] - d, t_rods[-1] + d, int(n_samples))
+        xy = s * u[None] + t[:, None] * v[None] + np.asarray(phantom.centre_mm[:2], float)
+        idx = np.stack([(xy[:, 0] - org[0]) / vs[0], (xy[:, 1] - org[1]) / vs[1]])
+        out[float(d)] = (t, map_coordinates(plane, idx, order=1, mode="nearest"), t_rods)
+    return out
