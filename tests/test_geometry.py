@@ -177,7 +177,11 @@ def test_perturb_truth_reproduces_scanner(groups, motion):
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.floats(0.1, 3.0), st.floats(0.1, 3.0))
 def test_perturb_statistics(seed, sigma_t, sigma_r):
-    """Sample sigmas of 24 x 3 x 40 draws lie in their 99.9 % chi-square intervals."""
+    """Sample sigmas of 24 x 3 x 40 draws lie in their chi-square intervals.
+
+    Hypothesis draws many seeds (and replays failures), so each example's interval is
+    1 - 2e-6 wide: a false alarm stays below 1e-4 per run while a sigma 10 % off (variance
+    ratio 0.81 or 1.21) still falls outside (the interval is about +-13 % of the variance)."""
     from scipy import stats
 
     rng = np.random.default_rng(seed)
@@ -187,7 +191,7 @@ def test_perturb_statistics(seed, sigma_t, sigma_r):
         rots.append(m.rotations_rad)
         trans.append(m.translations_mm)
     n = 40 * SMALL.n_blocks * 3
-    lo, hi = stats.chi2.ppf([0.0005, 0.9995], n) / n
+    lo, hi = stats.chi2.ppf([1e-6, 1 - 1e-6], n) / n
     for x, sigma in ((np.rad2deg(np.array(rots)), sigma_r), (np.array(trans), sigma_t)):
         ratio = np.mean(x**2) / sigma**2  # mean is known to be zero
         assert lo < ratio < hi

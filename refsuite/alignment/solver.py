@@ -31,7 +31,7 @@ from refsuite.projectors import TOFParameters
 from .model import blob_model
 from .objective import Problem, attenuation_factors, batch_nll
 from .poses import PoseModel
-from .uncertainty import PoseUncertainty, pose_fisher_information
+from .uncertainty import PoseUncertainty, full_nll_and_gradient, pose_fisher_information
 from .support import event_candidates, pair_support
 
 __all__ = ["align", "AlignmentResult", "AlignmentDiverged", "TOFMode", "prepare_events"]
@@ -144,7 +144,8 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
           model_sigma_mm: float = 0.25, support_radius_mm: float = 4.0, max_support: int = 2_000_000,
           tof_bin_ps: float = 25.0, ctr_ps: float | None = None, attenuation: bool = True,
           depth_sampling: bool = True, pair_sensitivity: bool = True, uncertainty: bool = True,
-          uncertainty_samples: int = 20, checkpoint=None, checkpoint_every: int = 10, resume: bool = False, progress: bool = True,
+          uncertainty_samples: int = 10, polish_steps: int = 2, checkpoint=None, checkpoint_every: int = 10,
+          resume: bool = False, progress: bool = True,
           callback=None, device=None, seed: int = 0, dtype=torch.float32) -> AlignmentResult:
     """Maximum-likelihood alignment of detector blocks from list-mode data (Thull et al.).
 
@@ -203,6 +204,11 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         events with ``uncertainty_samples`` points per crystal voxel). Per-block fits only.
     uncertainty_samples : int
         Points per crystal voxel for the per-event scores of the Fisher information.
+    polish_steps : int
+        Fisher-scoring steps on all events and the whole support after the stochastic phase
+        (per-block fits; 0: none). The stochastic phase stops where the noise of its last
+        batches froze it; measured on thull_sim this left per-block errors 2-3 times the
+        statistical floor.
     checkpoint : path, optional
         File written (atomically) every ``checkpoint_every`` iterations and at the end.
     resume : bool
@@ -239,6 +245,8 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     t_start = time.perf_counter()
     if not isinstance(blueprint, Scanner):
         raise TypeError(f"blueprint must be a refsuite.geometry.Scanner, got {type(blueprint).__name__}")
+    if int(polish_steps) != polish_steps or polish_steps < 0:
+        raise ValueError(f"polish_steps must be an integer >= 0, got {polish_steps!r}")
     for name, v in (("n_iter", n_iter), ("batch_size", batch_size), ("n_samples", n_samples),
                     ("uncertainty_samples", uncertainty_samples),
                     ("checkpoint_every", checkpoint_every), ("max_support", max_support)):
@@ -384,12 +392,18 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         save_state(n_iter, rng.bit_generator.state, gen.get_state())
     iter_s = time.perf_counter() - t_it
     n_done = len(history) - start_it
-    cov = None
+    cov, polish = None, []
     t_unc = time.perf_counter()
-    if failure is None and uncertainty and groups_arr is None:
-        cov = _covariance(problem, poses.poses(*good), blueprint.n_blocks, seed, floor, uncertainty_samples)
+    if failure is None and groups_arr is None and (uncertainty or polish_steps):
+        gen_f = torch.Generator(device=dev).manual_seed(int(seed) + 7919)  # the run's streams stay untouched
+        info, n_used = pose_fisher_information(problem, poses.poses(*good), blueprint.n_blocks, gen=gen_f, floor=floor,
+                                               n_samples=uncertainty_samples)
+        if polish_steps:
+            good, polish = _polish(problem, poses, good, info, polish_steps, seed, floor)
+        if uncertainty:
+            cov = _covariance(info, n_used, uncertainty_samples)
     timing = {"setup_s": setup_s, "iterations_s": iter_s, "per_iteration_s": iter_s / max(1, n_done),
-              "uncertainty_s": time.perf_counter() - t_unc, "total_s": time.perf_counter() - t_start,
+              "uncertainty_s": time.perf_counter() - t_unc, "polish": polish, "total_s": time.perf_counter() - t_start,
               "batch_events": b_ev, "batch_support": b_sup}
     info = {"n_events": n_ev, "n_support": int(sup.shape[0]), "support_entries_represented": float(sup_w.sum()), "n_blobs": model.n_blobs,
             "tof": None if tof_par is None else {"sigma_mm": tof_par.sigma_mm, "bin_width_mm": tof_par.bin_width_mm},
@@ -433,10 +447,8 @@ def _support(blueprint, centres, radius_mm, max_per_blob, rng):
     return hit[0], hit[1]
 
 
-def _covariance(problem, poses, n_blocks, seed, floor, n_samples):
-    """:class:`PoseUncertainty` at ``poses`` (its own random stream: the run's stay untouched)."""
-    gen = torch.Generator(device=poses[0].device).manual_seed(int(seed) + 7919)
-    info, n_ev = pose_fisher_information(problem, poses, n_blocks, gen=gen, floor=floor, n_samples=n_samples)
+def _covariance(info, n_events, n_samples):
+    """:class:`PoseUncertainty` from the Fisher information (6N, 6N)."""
     # a block without events leaves the information singular: no finite covariance then
     w = np.linalg.eigvalsh(info)
     if w[0] <= 1e-12 * max(w[-1], 1e-300):
@@ -444,7 +456,45 @@ def _covariance(problem, poses, n_blocks, seed, floor, n_samples):
     else:
         cov = np.linalg.inv(info)
         cov = 0.5 * (cov + cov.T)
-    return PoseUncertainty(cov, n_ev, int(n_samples))
+    return PoseUncertainty(cov, n_events, int(n_samples))
+
+
+def _polish(problem, poses, good, info, n_steps, seed, floor):
+    """Fisher-scoring steps ``theta -= I^-1 grad NLL`` on all events and the whole support.
+
+    The stochastic phase ends where its last batches froze it (the decayed step size keeps
+    their noise); a Newton-type step with the full-data gradient moves to the full-data
+    optimum. The information ``I`` is the expected Hessian of the profiled NLL (evaluated at the
+    stochastic solution, about block-local angles: first-order equal to the model's angles
+    there). A step that does not lower the full NLL (same sampled lines, common random numbers)
+    is halved, up to three times, else the polish stops.
+
+    Returns the polished ``(rotations, translations)`` and a list of per-step records.
+    """
+    rot, trans = (x.detach().clone() for x in good)
+    n = rot.shape[0]
+    try:
+        chol = np.linalg.cholesky(info)
+    except np.linalg.LinAlgError:
+        return good, [{"skipped": "Fisher information not positive definite"}]
+    value, grad = full_nll_and_gradient(problem, poses.poses, rot, trans, seed=seed + 104729, floor=floor)
+    records = []
+    for _ in range(n_steps):
+        step = np.linalg.solve(chol.T, np.linalg.solve(chol, grad.reshape(-1))).reshape(n, 6)
+        for _half in range(4):
+            d = torch.as_tensor(step, dtype=rot.dtype, device=rot.device)
+            r_new, t_new = rot - d[:, :3], trans - d[:, 3:]
+            v_new, g_new = full_nll_and_gradient(problem, poses.poses, r_new, t_new, seed=seed + 104729, floor=floor)
+            if v_new <= value:
+                break
+            step = step / 2
+        else:
+            records.append({"nll": value, "stopped": "no step lowered the full NLL"})
+            break
+        records.append({"nll_before": value, "nll_after": v_new, "max_translation_step_um": 1000 * float(
+            np.abs(step[:, 3:]).max()), "max_rotation_step_deg": float(np.degrees(np.abs(step[:, :3]).max()))})
+        rot, trans, value, grad = r_new, t_new, v_new, g_new
+    return (rot, trans), records
 
 
 def _tof(events, tof, ctr_ps, bin_ps):

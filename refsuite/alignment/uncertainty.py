@@ -22,12 +22,13 @@ of runs on an unchanged scanner.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["PoseUncertainty", "event_scores", "pose_fisher_information"]
+__all__ = ["PoseUncertainty", "event_scores", "full_nll_and_gradient", "pose_fisher_information"]
 
 _N_PAR = 6  # (r_x, r_y, r_z) rad about the block's local axes, (t_x, t_y, t_z) mm global
 
@@ -168,3 +169,61 @@ def pose_fisher_information(problem, poses, n_blocks: int, *, gen, floor: float,
         problem.n_samples = saved
     info = outer - np.outer(total_a, total_b) / n_ev
     return 0.5 * (info + info.T), n_ev
+
+
+def full_nll_and_gradient(problem, pose_fn, rotations, translations, *, seed: int, floor: float,
+                          chunk: int = 100_000) -> tuple[float, np.ndarray]:
+    """Profiled Poisson NLL over *all* events and the whole support, and its gradient.
+
+    Parameters
+    ----------
+    problem : refsuite.alignment.objective.Problem
+    pose_fn : callable(rotations, translations) -> (positions, axes)
+        :meth:`refsuite.alignment.PoseModel.poses`.
+    rotations, translations : torch tensors (G, 3)
+        rad, mm.
+    seed : int
+        The sample points are drawn from a generator seeded with this at every call (common
+        random numbers: two calls at different poses compare the same sampled lines).
+    floor : float
+        The event background of :func:`~refsuite.alignment.objective.batch_nll`.
+
+    Returns
+    -------
+    nll : float
+        Up to the constant of :func:`~refsuite.alignment.objective.batch_nll`.
+    gradient : ndarray (G, 6)
+        d NLL / d (rotations, translations), per parameter set.
+    """
+    from .objective import _expected
+
+    dev = rotations.device
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+
+    def chunked_sum(n, term):
+        value, grad = 0.0, np.zeros((rotations.shape[0], _N_PAR))
+        for s in range(0, n, chunk):
+            r = rotations.detach().clone().requires_grad_(True)
+            t = translations.detach().clone().requires_grad_(True)
+            v = term(torch.arange(s, min(s + chunk, n), device=dev), pose_fn(r, t))
+            v.backward()
+            value += float(v.detach())
+            grad += np.concatenate([r.grad.double().cpu().numpy(), t.grad.double().cpu().numpy()], 1)
+        return value, grad
+
+    def support_term(idx, poses):
+        sup = problem.sup[idx]
+        mu = _expected(problem, sup[:, :2], sup[:, 2:3], None, poses, gen)
+        return (mu * problem.eff[sup[:, 0]] * problem.eff[sup[:, 1]] * problem.sup_att[idx]
+                * problem.sup_weight[idx]).sum()
+
+    def event_term(idx, poses):
+        cr = problem.ev_cr[idx]
+        tb = None if problem.ev_tof is None else problem.ev_tof[idx]
+        mu = _expected(problem, cr, problem.ev_cand[idx], tb, poses, gen)
+        return torch.log(mu * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[idx] + floor).sum()
+
+    n_ev = problem.n_events
+    total, g_total = chunked_sum(problem.sup.shape[0], support_term)
+    data, g_data = chunked_sum(n_ev, event_term)
+    return n_ev * math.log(total) - data, n_ev * g_total / total - g_data
