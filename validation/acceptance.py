@@ -8,7 +8,7 @@ geometry check on the re-mounted block, the efficiency check on the dead voxel a
 check on the changed channel (the line-source sweep passes), and that with the geometry found
 by the alignment as the new blueprint, the geometry check of (b) passes.
 
-Quick mode is the CI size (2 mm voxels with DOI, 1.5e6 point-source decays, 2.5e7 shell decays,
+Quick mode is the CI size (2 mm voxels with DOI, 4.5e6 decays of the 10-source calibration phantom, 3e7 shell decays,
 13 sweep points of 1e6); full mode scales the scans to the alignment paper's (~5e6 coincidences).
 
 Broken input for the red test: ``StudyInputs(tolerances=...)`` with a geometry tolerance of
@@ -83,8 +83,8 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
         10.0, Comparison.ABS_DIFF, unit="ps", justification="truth 150 ps; the offsets' standard errors are ~2.5 ps "
                                                             "(quick timing scan), so 4 sigma"))
     section.declare("(b) re-mount found by the alignment", Tolerance(
-        150.0, Comparison.ABS_DIFF, unit="um", justification="truth 400 um; quick-mode per-block precision measured "
-                                                             "on the unchanged scanner: <= 113 um"))
+        150.0, Comparison.ABS_DIFF, unit="um", justification="truth 400 um; quick-mode per-block deviations measured "
+                                                             "on the unchanged scanner: <= 75 um"))
     section.declare("(b) geometry check with the found geometry as blueprint: failed", Tolerance(
         0, Comparison.AT_MOST, unit="checks", justification="the issue: after applying the geometry found by the "
                                                             "alignment, the geometry check of (b) passes"))
@@ -151,6 +151,15 @@ def _record(section: Section, runs: dict, defects) -> None:
     section.check("(b) geometry check with the found geometry as blueprint: failed",
                   int(not after.result("geometry").passed), detail=after.result("geometry").summary())
 
+    st = a.result("geometry").state
+    if "translation_sd_um" in st:
+        pt = np.asarray(st["translation_um"]) / (np.sqrt(3.0) * np.asarray(st["translation_sd_um"]))
+        pr = np.asarray(st["rotation_deg"]) / (np.sqrt(2.0) * np.asarray(st["rotation_sd_deg"]))
+        section.notes.append(
+            f"(a), unchanged scanner: rms over blocks of |translation| / (sqrt(3) sd) = {np.sqrt(np.mean(pt**2)):.2f} "
+            f"and of the largest axis tilt / (sqrt(2) sd) = {np.sqrt(np.mean(pr**2)):.2f}, with sd the Fisher-information "
+            "uncertainty of the alignment (about 1 if it described the whole scatter; the stochastic optimisation and the "
+            "sampled normalisation add to the statistical floor).")
     rows = []
     for name in ("a", "b", "b-after"):
         for r in runs[name].results:

@@ -24,7 +24,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-__all__ = ["Criterion", "CheckResult", "check_efficiency", "check_geometry", "check_image_quality", "check_sensitivity",
+#: a verdict on a per-block or per-channel figure needs its standard uncertainty below this
+#: fraction of the tolerance (else the scan is too short to judge and the check fails)
+PRECISION_FRACTION = 0.2
+
+__all__ = ["PRECISION_FRACTION", "Criterion", "CheckResult", "check_efficiency", "check_geometry", "check_image_quality", "check_sensitivity",
            "check_timing"]
 
 
@@ -158,7 +162,10 @@ def check_geometry(events, blueprint, phantom, spec, *, efficiencies=None, check
     onto the blueprint by a global rigid Procrustes fit (a misplaced phantom or a global
     motion of the gantry is not a defect), then per block: ``|translation|`` (norm of the
     block-local deviations) and the largest tilt of a block axis. A block fails when either
-    exceeds its tolerance.
+    exceeds its tolerance, or when its pose is too uncertain to judge: its standard uncertainty
+    (from the Fisher information of the scan, :mod:`refsuite.alignment.uncertainty`) above
+    ``PRECISION_FRACTION`` of the tolerance. Offenders state, in the sense of ISO 14253-1 with
+    ``U = 2 sd``, whether the excess is beyond the expanded uncertainty.
 
     Returns the result and the aligned :class:`refsuite.geometry.Scanner` (the geometry to
     accept, e.g. as the next blueprint).
@@ -176,19 +183,40 @@ def check_geometry(events, blueprint, phantom, spec, *, efficiencies=None, check
     r_deg = err["rotation_deg"].max(1)
     t_lim = spec.translation.display("um")
     r_lim = spec.rotation.display("deg")
+    # standard uncertainties from the Fisher information of the scan (before Procrustes, which
+    # only removes common motion: an upper bound); largest principal value = any direction
+    unc = res.uncertainty
+    t_sd = 1000.0 * unc.translation_sd_mm() if unc is not None else np.full(len(t_um), np.nan)
+    r_sd = np.degrees(unc.rotation_sd_rad()) if unc is not None else np.full(len(t_um), np.nan)
     bad = (t_um > t_lim) | (r_deg > r_lim)
+    uncertain = ~((t_sd <= t_lim * PRECISION_FRACTION) & (r_sd <= r_lim * PRECISION_FRACTION))
     offenders = [{"block": int(b), "translation_um": float(t_um[b]), "rotation_deg": float(r_deg[b]),
-                  "translation_xyz_um": (1000.0 * err["translation_mm"][b]).round(1).tolist()}
-                 for b in np.flatnonzero(bad)]
+                  "translation_sd_um": float(t_sd[b]), "rotation_sd_deg": float(r_sd[b]),
+                  "translation_xyz_um": (1000.0 * err["translation_mm"][b]).round(1).tolist(),
+                  "reason": _exceeds(t_um[b], t_sd[b], t_lim, "translation") if t_um[b] > t_lim else
+                  _exceeds(r_deg[b], r_sd[b], r_lim, "rotation") if r_deg[b] > r_lim else "pose too uncertain"}
+                 for b in np.flatnonzero(bad | uncertain)]
+    frac = f"{PRECISION_FRACTION:g} x"
     crit = [
         Criterion("largest block translation", float(t_um.max()), t_lim, "um", spec.translation.text,
-                  bool(t_um.max() <= t_lim), f"block {int(t_um.argmax())}; per block: norm of the block-local "
-                  "deviations from the blueprint after the global Procrustes fit"),
+                  bool(t_um.max() <= t_lim), f"block {int(t_um.argmax())} ({t_um.max():.0f} +- "
+                  f"{t_sd[int(t_um.argmax())]:.0f} um); per block: norm of the block-local deviations from the "
+                  "blueprint after the global Procrustes fit"),
         Criterion("largest block rotation", float(r_deg.max()), r_lim, "deg", spec.rotation.text,
-                  bool(r_deg.max() <= r_lim), f"block {int(r_deg.argmax())}; largest angle between a found and a "
-                  "blueprint block axis"),
+                  bool(r_deg.max() <= r_lim), f"block {int(r_deg.argmax())} ({r_deg.max():.3f} +- "
+                  f"{r_sd[int(r_deg.argmax())]:.3f} deg); largest angle between a found and a blueprint block axis"),
+        Criterion("largest translation uncertainty", float(np.nanmax(t_sd)) if unc is not None else float("nan"),
+                  t_lim * PRECISION_FRACTION, "um", f"<= {frac} {spec.translation.text}",
+                  bool(np.all(t_sd <= t_lim * PRECISION_FRACTION)),
+                  "standard uncertainty of the worst-determined block (Fisher information of the scan, "
+                  "refsuite.alignment.uncertainty); above this fraction of the tolerance the scan is too short to judge"),
+        Criterion("largest rotation uncertainty", float(np.nanmax(r_sd)) if unc is not None else float("nan"),
+                  r_lim * PRECISION_FRACTION, "deg", f"<= {frac} {spec.rotation.text}",
+                  bool(np.all(r_sd <= r_lim * PRECISION_FRACTION)),
+                  "standard uncertainty of the worst-determined block orientation (any axis)"),
     ]
-    state = {"translation_um": t_um.tolist(), "rotation_deg": r_deg.tolist()}
+    state = {"translation_um": t_um.tolist(), "rotation_deg": r_deg.tolist(), "translation_sd_um": t_sd.tolist(),
+             "rotation_sd_deg": r_sd.tolist()}
     change = None
     if baseline is not None and len(baseline.get("translation_um", [])) == len(t_um):
         dt = t_um - np.asarray(baseline["translation_um"])
@@ -200,6 +228,13 @@ def check_geometry(events, blueprint, phantom, spec, *, efficiencies=None, check
                "events": res.info["n_events"]}
     return CheckResult("geometry", "Geometry (ML alignment of the point-source scan)", crit, offenders, figures,
                        state, change, time.perf_counter() - t0), res.scanner
+
+
+def _exceeds(value, sd, limit, what):
+    """Decision in the sense of ISO 14253-1 with an expanded uncertainty ``U = 2 sd``."""
+    if value - 2.0 * sd > limit:
+        return f"{what} beyond the tolerance by more than its expanded uncertainty (k = 2)"
+    return f"{what} beyond the tolerance, but within its expanded uncertainty (k = 2) of it"
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -223,9 +258,9 @@ def check_timing(events, scanner, sources_mm, spec, *, baseline=None) -> CheckRe
     crit = [Criterion("CTR at the iso-centre", float(ctr.fwhm), spec.ctr.value, "ps", spec.ctr.text,
                       bool(ctr.fwhm <= spec.ctr.value), f"FWHM {ctr.fwhm:.1f} +- {ctr.fwhm_err:.1f} ps from "
                       f"{ctr.n_events} coincidences after the skew calibration")]
-    uncertain = cal.sigma_ps > tol / 5.0
-    crit.append(Criterion("largest skew uncertainty", float(cal.sigma_ps.max()), tol / 5.0, "ps",
-                          f"<= {spec.skew_change.text} / 5", not uncertain.any(),
+    uncertain = cal.sigma_ps > tol * PRECISION_FRACTION
+    crit.append(Criterion("largest skew uncertainty", float(cal.sigma_ps.max()), tol * PRECISION_FRACTION, "ps",
+                          f"<= {PRECISION_FRACTION:g} x {spec.skew_change.text}", not uncertain.any(),
                           "standard error of the worst-determined channel offset; above a fifth of the tolerance "
                           "the scan is too short to judge a change"))
     offenders = [{"channel": int(c), "sigma_ps": float(cal.sigma_ps[c]), "reason": "offset too uncertain"}

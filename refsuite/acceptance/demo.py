@@ -26,7 +26,7 @@ import numpy as np
 
 from refsuite._checks import check_positive
 
-__all__ = ["DemoSizes", "QUICK", "FULL", "write_demo", "DEMO_TOLERANCES"]
+__all__ = ["DemoSizes", "QUICK", "FULL", "write_demo", "DEMO_TOLERANCES", "calibration_points"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,11 @@ class DemoSizes:
 
 
 #: quick (CI): 2 mm voxels with DOI as in Thull et al.; the shell scan gives a fan-sum median of
-#: ~38 counts in the deepest layer, where 32 make a dead voxel detectable (2.5e7 decays: 32)
-QUICK = DemoSizes("2mm", point_decays=1_500_000, shell_decays=30_000_000, timing_decays=400_000,
+#: ~38 counts in the deepest layer, where 32 make a dead voxel detectable (2.5e7 decays: 32).
+#: 4.5e6 point decays (4.5e5 coincidences with :func:`calibration_points`) make the worst
+#: block's standard uncertainty (Fisher information) 19 um / 0.053 deg, well below a fifth of the
+#: geometry tolerances (measured; 1.5e6 decays of randomly placed sources gave 48 um / 0.14 deg)
+QUICK = DemoSizes("2mm", point_decays=4_500_000, shell_decays=30_000_000, timing_decays=400_000,
                   sweep_decays=1_000_000, n_iter=120, batch_size=60_000)
 #: full: the alignment paper's scale (~5e6 point-source coincidences, 200 iterations, 1e6 bins per batch)
 FULL = DemoSizes("2mm", point_decays=45_000_000, shell_decays=60_000_000, timing_decays=2_000_000,
@@ -55,9 +58,10 @@ SWEEP_OFFSETS_MM = tuple(range(0, 65, 5))
 SWEEP_SOURCE_LENGTH_MM = 150.0
 
 #: the tolerances of the demo plans (TOML values). geometry: quick-mode alignment of the
-#: unchanged scanner (1.7e5 coincidences, 120 iterations) leaves per-block deviations up to
-#: 113 um / 0.34 deg (measured), so 200 um / 0.5 deg; the re-mounted block fails on its 0.4 mm
-#: (its 0.3 deg alone is below this precision). timing: 250 ps CTR simulated, +10 %.
+#: unchanged scanner (4.5e5 coincidences, 120 iterations of 6e4 bins and two Fisher-scoring steps)
+#: leaves per-block deviations up to 69-75 um / 0.21-0.25 deg (measured, two seeds; 2-3 times the
+#: Fisher-information floor), so 200 um / 0.5 deg; the re-mounted block fails on its 0.4 mm (its
+#: 0.3 deg alone is below this precision). timing: 250 ps CTR simulated, +10 %.
 #: sensitivity: 2 % shape (measured nominal sweeps: <= 0.64 %; refsuite.sensitivity.profile).
 DEMO_TOLERANCES = {
     "efficiency": {"min_fraction": 0.5, "false_alarm": 0.01},
@@ -65,6 +69,27 @@ DEMO_TOLERANCES = {
     "geometry": {"translation": "200 um", "rotation": "0.5 deg"},
     "sensitivity": {"max_shape_deviation": "2 %", "z_max": 4.0},
 }
+
+def calibration_points(n_sources: int = 10, *, radii_mm=(15.0, 35.0), half_length_mm: float = 50.0):
+    """The demo's point-source calibration phantom (22Na sources in PMMA cubes, as Thull et al.).
+
+    A fixed arrangement rather than random placement: every block's pose is judged, so every block
+    must see sources from several directions. Source ``k`` sits at the golden angle ``k x 137.5 deg``,
+    alternately at the inner and outer radius, at ``z`` evenly spaced over +-``half_length_mm``: a
+    helix that spreads the lines of response over all blocks and depths.
+
+    Returns
+    -------
+    refsuite.phantoms.PointSources
+    """
+    from refsuite.phantoms import PointSources
+
+    k = np.arange(n_sources)
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    r = np.where(k % 2 == 0, radii_mm[0], radii_mm[1])
+    z = np.linspace(-half_length_mm, half_length_mm, n_sources)
+    return PointSources(np.stack([r * np.cos(phi), r * np.sin(phi), z], 1))
+
 
 #: timing-scan sources: one at the iso-centre (CTR), four off-centre ones connecting the channels, mm
 TIMING_SOURCES_MM = [[0, 0, 0], [20, 0, 10], [0, 20, -10], [-20, 0, 25], [0, -20, -25]]
@@ -211,7 +236,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     if not 0 <= defects.dead_crystal < blueprint.n_crystals:
         raise ValueError(f"dead_crystal must be in [0, {blueprint.n_crystals - 1}], got {defects.dead_crystal}")
     blueprint.save(out / "blueprint.json")
-    points = PointSources.random(10, fov_radius_mm=40.0, fov_half_length_mm=50.0, rng=rng)
+    points = calibration_points()
     points.save(out / "points_phantom.json")
     timing_src = PointSources(np.asarray(TIMING_SOURCES_MM, float))
     timing_src.save(out / "timing_phantom.json")
@@ -236,7 +261,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
                  f"{d.skew_change_ps:g} ps"}
     checks = dict(DEMO_TOLERANCES, geometry={**DEMO_TOLERANCES["geometry"], "n_iter": sizes.n_iter,
                                              "batch_size": sizes.batch_size})
-    manifest = {"sizes": asdict(sizes), "seed": seed, "defects": asdict(d), "format": 1}
+    manifest = {"sizes": asdict(sizes), "seed": seed, "defects": asdict(d), "format": 2}
     plans = {name: out / name / "plan.toml" for name in ("baseline", "a", "b")}
     done = out / "demo.json"
     if done.is_file() and json.loads(done.read_text()) == manifest and all(p.is_file() for p in plans.values()):
