@@ -150,3 +150,23 @@ def test_fisher_scoring_polish_lowers_the_full_nll_and_the_error():
     assert steps and all("nll_after" in s and s["nll_after"] < s["nll_before"] for s in steps), steps
     err = lambda r: float(np.mean(procrustes_errors(r.scanner, truth)["translation_mm_mean"]))  # noqa: E731
     assert err(pol) < err(raw), (err(pol), err(raw))
+
+
+def test_a_completed_run_resumes_with_its_polished_solution_and_uncertainty(tmp_path):
+    """Re-running a finished alignment from its checkpoint (an acceptance plan judged again)
+    returns the same polished poses and covariance without recomputing them."""
+    from refsuite.alignment import align
+    from refsuite.mc import simulate
+    from refsuite.phantoms import PointSources
+
+    bp = preset("thull_sim", binning="4mm")
+    src = PointSources.random(4, fov_radius_mm=30.0, fov_half_length_mm=20.0, rng=np.random.default_rng(3))
+    ev = simulate(bp, src, n_decays=150_000, seed=2)
+    kw = dict(n_iter=4, batch_size=6000, max_support=30_000, progress=False, ctr_ps=250.0,
+              checkpoint=tmp_path / "a.pt", resume=True)
+    first = align(ev, bp, src, **kw)
+    again = align(ev, bp, src, **kw)
+    np.testing.assert_array_equal(first.translations_mm, again.translations_mm)
+    np.testing.assert_array_equal(first.uncertainty.covariance, again.uncertainty.covariance)
+    assert again.timing["polish"] == first.timing["polish"]
+    assert again.timing["uncertainty_s"] < 0.5 * first.timing["uncertainty_s"]

@@ -316,9 +316,11 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
                       opts=[groups_arr is None or np.asarray(groups_arr).tolist(), GroupMotion(group_motion).value,
                             n_iter, batch_size, n_samples, lr_translation_mm, lr_rotation_rad, lr_final_fraction,
                             support_radius_mm, max_support, None if tof_par is None else repr(tof_par), seed,
-                            model_sigma_mm, bool(depth_sampling), bool(pair_sensitivity)])
+                            model_sigma_mm, bool(depth_sampling), bool(pair_sensitivity), int(polish_steps),
+                            int(uncertainty_samples)])
     history: list[float] = []
     start_it = 0
+    resumed_final = None  # the polished solution and its information, once a run has completed
     ckpt = None if checkpoint is None else Path(checkpoint)
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=False)
@@ -333,14 +335,15 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         rng.bit_generator.state = state["numpy_rng"]
         history = list(state["nll_history"])
         start_it = int(state["iteration"])
+        resumed_final = state.get("final")
 
-    def save_state(it, rng_state, gen_state):
+    def save_state(it, rng_state, gen_state, final=None):
         if ckpt is None:
             return
         state = {"fingerprint": fp, "iteration": it, "rotations": rot.detach().clone(),
                  "translations": trans.detach().clone(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "generator": gen_state, "numpy_rng": rng_state,
-                 "nll_history": list(history)}
+                 "nll_history": list(history), "final": final}
         with atomic_path(ckpt, suffix=".pt") as tmp:
             torch.save(state, tmp)
 
@@ -395,11 +398,19 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     cov, polish = None, []
     t_unc = time.perf_counter()
     if failure is None and groups_arr is None and (uncertainty or polish_steps):
-        gen_f = torch.Generator(device=dev).manual_seed(int(seed) + 7919)  # the run's streams stay untouched
-        info, n_used = pose_fisher_information(problem, poses.poses(*good), blueprint.n_blocks, gen=gen_f, floor=floor,
-                                               n_samples=uncertainty_samples)
-        if polish_steps:
-            good, polish = _polish(problem, poses, good, info, polish_steps, seed, floor)
+        if resumed_final is not None and start_it == n_iter:
+            f = resumed_final
+            good, info, n_used, polish = (f["rotations"].to(dev), f["translations"].to(dev)), f["information"], \
+                f["n_events"], f["polish"]
+        else:
+            gen_f = torch.Generator(device=dev).manual_seed(int(seed) + 7919)  # the run's streams stay untouched
+            info, n_used = pose_fisher_information(problem, poses.poses(*good), blueprint.n_blocks, gen=gen_f,
+                                                   floor=floor, n_samples=uncertainty_samples)
+            if polish_steps:
+                good, polish = _polish(problem, poses, good, info, polish_steps, seed, floor)
+            save_state(n_iter, rng.bit_generator.state, gen.get_state(),
+                       final={"rotations": good[0].cpu(), "translations": good[1].cpu(), "information": info,
+                              "n_events": n_used, "polish": polish})
         if uncertainty:
             cov = _covariance(info, n_used, uncertainty_samples)
     timing = {"setup_s": setup_s, "iterations_s": iter_s, "per_iteration_s": iter_s / max(1, n_done),
