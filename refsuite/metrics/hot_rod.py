@@ -61,18 +61,7 @@ def hot_rod_peak_to_valley(image, phantom, *, voxel_size, origin, axial_margin_m
     """
     from scipy.ndimage import map_coordinates
 
-    img = np.asarray(image, float)
-    if img.ndim != 3:
-        raise ValueError(f"image must be 3-D (x, y, z), got shape {img.shape}")
-    vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
-    org = np.asarray(origin, float)
-    z = org[2] + vs[2] * np.arange(img.shape[2])
-    h = phantom.length_mm / 2 - axial_margin_mm
-    if h <= 0:
-        raise ValueError(f"axial_margin_mm={axial_margin_mm} leaves none of the rods' {phantom.length_mm} mm length")
-    slices = np.flatnonzero(np.abs(z - phantom.centre_mm[2]) <= h)
-    if slices.size == 0:
-        raise ValueError("the image holds no slice of the rods' central part")
+    img, vs, org, slices = _central_slices(image, phantom, voxel_size, origin, axial_margin_mm)
 
     def mean_at(xy):
         ix = (xy[:, 0] - org[0]) / vs[0]
@@ -100,16 +89,7 @@ def hot_rod_line_profiles(image, phantom, *, voxel_size, origin, n_samples: int 
     """
     from scipy.ndimage import map_coordinates
 
-    img = np.asarray(image, float)
-    if img.ndim != 3:
-        raise ValueError(f"image must be 3-D (x, y, z), got shape {img.shape}")
-    vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
-    org = np.asarray(origin, float)
-    z = org[2] + vs[2] * np.arange(img.shape[2])
-    h = phantom.length_mm / 2 - axial_margin_mm
-    slices = np.flatnonzero(np.abs(z - phantom.centre_mm[2]) <= h)
-    if h <= 0 or slices.size == 0:
-        raise ValueError("the image holds no slice of the rods' central part")
+    img, vs, org, slices = _central_slices(image, phantom, voxel_size, origin, axial_margin_mm)
     plane = img[:, :, slices].mean(axis=2)
     centres, radii = phantom.rods()
     rel = centres - np.asarray(phantom.centre_mm[:2], float)
@@ -134,3 +114,20 @@ def hot_rod_line_profiles(image, phantom, *, voxel_size, origin, n_samples: int 
         idx = np.stack([(xy[:, 0] - org[0]) / vs[0], (xy[:, 1] - org[1]) / vs[1]])
         out[float(d)] = (t, map_coordinates(plane, idx, order=1, mode="nearest"), t_rods)
     return out
+
+
+def _central_slices(image, phantom, voxel_size, origin, axial_margin_mm):
+    """The image (float), voxel size (3,), origin (3,) and the slices of the rods' central part."""
+    img = np.asarray(image, float)
+    if img.ndim != 3:
+        raise ValueError(f"image must be 3-D (x, y, z), got shape {img.shape}")
+    vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
+    org = np.asarray(origin, float)
+    z = org[2] + vs[2] * np.arange(img.shape[2])
+    h = phantom.length_mm / 2 - axial_margin_mm
+    if h <= 0:
+        raise ValueError(f"axial_margin_mm={axial_margin_mm} leaves none of the rods' {phantom.length_mm} mm length")
+    slices = np.flatnonzero(np.abs(z - phantom.centre_mm[2]) <= h)
+    if slices.size == 0:
+        raise ValueError("the image holds no slice of the rods' central part")
+    return img, vs, org, slices
