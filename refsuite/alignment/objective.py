@@ -40,7 +40,7 @@ import torch
 from refsuite.geometry import euler_to_matrix
 from refsuite.projectors import blob_line_integrals
 
-__all__ = ["Problem", "batch_nll"]
+__all__ = ["Problem", "batch_nll", "event_expectations", "support_expectations"]
 
 
 class Problem:
@@ -138,6 +138,23 @@ def _expected(problem, cr, blob, tof_bin, poses, gen, deltas=(None, None)):
     return torch.zeros(n, dtype=li.dtype, device=li.device).index_add(0, row, li)
 
 
+def event_expectations(problem, idx, poses, gen, deltas=(None, None)):
+    """Expected counts (up to the global scale) of events ``idx``: line integrals times
+    efficiencies and attenuation, (n,). ``deltas``: per-row pose changes (see :func:`_points`)."""
+    cr = problem.ev_cr[idx]
+    tb = None if problem.ev_tof is None else problem.ev_tof[idx]
+    mu = _expected(problem, cr, problem.ev_cand[idx], tb, poses, gen, deltas)
+    return mu * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[idx]
+
+
+def support_expectations(problem, idx, poses, gen):
+    """Non-TOF expected counts of support entries ``idx``, weighted by their inverse inclusion
+    probability (n,): summed over all entries they estimate the normalisation."""
+    sup = problem.sup[idx]
+    mu = _expected(problem, sup[:, :2], sup[:, 2:3], None, poses, gen)
+    return mu * problem.eff[sup[:, 0]] * problem.eff[sup[:, 1]] * problem.sup_att[idx] * problem.sup_weight[idx]
+
+
 def batch_nll(problem, poses, *, ev_idx, sup_idx, gen, floor):
     """Estimate of the profiled Poisson NLL on one batch (differentiable in ``poses``).
 
@@ -159,15 +176,8 @@ def batch_nll(problem, poses, *, ev_idx, sup_idx, gen, floor):
     parts : dict of floats (``log_sum_mu``, ``mean_log_mu``)
     """
     n_ev = problem.n_events
-    cr = problem.ev_cr[ev_idx]
-    tb = None if problem.ev_tof is None else problem.ev_tof[ev_idx]
-    mu_e = _expected(problem, cr, problem.ev_cand[ev_idx], tb, poses, gen)
-    mu_e = mu_e * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[ev_idx]
-    data = torch.log(mu_e + floor).mean()
-    sup = problem.sup[sup_idx]
-    mu_s = _expected(problem, sup[:, :2], sup[:, 2:3], None, poses, gen)
-    mu_s = mu_s * problem.eff[sup[:, 0]] * problem.eff[sup[:, 1]] * problem.sup_att[sup_idx] * problem.sup_weight[sup_idx]
-    total = mu_s.sum() * (problem.sup.shape[0] / sup_idx.shape[0])
+    data = torch.log(event_expectations(problem, ev_idx, poses, gen) + floor).mean()
+    total = support_expectations(problem, sup_idx, poses, gen).sum() * (problem.sup.shape[0] / sup_idx.shape[0])
     log_total = torch.log(total)
     nll = n_ev * (log_total - data) + n_ev - n_ev * math.log(n_ev)
     return nll, {"log_sum_mu": float(log_total.detach()), "mean_log_mu": float(data.detach())}

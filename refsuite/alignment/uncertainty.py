@@ -90,15 +90,12 @@ def event_scores(problem, poses, idx, *, gen, floor: float):
     about the block's current local axes, then its global translation (mm), the order of
     :class:`PoseUncertainty`.
     """
-    from .objective import _expected
+    from .objective import event_expectations
 
     pos, axes = (p.detach() for p in poses)
-    cr = problem.ev_cr[idx]
-    tb = None if problem.ev_tof is None else problem.ev_tof[idx]
     d1 = torch.zeros((idx.numel(), _N_PAR), dtype=pos.dtype, device=pos.device, requires_grad=True)
     d2 = torch.zeros_like(d1, requires_grad=True)
-    mu = _expected(problem, cr, problem.ev_cand[idx], tb, (pos, axes), gen, deltas=(d1, d2))
-    mu = mu * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[idx]
+    mu = event_expectations(problem, idx, (pos, axes), gen, deltas=(d1, d2))
     # each event's mu depends on its own rows of d1, d2 only: the gradient of the sum is per event
     torch.log(mu + floor).sum().backward()
     return d1.grad.double().cpu().numpy(), d2.grad.double().cpu().numpy()
@@ -195,7 +192,7 @@ def full_nll_and_gradient(problem, pose_fn, rotations, translations, *, seed: in
     gradient : ndarray (G, 6)
         d NLL / d (rotations, translations), per parameter set.
     """
-    from .objective import _expected
+    from .objective import event_expectations, support_expectations
 
     dev = rotations.device
     gen = torch.Generator(device=dev).manual_seed(int(seed))
@@ -212,16 +209,10 @@ def full_nll_and_gradient(problem, pose_fn, rotations, translations, *, seed: in
         return value, grad
 
     def support_term(idx, poses):
-        sup = problem.sup[idx]
-        mu = _expected(problem, sup[:, :2], sup[:, 2:3], None, poses, gen)
-        return (mu * problem.eff[sup[:, 0]] * problem.eff[sup[:, 1]] * problem.sup_att[idx]
-                * problem.sup_weight[idx]).sum()
+        return support_expectations(problem, idx, poses, gen).sum()
 
     def event_term(idx, poses):
-        cr = problem.ev_cr[idx]
-        tb = None if problem.ev_tof is None else problem.ev_tof[idx]
-        mu = _expected(problem, cr, problem.ev_cand[idx], tb, poses, gen)
-        return torch.log(mu * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[idx] + floor).sum()
+        return torch.log(event_expectations(problem, idx, poses, gen) + floor).sum()
 
     n_ev = problem.n_events
     total, g_total = chunked_sum(problem.sup.shape[0], support_term)
