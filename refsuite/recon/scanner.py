@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from refsuite._checks import check_positive
 from refsuite.projectors import TOFParameters
 
 from .osem import attenuation_factors, lm_osem_lors, sensitivity_image
@@ -185,8 +186,8 @@ def lm_osem(
 
 def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lines: int, rng: np.random.Generator,
                               attenuation: torch.Tensor | None = None, lor_from_crystals: bool = True,
-                              n_subsets: int | None = None, chunk_lines: int = 1 << 20, dtype=torch.float32,
-                              device=None) -> torch.Tensor:
+                              n_subsets: int | None = None, sampling_voxel_size: float | None = None,
+                              chunk_lines: int = 1 << 20, dtype=torch.float32, device=None) -> torch.Tensor:
     """Sensitivity image ``s_j`` = probability that an emission in voxel ``j`` is detected (dimensionless).
 
     Monte Carlo over the isotropic line measure through the image (the block analogue of
@@ -219,6 +220,14 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
         Return one image per angular subset (:func:`refsuite.recon.angle_subsets` applied to the
         back-projected LORs), the stack :func:`refsuite.recon.lm_osem_lors` needs for unbiased
         OSEM on a block scanner; the images sum to the full sensitivity.
+    sampling_voxel_size : float, optional
+        Cubic voxel size (mm) of the grid the lines are back-projected onto, when it is coarser
+        than ``voxel_size``; the result is then interpolated (trilinearly, between coarse voxel
+        centres) onto the requested grid. The sensitivity varies on the scale of the crystal
+        voxels, but its Monte Carlo noise grows as the voxels shrink (the lines crossing a voxel
+        scale as ``h^2``), and OSEM divides by it: ``E[1/s] > 1/E[s]`` inflates the image
+        (measured: +40 % emissions at 0.2 mm voxels from 2e7 lines). Default (or equal to
+        ``voxel_size``): the image grid itself.
     chunk_lines : int
         Lines traced at once (memory bound).
     dtype, device
@@ -235,12 +244,24 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
     vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
     org = np.asarray(origin, float)
     centre = org + (np.asarray(shape) - 1) / 2 * vs
-    r = float(np.linalg.norm(np.asarray(shape) * vs) / 2)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    grid = dict(voxel_size=tuple(vs), origin=tuple(org))
-    w = np.pi * r**2 / (int(n_lines) * float(np.prod(vs)))
+    grid = dict(voxel_size=tuple(vs), origin=tuple(org))  # the image's grid (attenuation map)
+    coarse = sampling_voxel_size is not None and not np.allclose(vs, float(sampling_voxel_size))
+    if coarse:
+        hc = float(check_positive("sampling_voxel_size", sampling_voxel_size, unit="mm"))
+        if hc < vs.max():
+            raise ValueError(f"sampling_voxel_size must be >= the image voxel size {vs.max():g} mm, got {hc:g} mm")
+        # the coarse grid shares the image's centre and covers its voxel centres
+        bp_shape = tuple(int(n) for n in np.ceil((np.asarray(shape) - 1) * vs / hc).astype(int) + 2)
+        bp_vs = np.full(3, hc)
+        bp_org = centre - (np.asarray(bp_shape) - 1) / 2 * hc
+    else:
+        bp_shape, bp_vs, bp_org = shape, vs, org
+    bp_grid = dict(voxel_size=tuple(bp_vs), origin=tuple(bp_org))
+    r = float(np.linalg.norm(np.asarray(bp_shape) * bp_vs) / 2)
+    w = np.pi * r**2 / (int(n_lines) * float(np.prod(bp_vs)))
     mu = float(scanner.mu_per_mm)
-    out = torch.zeros((1 if n_subsets is None else int(n_subsets),) + shape, dtype=dtype, device=dev)
+    out = torch.zeros((1 if n_subsets is None else int(n_subsets),) + bp_shape, dtype=dtype, device=dev)
     for a in range(0, int(n_lines), int(chunk_lines)):
         n = min(int(chunk_lines), int(n_lines) - a)
         u = rng.normal(size=(n, 3))
@@ -268,5 +289,25 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
             wt = wt * attenuation_factors(attenuation.to(device=dev, dtype=dtype), xs_t, xe_t, **grid)
         subs = [torch.arange(xs_t.shape[0], device=dev)] if n_subsets is None else angle_subsets(xs_t, xe_t, int(n_subsets))
         for b, idx in enumerate(subs):
-            out[b] += sensitivity_image(xs_t[idx], xe_t[idx], image_shape=shape, weights=wt[idx], **grid)
+            out[b] += sensitivity_image(xs_t[idx], xe_t[idx], image_shape=bp_shape, weights=wt[idx], **bp_grid)
+    if coarse:
+        out = _interpolate_grid(out, bp_vs, bp_org, shape, vs, org)
     return out[0] if n_subsets is None else out
+
+
+def _interpolate_grid(images: torch.Tensor, src_vs, src_org, shape, vs, org) -> torch.Tensor:
+    """Trilinear interpolation of ``images`` (c, *src_shape) between their voxel centres onto the
+    voxel centres of the grid ``(shape, vs, org)`` (mm; the target must lie inside the source)."""
+    import torch.nn.functional as F
+
+    src_shape = np.asarray(images.shape[1:])
+    axes = []
+    for i in range(3):
+        x = org[i] + vs[i] * np.arange(shape[i])
+        # grid_sample's normalised coordinate with align_corners=True: -1 / +1 = first / last centre
+        axes.append(torch.as_tensor(2 * (x - src_org[i]) / (src_vs[i] * (src_shape[i] - 1)) - 1,
+                                    dtype=images.dtype, device=images.device))
+    g = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
+    # grid_sample orders the last dimension (W, H, D) = reversed array axes
+    out = F.grid_sample(images[None], g.flip(-1)[None], mode="bilinear", padding_mode="border", align_corners=True)
+    return out[0]
