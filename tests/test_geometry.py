@@ -275,3 +275,14 @@ def test_pose_points_matches_transform_numpy_and_torch():
     np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-12)
     got.sum().backward()
     assert rt.grad is not None and torch.isfinite(rt.grad).all()
+
+
+def test_coarsened_ids_merge_doi_layers():
+    fine, coarse = preset("thull_sim", binning="2mm").crystals, preset("thull_sim", binning="planar_2mm").crystals
+    m = fine.coarsened_ids(coarse)
+    assert m.shape == (fine.n_crystals,)
+    # every coarse voxel collects exactly the 5 DOI layers of one (x, z) column, and holds their points
+    assert np.array_equal(np.bincount(m, minlength=coarse.n_crystals), np.full(coarse.n_crystals, 5))
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, fine.n_crystals, 2000)
+    assert np.array_equal(coarse.locate(fine.sample(ids, rng)), m[ids])

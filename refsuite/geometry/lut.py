@@ -150,6 +150,15 @@ class CrystalLUT:
             self._cells["edges"], self._cells["table"] = edges, table
         return self._cells["edges"], self._cells["table"]
 
+    def coarsened_ids(self, coarse: "CrystalLUT") -> np.ndarray:
+        """Index in ``coarse`` of each of this table's voxels, shape (n_crystals,).
+
+        The coarse voxel is the one holding this voxel's centre: for nested binnings (e.g.
+        ``thull_sim`` "2mm" into "planar_2mm", DOI layers merged) it re-bins crystal ids of
+        list-mode data exactly as a coarser readout of the same detector would.
+        """
+        return coarse.locate(self.centres)
+
     def equals(self, other: "CrystalLUT") -> bool:
         """Exact equality of centres and half-sizes."""
         return (isinstance(other, CrystalLUT) and np.array_equal(self.centres, other.centres)
