@@ -39,16 +39,18 @@ class Settings:
 
     shape: tuple = (66, 24, 33)
     n_test: int = 2
-    n_train: int = 2
+    n_train: int = 6
     uniform_weights: tuple = (30.0, 100.0)
     #: bone / soft weight ratio of the CT map; the paper gives none. 10 was chosen on a pilot pair
     #: (seed 5, not one of the study's seeds) among 10 and 100
     bone_factor: float = 10.0
     iterations: tuple = (40, 30, 20)
-    network_steps: int = 30
+    network_steps: int = 120
+    #: Adam learning rate of the U-Net (its DDF head outputs voxels)
+    network_learning_rate: float = 3e-3
     network: bool = True
-    #: judge the learned model against the paper's claim (only meaningful once it is trained)
-    network_claims: bool = False
+    #: judge the learned model against the paper's claim
+    network_claims: bool = True
 
 
 QUICK = Settings()
@@ -97,14 +99,25 @@ def _declare(sec: Section, s: Settings) -> None:
     d("instance: folding fraction CT-guided",
       Tolerance(1e-3, Comparison.AT_MOST, justification="at most 0.1 % of body voxels with det J <= 0 (usual acceptance)"))
     if s.network:
-        d("network: training loss drop (first - last 10 steps), both weights",
-          Tolerance(0.05, Comparison.AT_LEAST, justification="weakly supervised training must lower its loss "
-                    "(a broken loss, warp or data pipeline leaves it flat or diverging)"))
+        d("network: training loss gain over identity, both weights",
+          Tolerance(1e-3, Comparison.AT_LEAST, justification="weakly supervised training must lower its own loss below "
+                    "that of the identity DDF on its training pairs (each pair once, so no sampling noise); a broken "
+                    "loss, warp or data pipeline leaves it at or above identity. (Before the identity-start head this "
+                    "was the drop of the per-step loss, >= 0.05, which the removal of a random initial DDF passed alone.)"))
         d("network: folding fraction CT-guided",
           Tolerance(1e-3, Comparison.AT_MOST, justification="at most 0.1 % folded body voxels"))
+        d("network: held-out TRE / identity, both weights",
+          Tolerance(1.02, Comparison.AT_MOST, justification="the networks must not distort pairs they were not trained on "
+                    "(a network that memorised its training deformations moves held-out landmarks away: 1.41 on a pilot "
+                    "trained on one pair); at CI size they do not yet generalise much (0.96 after 1000 steps on 24 pilot "
+                    "pairs), so this is a no-harm bound, not an accuracy claim"))
     if s.network and s.network_claims:
         d("network: bone rigidity CT-guided / uniform",
-          Tolerance(1.0, Comparison.AT_MOST, justification="same claim for the learned model (same uniform weight in soft tissue)"))
+          Tolerance(1.0, Comparison.AT_MOST, justification="the paper's claim for the learned model (same uniform weight "
+                    "in soft tissue), on held-out pairs"))
+        d("network: soft-organ Dice CT-guided - uniform",
+          Tolerance(-0.02, Comparison.AT_LEAST, justification="the paper's claim: no loss of soft-tissue alignment "
+                    "(held-out pairs; same 0.02 margin as the instance optimisation)"))
 
 
 def _seeds(ctx: RunContext, stream: int, n: int) -> list[int]:
@@ -119,6 +132,7 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         register,
         simulate_pet_ct_pair,
         train_network,
+        training_loss,
     )
 
     t0 = time.perf_counter()
@@ -172,22 +186,35 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
                              (f"network CT-guided {best:g}/{best * s.bone_factor:g}",
                               [ct_regularization_map(p.fixed_ct, spacing=p.spacing, soft_weight=best,
                                                      bone_weight=best * s.bone_factor) for p in train])):
-            model, hist = train_network(train, weights, steps=s.network_steps, seed=ctx.seed, device=ctx.device)
+            # same seed for both: identical initial weights and pair order, only the weight differs
+            model, _ = train_network(train, weights, steps=s.network_steps, learning_rate=s.network_learning_rate,
+                                        seed=ctx.seed, device=ctx.device)
             pred = [predict_ddf(model, p.fixed_pet, p.moving_pet, device=ctx.device) for p in test]
             results[key] = [evaluate_registration(p, d) for p, d in zip(test, pred)]
-            net[key] = hist
+            fit = [predict_ddf(model, p.fixed_pet, p.moving_pet, device=ctx.device) for p in train]
+            results[f"{key} (training pairs)"] = [evaluate_registration(p, d) for p, d in zip(train, fit)]
+            net[key] = training_loss(model, train, weights, device=ctx.device)
+        results["identity (training pairs)"] = [evaluate_registration(p, zero) for p in train]
         nu, nc = list(net)
-        drops = {k: float(np.mean(h[:10]) - np.mean(h[-10:])) for k, h in net.items()}
-        sec.check("network: training loss drop (first - last 10 steps), both weights", min(drops.values()),
-                  detail=", ".join(f"{k}: {v:.3f}" for k, v in drops.items()))
+        gains = {k: ident - fitted for k, (ident, fitted) in net.items()}
+        sec.check("network: training loss gain over identity, both weights", min(gains.values()),
+                  detail=", ".join(f"{k}: {net[k][0]:.4f} -> {net[k][1]:.4f}" for k in net))
         sec.check("network: folding fraction CT-guided", max(r["folding"] for r in results[nc]))
+        tre = {k: mean(k, "tre_mm") / mean("identity", "tre_mm") for k in (nu, nc)}
+        sec.check("network: held-out TRE / identity, both weights", max(tre.values()),
+                  detail=", ".join(f"{k}: {v:.3f}" for k, v in tre.items())
+                  + f"; on the training pairs {mean(nu + ' (training pairs)', 'tre_mm'):.2f} mm vs "
+                  f"{mean('identity (training pairs)', 'tre_mm'):.2f} mm unregistered (uniform)")
         if s.network_claims:
             sec.check("network: bone rigidity CT-guided / uniform", mean(nc, "rigidity_bone") / mean(nu, "rigidity_bone"),
                       detail=f"{mean(nc, 'rigidity_bone'):.4f} vs {mean(nu, 'rigidity_bone'):.4f}; "
                              f"{s.network_steps} training steps on {s.n_train} pairs")
+            sec.check("network: soft-organ Dice CT-guided - uniform", mean(nc, "dice_soft") - mean(nu, "dice_soft"),
+                      detail=f"{mean(nc, 'dice_soft'):.3f} vs {mean(nu, 'dice_soft'):.3f} "
+                             f"(identity {mean('identity', 'dice_soft'):.3f})")
         else:
-            sec.notes.append(f"Quick mode trains the U-Net for only {s.network_steps} steps: its metrics are reported "
-                             "but the paper's claim is judged for it in full mode only.")
+            sec.notes.append(f"The U-Net's metrics are reported but the paper's claim is not judged for it "
+                             f"({s.network_steps} training steps).")
         stats.append(_wilcoxon("network", results[nc], results[nu]))
         t_net = time.perf_counter() - t0
 
@@ -241,7 +268,7 @@ def _tables(sec: Section, results: dict, stats: list, s: Settings) -> None:
     organs = list(results["identity"][0]["dice"])
     sec.tables.append(Table(
         "Dice per organ (mean over test pairs)", ["setting"] + organs,
-        [[k] + [float(np.mean([r["dice"][o] for r in results[k]])) for o in organs] for k in keys],
+        [[k] + [float(np.nanmean([r["dice"].get(o, np.nan) for r in results[k]])) for o in organs] for k in keys],
     ))
     sec.tables.append(Table(
         "Paired Wilcoxon signed-rank tests, CT-guided vs uniform", ["way", "quantity", "n", "median difference", "p"],
