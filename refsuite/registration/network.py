@@ -216,11 +216,24 @@ def _prepare(pair, weight, device):
     if f.shape != m.shape:
         raise ValueError(f"fixed_pet {tuple(f.shape)} and moving_pet {tuple(m.shape)} must share one grid")
     f, m = normalise_pet(f), normalise_pet(m)
-    lf = _onehot(torch.as_tensor(np.asarray(pair.fixed_labels), device=device)[None, None], values)
-    lm = _onehot(torch.as_tensor(np.asarray(pair.moving_labels), device=device)[None, None], values)
+    grid = tuple(f.shape[2:])
+    onehot = []
+    for name in ("fixed_labels", "moving_labels"):
+        lab = np.asarray(getattr(pair, name))
+        if lab.shape != grid:
+            raise ValueError(f"{name} has shape {lab.shape}, not the PET grid {grid}")
+        if not np.isin(lab, values).any():
+            # an all-background label map gives a Dice term with no foreground (MONAI's smoothed
+            # Dice then rewards nothing): the pair cannot weakly supervise the network
+            raise ValueError(f"{name} contains none of the organ or bone labels {values} (empty masks)")
+        onehot.append(_onehot(torch.as_tensor(lab, device=device)[None, None], values))
     w = torch.as_tensor(np.asarray(weight, dtype=np.float32), device=device)
-    w = w if w.ndim == 0 else w.reshape((1, 1) + tuple(f.shape[2:]))
-    return f, m, lf, lm, w, [float(s) for s in pair.spacing]
+    if w.ndim not in (0, 3) or (w.ndim == 3 and tuple(w.shape) != grid):
+        raise ValueError(f"weight must be a scalar or a map on the PET grid {grid}, got shape {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("weight must be finite and >= 0")
+    w = w if w.ndim == 0 else w[None, None]
+    return f, m, onehot[0], onehot[1], w, [float(s) for s in pair.spacing]
 
 
 def _save(path, model, opt, step, history) -> None:
