@@ -29,20 +29,21 @@ soft-organ Dice still that of the identity for both (0.809), all 13 checks green
 half of that run: bone rigidity 0.0046 vs 0.0122 (ratio 0.37), soft Dice 0.836 vs 0.839, TRE
 6.73 mm vs 10.14 mm unregistered.
 
-Run time and how it grows. Quick mode: 68-93 s on the shared 2-core CI machine (one torch
+Run time and how it grows. Quick mode: 50-93 s on the shared 2-core CI machine (one torch
 thread). Costs, measured on that machine (one thread, contended, so lower bounds):
 
 - simulation: ~0.9 s per pair at 66 x 24 x 33 voxels, ~4.7 s at 132 x 40 x 56 (linear in voxels
   x ``oversample**3``), for ``n_test + n_train`` pairs;
 - instance optimisation: ``(len(uniform_weights) + 1) * n_test`` registrations, each
   ``~(i_2 / 64 + i_1 / 8 + i_0)`` full-grid iterations for ``iterations = (i_2, i_1, i_0)``; a
-  full-grid iteration is ~0.07 s at the quick grid, ~0.3 s at the full grid (linear in voxels);
+  full-grid iteration is 0.03-0.07 s at the quick grid, 0.14-0.31 s at the full grid (linear
+  in voxels; the ranges are benchmark runs at different loads of the shared machine);
 - U-Net: ``2 * network_steps`` training steps of ~0.21 s (quick grid) / ~1.07 s (full grid),
   linear in voxels and independent of ``n_train``; inference 0.05 s / 0.27 s per pair.
 
 Full mode (132 x 40 x 56 voxels, 8 test / 24 training pairs, 5 uniform weights, iterations
 150/100/60, two U-Nets of 2000 steps) has never been run: by the figures above ~1.5 min
-simulation + ~28 min instance optimisation + ~72 min U-Net training, ~1 h 45 min in all.
+simulation + 8-19 min instance optimisation + ~70 min U-Net training, about 1.5 h in all.
 """
 
 from __future__ import annotations
