@@ -74,7 +74,11 @@ class NetworkConfig:
 
 
 class RegistrationUNet(torch.nn.Module):
-    """(fixed, moving) PET (B, 1, D, H, W) each -> DDF (B, 3, D, H, W), voxel units."""
+    """(fixed, moving) PET (B, 1, D, H, W) each -> DDF (B, 3, D, H, W), voxel units.
+
+    ``forward(fixed, moving, normalised=False)``: PET in kBq/mL, normalised inside (99th
+    percentile, clip to [0, 1]) unless ``normalised=True`` says the caller has done it.
+    """
 
     def __init__(self, config: NetworkConfig = NetworkConfig()):
         super().__init__()
