@@ -20,11 +20,14 @@ from refsuite.metrics.registration import (
 )
 from refsuite.registration import (
     BONE_LABELS,
+    RegistrationUNet,
+    ct_regularization_map,
     evaluate_registration,
     load_network,
     predict_ddf,
     simulate_pet_ct_pair,
     train_network,
+    training_loss,
 )
 
 
@@ -135,6 +138,43 @@ def test_network_trains_checkpoints_resumes_and_predicts(pair, tmp_path):
     assert ddf.shape == (1, 3) + SMALL and torch.isfinite(ddf).all()
     with pytest.raises(ValueError, match="equal length"):
         train_network([pair], [1.0, 2.0], steps=1)
+
+
+def test_untrained_network_starts_at_identity(pair):
+    torch.manual_seed(0)
+    ddf = predict_ddf(RegistrationUNet(), pair.fixed_pet, pair.moving_pet)
+    # VoxelMorph-style head init N(0, 1e-5): training starts from the identity, not a random DDF
+    assert float(ddf.abs().max()) < 1e-3
+
+
+def test_ct_weight_stiffens_the_learned_ddf_in_bone(pair):
+    # same seed = same initial weights and pair order; only the regulariser weight differs
+    ct_map = ct_regularization_map(pair.fixed_ct, spacing=pair.spacing, soft_weight=30.0, bone_weight=300.0)
+    rigidity, gains = {}, {}
+    for key, weight in (("uniform", 30.0), ("ct", ct_map)):
+        model, _ = train_network([pair], [weight], steps=30, seed=0)
+        ident, fitted = training_loss(model, [pair], [weight])
+        gains[key] = ident - fitted
+        rigidity[key] = evaluate_registration(pair, predict_ddf(model, pair.fixed_pet, pair.moving_pet))["rigidity_bone"]
+    assert min(gains.values()) > 0, gains
+    assert rigidity["ct"] < rigidity["uniform"], rigidity
+
+
+def test_network_rejects_bad_training_inputs(pair):
+    import dataclasses
+
+    empty = dataclasses.replace(pair, fixed_labels=np.zeros_like(pair.fixed_labels))
+    with pytest.raises(ValueError, match="empty masks"):
+        train_network([empty], [1.0], steps=1)
+    cropped = dataclasses.replace(pair, moving_labels=pair.moving_labels[:-1])
+    with pytest.raises(ValueError, match="moving_labels has shape"):
+        train_network([cropped], [1.0], steps=1)
+    with pytest.raises(ValueError, match="weight must be a scalar or a map on the PET grid"):
+        train_network([pair], [np.ones((4, 4, 4))], steps=1)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        train_network([pair], [-1.0], steps=1)
+    with pytest.raises(ValueError, match="share one grid"):
+        predict_ddf(RegistrationUNet(), pair.fixed_pet, pair.moving_pet[:-1])
 
 
 # ---- NIfTI and CLI ----------------------------------------------------------------------------

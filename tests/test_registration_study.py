@@ -50,3 +50,13 @@ def test_wrong_sign_truth_turns_the_truth_check_red(monkeypatch):
     checks = _by_name(study.run_with(RunContext(seed=3), dataclasses.replace(TINY, iterations=(1, 1, 1))))
     assert not checks["truth: soft-organ Dice gain of the true DDF over identity"].passed
     assert np.isfinite(checks["truth: soft-organ Dice gain of the true DDF over identity"].measured)
+
+
+def test_inverted_ct_map_turns_the_network_rigidity_check_red():
+    # the U-Net half: with bone weaker than soft tissue in its training loss the CT-guided network
+    # must come out less rigid in bone than the uniform one (a few steps on one pair suffice)
+    tiny_net = dataclasses.replace(TINY, iterations=(5, 5, 5), network=True, n_train=1, network_steps=20)
+    name = "network: bone rigidity CT-guided / uniform"
+    sane = _by_name(study.run_with(RunContext(seed=3), tiny_net))
+    broken = _by_name(study.run_with(RunContext(seed=3), dataclasses.replace(tiny_net, bone_factor=0.01)))
+    assert sane[name].passed and not broken[name].passed, (sane[name].measured, broken[name].measured)

@@ -9,15 +9,41 @@ are registered two ways, each with a uniform regulariser weight and with the CT-
    and taking the best one by soft-organ Dice (no straw man); the CT map then keeps that weight
    in soft tissue and multiplies it by ``bone_factor`` in bone;
 2. a weakly supervised U-Net (:func:`refsuite.registration.train_network`) trained on separate
-   pairs with the best uniform weight and with the CT map.
+   pairs with the best uniform weight and with the CT map (same initial weights and pair order),
+   judged on held-out pairs.
 
 Expected result (the paper's claim, which the checks can contradict): the CT-guided map gives a
 lower bone rigidity error with no loss of soft-organ Dice compared with the best uniform weight.
 
-Run time: quick mode ~60-75 s on the shared 2-core CI machine. Full mode (132 x 40 x 56 voxels,
-8 test pairs, 5 uniform weights, two U-Nets of 2000 steps on 12 pairs) has not been run yet; from
-the benchmarks (~3 instance iterations/s at full size, ~1.5 s per training step) it is estimated
-at 2-3 h on that machine, most of it U-Net training.
+What the U-Net half shows at CI size. Quick mode trains each U-Net for 120 steps on 6 pairs:
+enough to lower its own loss below the identity's on its training pairs, not enough to
+generalise (held-out TRE / identity 0.95-1.01 over seeds 1, 2, 3, 12345; held-out soft-organ
+Dice identical to the identity's, since sub-voxel DDFs change no nearest-neighbour label). Its
+claim checks there say only that the CT weight makes what the network outputs stiffer in bone
+(rigidity ratio 0.60-0.86) at no Dice cost, not that the network registers. A scaled run with
+the full step count (quick grid, 24 training / 4 test pairs, uniform sweep 10/30/100, instance
+iterations 150/100/60, 2000 steps; seed 12345; 19.5 min, 18 of it U-Net training) generalises
+a little: held-out TRE 10.14 -> 9.24 mm (uniform 100) and 9.50 mm (CT-guided 100/1000),
+bone rigidity 0.0133 vs 0.0405 (ratio 0.33; Wilcoxon p < 0.001 over 24 bones x pairs),
+soft-organ Dice still that of the identity for both (0.809), all 13 checks green. The instance
+half of that run: bone rigidity 0.0046 vs 0.0122 (ratio 0.37), soft Dice 0.836 vs 0.839, TRE
+6.73 mm vs 10.14 mm unregistered.
+
+Run time and how it grows. Quick mode: 50-93 s on the shared 2-core CI machine (one torch
+thread). Costs, measured on that machine (one thread, contended, so lower bounds):
+
+- simulation: ~0.9 s per pair at 66 x 24 x 33 voxels, ~4.7 s at 132 x 40 x 56 (linear in voxels
+  x ``oversample**3``), for ``n_test + n_train`` pairs;
+- instance optimisation: ``(len(uniform_weights) + 1) * n_test`` registrations, each
+  ``~(i_2 / 64 + i_1 / 8 + i_0)`` full-grid iterations for ``iterations = (i_2, i_1, i_0)``; a
+  full-grid iteration is 0.03-0.07 s at the quick grid, 0.14-0.31 s at the full grid (linear
+  in voxels; the ranges are benchmark runs at different loads of the shared machine);
+- U-Net: ``2 * network_steps`` training steps of ~0.21 s (quick grid) / ~1.07 s (full grid),
+  linear in voxels and independent of ``n_train``; inference 0.05 s / 0.27 s per pair.
+
+Full mode (132 x 40 x 56 voxels, 8 test / 24 training pairs, 5 uniform weights, iterations
+150/100/60, two U-Nets of 2000 steps) has never been run: by the figures above ~1.5 min
+simulation + 8-19 min instance optimisation + ~70 min U-Net training, about 1.5 h in all.
 """
 
 from __future__ import annotations
@@ -39,21 +65,23 @@ class Settings:
 
     shape: tuple = (66, 24, 33)
     n_test: int = 2
-    n_train: int = 2
+    n_train: int = 6
     uniform_weights: tuple = (30.0, 100.0)
     #: bone / soft weight ratio of the CT map; the paper gives none. 10 was chosen on a pilot pair
     #: (seed 5, not one of the study's seeds) among 10 and 100
     bone_factor: float = 10.0
     iterations: tuple = (40, 30, 20)
-    network_steps: int = 30
+    network_steps: int = 120
+    #: Adam learning rate of the U-Net (its DDF head outputs voxels)
+    network_learning_rate: float = 3e-3
     network: bool = True
-    #: judge the learned model against the paper's claim (only meaningful once it is trained)
-    network_claims: bool = False
+    #: judge the learned model against the paper's claim
+    network_claims: bool = True
 
 
 QUICK = Settings()
-FULL = Settings(shape=(132, 40, 56), n_test=8, n_train=12, uniform_weights=(3.0, 10.0, 30.0, 100.0, 300.0),
-                iterations=(150, 100, 60), network_steps=2000, network_claims=True)
+FULL = Settings(shape=(132, 40, 56), n_test=8, n_train=24, uniform_weights=(3.0, 10.0, 30.0, 100.0, 300.0),
+                iterations=(150, 100, 60), network_steps=2000)
 
 
 def run(ctx: RunContext) -> Section:
@@ -97,14 +125,25 @@ def _declare(sec: Section, s: Settings) -> None:
     d("instance: folding fraction CT-guided",
       Tolerance(1e-3, Comparison.AT_MOST, justification="at most 0.1 % of body voxels with det J <= 0 (usual acceptance)"))
     if s.network:
-        d("network: training loss drop (first - last 10 steps), both weights",
-          Tolerance(0.05, Comparison.AT_LEAST, justification="weakly supervised training must lower its loss "
-                    "(a broken loss, warp or data pipeline leaves it flat or diverging)"))
+        d("network: training loss gain over identity, both weights",
+          Tolerance(1e-3, Comparison.AT_LEAST, justification="weakly supervised training must lower its own loss below "
+                    "that of the identity DDF on its training pairs (each pair once, so no sampling noise); a broken "
+                    "loss, warp or data pipeline leaves it at or above identity. (Before the identity-start head this "
+                    "was the drop of the per-step loss, >= 0.05, which the removal of a random initial DDF passed alone.)"))
         d("network: folding fraction CT-guided",
           Tolerance(1e-3, Comparison.AT_MOST, justification="at most 0.1 % folded body voxels"))
+        d("network: held-out TRE / identity, both weights",
+          Tolerance(1.02, Comparison.AT_MOST, justification="the networks must not distort pairs they were not trained on "
+                    "(a network that memorised its training deformations moves held-out landmarks away: 1.41 on a pilot "
+                    "trained on one pair); at CI size they do not yet generalise much (0.96 after 1000 steps on 24 pilot "
+                    "pairs), so this is a no-harm bound, not an accuracy claim"))
     if s.network and s.network_claims:
         d("network: bone rigidity CT-guided / uniform",
-          Tolerance(1.0, Comparison.AT_MOST, justification="same claim for the learned model (same uniform weight in soft tissue)"))
+          Tolerance(1.0, Comparison.AT_MOST, justification="the paper's claim for the learned model (same uniform weight "
+                    "in soft tissue), on held-out pairs"))
+        d("network: soft-organ Dice CT-guided - uniform",
+          Tolerance(-0.02, Comparison.AT_LEAST, justification="the paper's claim: no loss of soft-tissue alignment "
+                    "(held-out pairs; same 0.02 margin as the instance optimisation)"))
 
 
 def _seeds(ctx: RunContext, stream: int, n: int) -> list[int]:
@@ -119,6 +158,7 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         register,
         simulate_pet_ct_pair,
         train_network,
+        training_loss,
     )
 
     t0 = time.perf_counter()
@@ -172,22 +212,35 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
                              (f"network CT-guided {best:g}/{best * s.bone_factor:g}",
                               [ct_regularization_map(p.fixed_ct, spacing=p.spacing, soft_weight=best,
                                                      bone_weight=best * s.bone_factor) for p in train])):
-            model, hist = train_network(train, weights, steps=s.network_steps, seed=ctx.seed, device=ctx.device)
+            # same seed for both: identical initial weights and pair order, only the weight differs
+            model, _ = train_network(train, weights, steps=s.network_steps, learning_rate=s.network_learning_rate,
+                                        seed=ctx.seed, device=ctx.device)
             pred = [predict_ddf(model, p.fixed_pet, p.moving_pet, device=ctx.device) for p in test]
             results[key] = [evaluate_registration(p, d) for p, d in zip(test, pred)]
-            net[key] = hist
+            fit = [predict_ddf(model, p.fixed_pet, p.moving_pet, device=ctx.device) for p in train]
+            results[f"{key} (training pairs)"] = [evaluate_registration(p, d) for p, d in zip(train, fit)]
+            net[key] = training_loss(model, train, weights, device=ctx.device)
+        results["identity (training pairs)"] = [evaluate_registration(p, zero) for p in train]
         nu, nc = list(net)
-        drops = {k: float(np.mean(h[:10]) - np.mean(h[-10:])) for k, h in net.items()}
-        sec.check("network: training loss drop (first - last 10 steps), both weights", min(drops.values()),
-                  detail=", ".join(f"{k}: {v:.3f}" for k, v in drops.items()))
+        gains = {k: ident - fitted for k, (ident, fitted) in net.items()}
+        sec.check("network: training loss gain over identity, both weights", min(gains.values()),
+                  detail=", ".join(f"{k}: {net[k][0]:.4f} -> {net[k][1]:.4f}" for k in net))
         sec.check("network: folding fraction CT-guided", max(r["folding"] for r in results[nc]))
+        tre = {k: mean(k, "tre_mm") / mean("identity", "tre_mm") for k in (nu, nc)}
+        sec.check("network: held-out TRE / identity, both weights", max(tre.values()),
+                  detail=", ".join(f"{k}: {v:.3f}" for k, v in tre.items())
+                  + f"; on the training pairs {mean(nu + ' (training pairs)', 'tre_mm'):.2f} mm vs "
+                  f"{mean('identity (training pairs)', 'tre_mm'):.2f} mm unregistered (uniform)")
         if s.network_claims:
             sec.check("network: bone rigidity CT-guided / uniform", mean(nc, "rigidity_bone") / mean(nu, "rigidity_bone"),
                       detail=f"{mean(nc, 'rigidity_bone'):.4f} vs {mean(nu, 'rigidity_bone'):.4f}; "
                              f"{s.network_steps} training steps on {s.n_train} pairs")
+            sec.check("network: soft-organ Dice CT-guided - uniform", mean(nc, "dice_soft") - mean(nu, "dice_soft"),
+                      detail=f"{mean(nc, 'dice_soft'):.3f} vs {mean(nu, 'dice_soft'):.3f} "
+                             f"(identity {mean('identity', 'dice_soft'):.3f})")
         else:
-            sec.notes.append(f"Quick mode trains the U-Net for only {s.network_steps} steps: its metrics are reported "
-                             "but the paper's claim is judged for it in full mode only.")
+            sec.notes.append(f"The U-Net's metrics are reported but the paper's claim is not judged for it "
+                             f"({s.network_steps} training steps).")
         stats.append(_wilcoxon("network", results[nc], results[nu]))
         t_net = time.perf_counter() - t0
 
@@ -198,7 +251,9 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         f"{s.n_train if s.network else 0} training pairs. Run time: simulation {t_sim:.1f} s, instance optimisation "
         f"{t_inst:.1f} s ({len(s.uniform_weights) + 1} settings), network {t_net:.1f} s, on a shared 2-core CPU "
         "(one torch thread; lower bounds). Similarity: LNCC (window 5); regulariser: weighted diffusion; Adam, "
-        "learning rate 0.3 voxel, halved-grid pyramid of 3 levels.")
+        "learning rate 0.3 voxel, halved-grid pyramid of 3 levels. U-Net: "
+        f"{s.network_steps} Adam steps (learning rate {s.network_learning_rate:g}, batch 1) per weight; rows "
+        "'(training pairs)' score it on the pairs it was trained on, the others on held-out pairs.")
 
 
 def _wilcoxon(way: str, ct: list[dict], uni: list[dict]) -> list:
@@ -241,7 +296,7 @@ def _tables(sec: Section, results: dict, stats: list, s: Settings) -> None:
     organs = list(results["identity"][0]["dice"])
     sec.tables.append(Table(
         "Dice per organ (mean over test pairs)", ["setting"] + organs,
-        [[k] + [float(np.mean([r["dice"][o] for r in results[k]])) for o in organs] for k in keys],
+        [[k] + [float(np.nanmean([r["dice"].get(o, np.nan) for r in results[k]])) for o in organs] for k in keys],
     ))
     sec.tables.append(Table(
         "Paired Wilcoxon signed-rank tests, CT-guided vs uniform", ["way", "quantity", "n", "median difference", "p"],

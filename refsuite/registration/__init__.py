@@ -13,7 +13,7 @@ order.
 
 from .anatomy import BONE_LABELS, LABELS, SOFT_ORGAN_LABELS, Tracer
 from .evaluation import evaluate_registration
-from .network import NetworkConfig, RegistrationUNet, load_network, predict_ddf, train_network
+from .network import NetworkConfig, RegistrationUNet, load_network, predict_ddf, train_network, training_loss
 from .optimize import Regularizer, Similarity, optimise_ddf, register
 from .regularizers import weighted_bending_energy, weighted_diffusion
 from .synthetic import SyntheticPair, simulate_pet_ct_pair
@@ -23,7 +23,7 @@ from .weights import check_ct_hu, ct_regularization_map
 __all__ = [
     "BONE_LABELS", "LABELS", "SOFT_ORGAN_LABELS", "Tracer",
     "evaluate_registration",
-    "NetworkConfig", "RegistrationUNet", "load_network", "predict_ddf", "train_network",
+    "NetworkConfig", "RegistrationUNet", "load_network", "predict_ddf", "train_network", "training_loss",
     "Regularizer", "Similarity", "optimise_ddf", "register",
     "weighted_bending_energy", "weighted_diffusion",
     "SyntheticPair", "simulate_pet_ct_pair",
