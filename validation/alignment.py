@@ -236,20 +236,29 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
     from refsuite.phantoms import HotRod
     from refsuite.recon import reconstruct_hot_rod
 
-    mid = 1.5  # mm: rods at the resolution limit of 2 mm crystals, the most sensitive to geometry errors
-    section.declare("hot-rod PVR 1.5 mm rods, aligned / blueprint", Tolerance(
+    # rods resolved by 2 mm crystals (the projectors study: below 1.5 mm PVR is at the resolution
+    # limit and only reported); a geometric mean over them, because a misalignment's effect on one
+    # rod size depends on its realisation (see the first justification)
+    resolved_mm = (2.0, 1.5)
+    gm = lambda r: float(np.exp(np.mean([np.log(r.pvr[d]) for d in resolved_mm])))  # noqa: E731
+    section.declare("hot-rod PVR of the resolved rods (2, 1.5 mm), aligned / blueprint", Tolerance(
         1.10, Comparison.AT_LEAST, justification=(
             "sigma_T = 1 mm, sigma_R = 1 deg per block moves each LOR by ~0.7 mm rms at the centre, a blur comparable "
-            "to the 1.5 mm gaps between 1.5 mm rods, while the aligned geometry (errors <= 150 um) adds almost none; "
-            "Thull et al., Table 3: 2.15 (blueprint = truth) vs 1.87 for sigma 1 mm/1 deg (ratio 1.15)")))
+            "to the gaps between the 2 and 1.5 mm rods, while the aligned geometry (errors <= 150 um) adds almost "
+            "none; Thull et al., Table 3: 2.15 (blueprint = truth) vs 1.87 for sigma 1 mm/1 deg (ratio 1.15). "
+            "History: this check was first the 1.5 mm rods alone; it passed at seed 12345 (1.39) but failed at seeds "
+            "1 and 2 (1.07, 0.94) while the 2 mm rods dropped 2.6-fold there: which rod size a given misalignment "
+            "blurs is realisation-dependent. The geometric mean over both resolved sizes replaced it after those "
+            "three seeds (1.24 / 1.66 / 1.59), so only seeds measured afterwards count as its validation")))
     section.declare("hot-rod PSNR, aligned - blueprint", Tolerance(
         0.1, Comparison.AT_LEAST, unit="dB", justification=(
             "Thull et al., Table 4: 14.60 dB with the right geometry vs 14.32 dB at sigma 1 mm/1 deg (+0.28 dB); "
             "the same events are reconstructed, so the difference is systematic, not noise")))
-    section.declare("hot-rod PVR 1.5 mm rods, aligned vs truth geometry", Tolerance(
+    section.declare("hot-rod PVR of the resolved rods (2, 1.5 mm), aligned vs truth geometry", Tolerance(
         0.10, Comparison.REL_DIFF, justification=(
             "residual alignment errors <= 150 um (quick) blur LORs by << the ~1.2 mm system FWHM; same events and "
-            "sensitivity lines in both, so only the geometry differs")))
+            "sensitivity lines in both, so only the geometry differs (first on the 1.5 mm rods alone: +1.5 / +0.8 / "
+            "-1.9 % at seeds 12345 / 1 / 2; moved to the geometric mean together with the check above)")))
     section.declare("hot-rod PSNR, aligned vs truth geometry", Tolerance(
         0.3, Comparison.ABS_DIFF, unit="dB", justification=(
             "as above; 0.3 dB is the whole blueprint-to-truth gap of Thull et al.'s sigma 1 mm case, which the "
@@ -268,11 +277,12 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
     finally:
         torch.set_num_threads(threads)
     tr, bp, al = recs["truth geometry"], recs["blueprint (misaligned)"], recs["aligned"]
-    section.check("hot-rod PVR 1.5 mm rods, aligned / blueprint", al.pvr[mid] / bp.pvr[mid],
-                  detail=f"aligned {al.pvr[mid]:.3f}, blueprint {bp.pvr[mid]:.3f}")
+    section.check("hot-rod PVR of the resolved rods (2, 1.5 mm), aligned / blueprint", gm(al) / gm(bp),
+                  detail=f"geometric mean aligned {gm(al):.3f}, blueprint {gm(bp):.3f}; per size "
+                         + ", ".join(f"{d:g} mm {al.pvr[d]:.3f} / {bp.pvr[d]:.3f}" for d in resolved_mm))
     section.check("hot-rod PSNR, aligned - blueprint", al.psnr_db - bp.psnr_db,
                   detail=f"aligned {al.psnr_db:.2f} dB, blueprint {bp.psnr_db:.2f} dB")
-    section.check("hot-rod PVR 1.5 mm rods, aligned vs truth geometry", al.pvr[mid], tr.pvr[mid])
+    section.check("hot-rod PVR of the resolved rods (2, 1.5 mm), aligned vs truth geometry", gm(al), gm(tr))
     section.check("hot-rod PSNR, aligned vs truth geometry", al.psnr_db, tr.psnr_db)
     sizes_mm = sorted(tr.pvr, reverse=True)
     rows = [[label, f"{r.psnr_db:.2f}", f"{r.ssim:.3f}", f"{100 * r.cov:.1f}", *(f"{r.pvr[d]:.3f}" for d in sizes_mm),
@@ -297,9 +307,9 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
         a.set_title(label, fontsize=9)
         a.set_axis_off()
     for label, r in recs.items():
-        t, prof, _ = r.profiles[mid]
+        t, prof, _ = r.profiles[resolved_mm[-1]]
         ax[3].plot(t, prof, label=label)
-    ax[3].set_xlabel(f"along a row of {mid:g} mm rods (mm)")
+    ax[3].set_xlabel(f"along a row of {resolved_mm[-1]:g} mm rods (mm)")
     ax[3].legend(fontsize=7)
     section.figures.append(figure_from_matplotlib(fig, "Hot-rod reconstructions by geometry",
                                                   "Thull et al., Figs. 5-6 analogue: mean of the rods' central slices."))
