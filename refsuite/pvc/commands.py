@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     t.add_argument("--batch-size", type=int, default=2)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--patch", type=int, default=None, help="train on patches of this edge (voxels)")
-    t.add_argument("--loss", choices=["mse", "l1"], default="mse")
+    t.add_argument("--loss", choices=["mse", "l1"], default="l1")
+    t.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="learning-rate schedule")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu")
     t.set_defaults(func=_train)
@@ -82,7 +83,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig(arch=args.arch, features=tuple(int(f) for f in args.features.split(",")),
                           inputs=tuple(args.inputs.split(",")), epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.lr, patch=args.patch, loss=args.loss, seed=args.seed)
+                          learning_rate=args.lr, patch=args.patch, loss=args.loss,
+                          schedule=args.schedule, seed=args.seed)
         data = load_dataset(args.data)
         result = train(data, config=cfg, checkpoint_dir=args.checkpoint_dir, device=args.device)
     except (ValueError, KeyError) as exc:
