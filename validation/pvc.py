@@ -23,7 +23,7 @@ Cost (measured on the shared 2-core machine, one thread, seed 12345):
 
 - simulation per case ~ n_views x nz x nx^2 (the rotated-plane projector, 6 RR + 10 noRR OSEM
   iterations, noise-free and noisy): 0.2-0.5 s (QUICK), 2.2 s (MEDIUM; 3.6x the voxel-view
-  product); FULL is 1140x QUICK's product, ~220 s per RR OSEM iteration on this CPU
+  product); FULL is 1140x QUICK's product, 100-220 s per RR OSEM iteration on this CPU
   (tests/test_pvc_benchmarks.py), so ~1 h per case: a GPU job.
 - training ~ training cases x epochs x voxels x channels^2: 47-102 s (QUICK, 28 x 24 x 9216),
   393 s (MEDIUM, 84 x 32 x 24576, 10.7x QUICK's product). FULL (8,550 x 100 x 128^3 with
@@ -321,7 +321,7 @@ def _evaluate(section: Section, prep: Prepared, ctx: RunContext, dl_correct: Cal
         f"{'+'.join(prep.plan.dataset.recons)}, batched), training {prep.timings['training_s']:.0f} s. "
         f"The projector cost grows with n_views x nz x (1.41 nx)^2, about {_full_factor(prep.plan):.0f}x from this plan to "
         "the paper's 128^3 / 120-view case; tests/test_pvc_benchmarks.py measures one RR OSEM iteration of that case at "
-        "~220 s on this CPU, so the 10,000-case full dataset is a GPU job (device='cuda'; not measured here).")
+        "100-220 s on this CPU (load-dependent), so the 10,000-case full dataset is a GPU job (device='cuda'; not measured here).")
     section.notes.append(
         "Differences to the paper: analytic bodies instead of XCAT; Gaussian distance-dependent collimator response "
         "with attenuation, no scatter or septal penetration (so no scatter correction); body-contour orbit with a "
