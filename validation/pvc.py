@@ -24,7 +24,7 @@ Cost (measured on the shared 2-core machine, one thread, seed 12345):
 - simulation per case ~ n_views x nz x nx^2 (the rotated-plane projector, 6 RR + 10 noRR OSEM
   iterations, noise-free and noisy): 0.2-0.5 s (QUICK), 2.2 s (MEDIUM; 3.6x the voxel-view
   product); FULL is 1140x QUICK's product, 100-220 s per RR OSEM iteration on this CPU
-  (tests/test_pvc_benchmarks.py), so ~1 h per case: a GPU job.
+  (tests/test_pvc_benchmarks.py), so 0.5-1 h per case: a GPU job.
 - training ~ training cases x epochs x voxels x channels^2: 47-102 s (QUICK, 28 x 24 x 9216),
   393 s (MEDIUM, 84 x 32 x 24576, 10.7x QUICK's product). FULL (8,550 x 100 x 128^3 with
   16x the channel products) is ~4e5 x MEDIUM: ~5 CPU-years, i.e. days on a GPU.
