@@ -101,6 +101,12 @@ def test_cli_correct_keeps_affine_and_rejects_mismatch(tmp_path):
     assert not (tmp_path / "o2.nii.gz").exists()
     assert main(["pvc", "correct", str(tmp_path / "in.nii.gz"), str(tmp_path / "o3.nii.gz"), "--method", "iy",
                  "--labels", str(tmp_path / "lab.nii.gz"), "--fwhm-mm", "-2"]) == 2
+    bad = img.copy()
+    bad[5, 6, 3] = np.nan
+    nib.save(nib.Nifti1Image(bad, affine), tmp_path / "nan.nii.gz")
+    assert main(["pvc", "correct", str(tmp_path / "nan.nii.gz"), str(tmp_path / "o4.nii.gz"), "--method", "iy",
+                 "--labels", str(tmp_path / "lab.nii.gz"), "--fwhm-mm", "9"]) == 2
+    assert not (tmp_path / "o4.nii.gz").exists()
 
 
 def test_cli_simulate_train_evaluate_correct(tmp_path, capsys):
@@ -116,6 +122,8 @@ def test_cli_simulate_train_evaluate_correct(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n_cases"] == 2 and set(report["mean"]) == {"none", "IY-PVC", "DL-PVC"}
     assert report["mean"]["DL-PVC"]["ad_pct"] == pytest.approx(report["mean"]["none"]["ad_pct"], abs=1e-6)
+    p = report["wilcoxon_p_dl_vs"]
+    assert set(p) == {"none", "IY-PVC"} and all(0 < v <= 1 for d in p.values() for v in d.values())
     image = load_dataset(tmp_path / "ds")["RR_n"][0].transpose(2, 1, 0)
     nib.save(nib.Nifti1Image(image, np.diag([4.8, 4.8, 4.8, 1.0])), tmp_path / "spect.nii")
     assert main(["pvc", "correct", str(tmp_path / "spect.nii"), str(tmp_path / "dl.nii"), "--model",

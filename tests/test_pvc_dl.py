@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from refsuite.pvc import Architecture, TrainConfig, build_network, correct, gaussian_blur, load_model, save_model, train
+from refsuite.pvc import Architecture, Schedule, TrainConfig, build_network, correct, gaussian_blur, load_model, save_model, train
 
 
 def _toy_data(n=6, shape=(8, 8, 8), seed=0):
@@ -63,6 +63,41 @@ def test_training_reduces_loss():
     cfg = TrainConfig(features=(4, 8), epochs=8, batch_size=1, val_fraction=0.0, inputs=("RR_n",), learning_rate=1e-2)
     res = train(data, config=cfg, progress=False)
     assert res.history[-1]["train_loss"] < 0.7 * res.history[0]["train_loss"]
+
+
+def test_cosine_schedule_and_options():
+    from refsuite.pvc.training import _learning_rate
+
+    cfg = TrainConfig(epochs=4, learning_rate=0.02, schedule=Schedule.COSINE.value)
+    assert [_learning_rate(cfg, e) for e in range(4)] == pytest.approx([0.02, 0.01 * (1 + np.cos(np.pi / 4)), 0.01,
+                                                                        0.01 * (1 + np.cos(3 * np.pi / 4))])
+    const = TrainConfig(epochs=4, learning_rate=0.02, schedule="constant")
+    assert {_learning_rate(const, e) for e in range(4)} == {0.02}
+    with pytest.raises(ValueError, match="not a valid Schedule"):
+        TrainConfig(schedule="linear")
+
+
+def test_output_is_non_negative_and_never_loses_its_gradients():
+    """The stall the earlier max(0, x + r) output fell into: a strongly negative last bias
+    zeroed the output and every gradient. With y = x exp(r) the output stays >= 0 and the
+    gradients reach the whole network; in training the conservation step is applied too."""
+    from refsuite.pvc.training import _output
+
+    torch.manual_seed(1)
+    model = build_network(Architecture.R2UNET, features=(2, 4))
+    head = model.net.head
+    torch.nn.init.normal_(head.weight, std=1.0)
+    torch.nn.init.constant_(head.bias, -5.0)
+    x = torch.from_numpy(_toy_data(2, (8, 8, 8))["RR_n"][:, None])
+    x = x / x.amax(dim=(1, 2, 3, 4), keepdim=True)
+    y = _output(model.train(), x, TrainConfig(features=(2, 4)))
+    assert torch.isfinite(y).all() and (y >= 0).all()
+    assert torch.allclose(y.sum(dim=(1, 2, 3, 4)), x.sum(dim=(1, 2, 3, 4)), rtol=1e-5)
+    (y - 2 * x).abs().mean().backward()
+    first = model.net.down[0].proj.weight.grad
+    assert first is not None and first.abs().sum() > 0
+    patch_cfg = TrainConfig(features=(2, 4), patch=8)
+    assert not torch.allclose(_output(model, x, patch_cfg).sum(dim=(1, 2, 3, 4)), x.sum(dim=(1, 2, 3, 4)))
 
 
 def test_correct_bad_inputs():

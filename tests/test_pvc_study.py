@@ -27,13 +27,17 @@ def test_quick_study_is_green_and_a_broken_dl_pvc_turns_it_red(prepared):
     assert len(section.figures) == 3 and section.tables
     assert prepared.fwhm_mm["RR_nf"] < prepared.fwhm_mm["noRR_nf"]
 
-    def blurred(image, model):  # a plausible fault: the output smoothed by one voxel
-        return gaussian_blur(correct(image, model), fwhm_mm=4.8, voxel_size_mm=4.8)
+    def blurred(image, model):  # a plausible fault: the output smoothed by two voxels (a wrong PSF step)
+        return gaussian_blur(correct(image, model), fwhm_mm=9.6, voxel_size_mm=4.8)
 
     def unconserved(image, model):  # the conservation step forgotten (output 5 % high)
         return 1.05 * correct(image, model)
 
+    def no_correction(image, model):  # a network that learnt nothing (the identity)
+        return image
+
     for fault, check in ((blurred, "RR_n: DL-PVC vs none, SSIM Wilcoxon p (one-sided)"),
+                         (no_correction, "RR_n: DL-PVC vs none, VAA Wilcoxon p (one-sided)"),
                          (unconserved, "DL-PVC activity conservation, max |sum(out) / sum(in) - 1|")):
         broken = study.evaluate(RunContext(), prepared, dl_correct=fault)
         assert not {c.name: c for c in broken.checks}[check].passed

@@ -20,11 +20,11 @@ from .spect import (
     pytomography_osem,
     pytomography_system_matrix,
 )
-from .training import Loss, TrainConfig, TrainResult, correct, load_model, save_model, train
+from .training import Loss, Schedule, TrainConfig, TrainResult, correct, load_model, save_model, train
 from .yang import gaussian_blur, iterative_yang, matched_filter_fwhm
 
 __all__ = [
-    "Architecture", "BodyRegion", "acquire_and_reconstruct", "Collimator", "DatasetConfig", "Loss", "MELP_208KEV", "R2UNet",
+    "Architecture", "BodyRegion", "acquire_and_reconstruct", "Collimator", "DatasetConfig", "Loss", "MELP_208KEV", "R2UNet", "Schedule",
     "Reconstruction", "ResidualPVC", "SpectGeometry", "TrainConfig", "TrainResult", "activity_distribution",
     "attenuation_map", "back_project", "build_network", "contour_orbit", "correct", "cube_phantom",
     "forward_project", "gaussian_blur", "image_key", "iterative_yang", "load_dataset", "load_model",

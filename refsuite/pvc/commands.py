@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     t.add_argument("--batch-size", type=int, default=2)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--patch", type=int, default=None, help="train on patches of this edge (voxels)")
-    t.add_argument("--loss", choices=["mse", "l1"], default="mse")
+    t.add_argument("--loss", choices=["mse", "l1"], default="l1")
+    t.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="learning-rate schedule")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu")
     t.set_defaults(func=_train)
@@ -82,7 +83,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig(arch=args.arch, features=tuple(int(f) for f in args.features.split(",")),
                           inputs=tuple(args.inputs.split(",")), epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.lr, patch=args.patch, loss=args.loss, seed=args.seed)
+                          learning_rate=args.lr, patch=args.patch, loss=args.loss,
+                          schedule=args.schedule, seed=args.seed)
         data = load_dataset(args.data)
         result = train(data, config=cfg, checkpoint_dir=args.checkpoint_dir, device=args.device)
     except (ValueError, KeyError) as exc:
@@ -141,7 +143,7 @@ def _correct(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..metrics.pvc import activity_deviation, nrmse, ssim, vaa
+    from ..metrics.pvc import activity_deviation, nrmse, ssim, vaa, wilcoxon_paired
     from . import correct, iterative_yang, load_dataset, load_model, matched_filter_fwhm
 
     try:
@@ -162,7 +164,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                                    100 * activity_deviation(img, t)])
     except (ValueError, KeyError) as exc:
         return _fail(str(exc))
-    summary = {name: dict(zip(["ssim", "nrmse_pct", "vaa_pct", "ad_pct"], np.mean(v, 0).tolist()))
-               for name, v in rows.items()}
-    print(json.dumps({"key": args.key, "fwhm_mm": fwhm, "n_cases": len(data["truth"]), "mean": summary}, indent=1))
+    names = ["ssim", "nrmse_pct", "vaa_pct", "ad_pct"]
+    summary = {name: dict(zip(names, np.mean(v, 0).tolist())) for name, v in rows.items()}
+    # Paired two-sided Wilcoxon of DL-PVC against each other method (the paper's Table 1 tests).
+    dl = np.array(rows["DL-PVC"])
+    pvalues = {other: {names[j]: wilcoxon_paired(dl[:, j], np.array(rows[other])[:, j]) for j in range(3)}
+               for other in ("none", "IY-PVC")} if len(dl) >= 2 else None
+    print(json.dumps({"key": args.key, "fwhm_mm": fwhm, "n_cases": len(data["truth"]), "mean": summary,
+                      "wilcoxon_p_dl_vs": pvalues}, indent=1))
     return 0
