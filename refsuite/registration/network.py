@@ -48,7 +48,7 @@ from refsuite.io.atomic import atomic_path
 
 from .anatomy import BONE_LABELS, SOFT_ORGAN_LABELS
 from .optimize import Regularizer, Similarity, normalise_pet, similarity_loss
-from .optimize import _binomial as _smooth_ddf
+from .transforms import smooth_ddf as _smooth_ddf
 from .regularizers import weighted_bending_energy, weighted_diffusion
 from .transforms import as_volume_tensor, integrate_velocity, warp
 

@@ -5,7 +5,7 @@ Loss at each resolution level (Wu et al.'s objective with the DDF optimised dire
     L(u) = S(moving o (id + u), fixed) + R_w(u),     u = B * theta
 
 ``theta`` is the optimised parameter and ``B`` a [1, 2, 1]/4 binomial filter that removes the
-odd-even null space of the central-difference regularisers (see :func:`_binomial`).
+odd-even null space of the central-difference regularisers (see :func:`~refsuite.registration.transforms.smooth_ddf`).
 
 ``R_w`` is :func:`~refsuite.registration.weighted_diffusion` (default) or the bending energy
 with the voxel-wise weight ``w`` (a scalar: uniform baseline; the CT map: the method).
@@ -33,7 +33,7 @@ from monai.losses import GlobalMutualInformationLoss, LocalNormalizedCrossCorrel
 from refsuite._checks import check_positive
 
 from .regularizers import weighted_bending_energy, weighted_diffusion
-from .transforms import as_volume_tensor, integrate_velocity, resize_ddf, warp
+from .transforms import as_volume_tensor, integrate_velocity, resize_ddf, smooth_ddf, warp
 from .weights import check_ct_hu, ct_regularization_map
 
 __all__ = ["Similarity", "Regularizer", "register", "optimise_ddf", "normalise_pet", "similarity_loss"]
@@ -183,20 +183,6 @@ def _down(volume: torch.Tensor, shape) -> torch.Tensor:
     return F.interpolate(blurred, size=shape, mode="trilinear", align_corners=True)
 
 
-def _binomial(param: torch.Tensor) -> torch.Tensor:
-    """Separable [1, 2, 1] / 4 filter of each DDF component (replicate padding).
-
-    The central-difference stencils of MONAI's regularisers couple only voxels two apart, so
-    odd-even (Nyquist) patterns of the DDF cost almost nothing, and the trilinear warp lets the
-    similarity feed image noise into them. Optimising the DDF behind this filter, whose response
-    is exactly 0 at the Nyquist frequency, removes that null space (cf. the smoothed DDF of
-    Siebert et al. 2021, ConvexAdam, MICCAI).
-    """
-    k1 = torch.tensor([0.25, 0.5, 0.25], dtype=param.dtype, device=param.device)
-    kernel = (k1[:, None, None] * k1[None, :, None] * k1[None, None, :]).expand(3, 1, 3, 3, 3)
-    return F.conv3d(F.pad(param, (1, 1, 1, 1, 1, 1), mode="replicate"), kernel, groups=3)
-
-
 def _solve(fixed, moving, weight, sp, similarity, regularizer, levels, iters, lr, diffeomorphic, kernel):
     fixed_n, moving_n = normalise_pet(fixed), normalise_pet(moving)
     sim = similarity_loss(similarity, lncc_kernel=kernel)
@@ -224,14 +210,14 @@ def _solve(fixed, moving, weight, sp, similarity, regularizer, levels, iters, lr
             opt, lambda t: 1.0 if t < half else 1e-3 ** ((t - half) / max(n_steps - half, 1)))
         for _ in range(n_steps):
             opt.zero_grad(set_to_none=True)
-            field = _binomial(param)
+            field = smooth_ddf(param)
             ddf = integrate_velocity(field) if diffeomorphic else field
             loss = sim(warp(m_l, ddf), f_l) + reg(ddf, w_l, spacing=spacing_l)
             loss.backward()
             opt.step()
             sched.step()
             history.append(float(loss.detach()))
-    field = _binomial(param.detach())
+    field = smooth_ddf(param.detach())
     ddf = integrate_velocity(field) if diffeomorphic else field
     if tuple(ddf.shape[2:]) != full:
         ddf = resize_ddf(ddf, full)
