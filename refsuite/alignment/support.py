@@ -38,15 +38,23 @@ def event_candidates(a, b, centres, radius_mm, *, max_candidates=None, chunk=200
     """
     n, m = a.shape[0], centres.shape[0]
     k_max = min(m, max_candidates or m)
-    out = np.full((n, k_max), -1, np.int64)
     step = max(1, chunk * 10 // max(m, 1))
+    parts = []
     for s in range(0, n, step):
         d = line_point_distance(a[s:s + step], b[s:s + step], centres)
         order = np.argsort(d, axis=1)[:, :k_max]
         near = np.take_along_axis(d, order, 1) <= radius_mm
-        out[s:s + step] = np.where(near, order, -1)
-    width = int((out >= 0).sum(1).max(initial=0))
-    return out[:, :max(width, 1)]
+        part = np.where(near, order, -1)
+        # each chunk only as wide as its own largest count: a tube has hundreds of blobs, and an
+        # (n, n_blobs) array of 1e5 events would be ~2 GB
+        parts.append(part[:, :max(int(near.sum(1).max(initial=0)), 1)])
+    width = max([p.shape[1] for p in parts], default=1)
+    out = np.full((n, width), -1, np.int64)
+    row = 0
+    for p in parts:
+        out[row:row + p.shape[0], :p.shape[1]] = p
+        row += p.shape[0]
+    return out
 
 
 def pair_support(positions, axes, lut_centres, centres, radius_mm, *, max_per_blob=None, rng=None, n_shells=6):

@@ -101,6 +101,14 @@ def event_scores(problem, poses, idx, *, gen, floor: float):
     return d1.grad.double().cpu().numpy(), d2.grad.double().cpu().numpy()
 
 
+def _event_chunk(problem, chunk: int) -> int:
+    """Events per chunk: ``chunk``, fewer when events have many candidate blobs (a tube: ~60 per
+    event on ``thull_sim``), so that a chunk holds at most ~``4 chunk`` (event, blob) rows; point
+    sources (<= 4 candidates per event on average) keep ``chunk`` and hence their random stream."""
+    mean_k = float((problem.ev_cand >= 0).sum()) / max(1, problem.n_events)
+    return int(chunk) if mean_k <= 4 else max(1, int(4 * chunk / mean_k))
+
+
 def pose_fisher_information(problem, poses, n_blocks: int, *, gen, floor: float, chunk: int = 100_000,
                             n_samples: int | None = None) -> tuple[np.ndarray, int]:
     """Fisher information (6N, 6N) of per-block pose changes at ``poses`` from the events of ``problem``.
@@ -149,9 +157,10 @@ def pose_fisher_information(problem, poses, n_blocks: int, *, gen, floor: float,
         g[rows, _N_PAR * b2[:, None] + np.arange(_N_PAR)] += g2
         return g
 
+    ev_chunk = _event_chunk(problem, chunk)
     try:
-        for s in range(0, n_ev, chunk):
-            idx = torch.arange(s, min(s + chunk, n_ev), device=pos.device)
+        for s in range(0, n_ev, ev_chunk):
+            idx = torch.arange(s, min(s + ev_chunk, n_ev), device=pos.device)
             cr = problem.ev_cr[idx]
             b1 = (cr[:, 0] // m).cpu().numpy()
             b2 = (cr[:, 1] // m).cpu().numpy()
@@ -197,7 +206,7 @@ def full_nll_and_gradient(problem, pose_fn, rotations, translations, *, seed: in
     dev = rotations.device
     gen = torch.Generator(device=dev).manual_seed(int(seed))
 
-    def chunked_sum(n, term):
+    def chunked_sum(n, term, chunk):
         value, grad = 0.0, np.zeros((rotations.shape[0], _N_PAR))
         for s in range(0, n, chunk):
             r = rotations.detach().clone().requires_grad_(True)
@@ -215,6 +224,6 @@ def full_nll_and_gradient(problem, pose_fn, rotations, translations, *, seed: in
         return torch.log(event_expectations(problem, idx, poses, gen) + floor).sum()
 
     n_ev = problem.n_events
-    total, g_total = chunked_sum(problem.sup.shape[0], support_term)
-    data, g_data = chunked_sum(n_ev, event_term)
+    total, g_total = chunked_sum(problem.sup.shape[0], support_term, chunk)
+    data, g_data = chunked_sum(n_ev, event_term, _event_chunk(problem, chunk))
     return n_ev * math.log(total) - data, n_ev * g_total / total - g_data
