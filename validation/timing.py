@@ -10,9 +10,9 @@ Run time: quick mode trains 9 models of 2e4 coincidences (about 90 s of CPU). Fu
 paper's scale: 2.64e6 training coincidences per model, 2000 trees, depths 4 ... 20, all step
 widths and grids (60 models). Measured on this 2-core machine under load (``n_jobs=2``,
 max_bin 256, training set of 2.64e6 rows): 2.3 s per depth-8 tree, so ~75 min per depth-8
-model; deeper trees cost more (a depth-20 training of 5 trees at this size was still running after
-6 min and was then killed by the out-of-memory killer, 16 GB, with another job running). The full study is therefore ~days on such a CPU and
-is meant for a CUDA device (``--device cuda``, XGBoost ``device="cuda"``).
+model; deeper trees cost more (a depth-20 training of 5 trees at this size was still running
+after 6 min and was then killed by the out-of-memory killer at 16 GB, with another job
+running). The full study is therefore ~days on such a CPU and is meant for a CUDA device (``--device cuda``, XGBoost ``device="cuda"``).
 
 Scaled runs (``_study`` with intermediate :class:`Sizes`, depth 8, learning rate 0.2, max_bin
 128, 5000 test events per position, seed 12345; wall times on the shared machine under
