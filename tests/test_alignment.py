@@ -241,3 +241,29 @@ def test_pair_sensitivity_falls_as_inverse_square_of_distance(weighted):
     mu = [float(_expected(prob, cr, blob, None, _facing_blocks(d), torch.Generator().manual_seed(1))) for d in (40, 80)]
     ratio = mu[1] / mu[0]
     assert ratio == pytest.approx(0.25 if weighted else 1.0, rel=0.08)
+
+
+@pytest.mark.parametrize("with_tof", [False, True])
+def test_many_blob_line_integrals_equal_one_call_per_blob(with_tof):
+    # a tube's hundreds of blobs take the vectorised (paired) path; it must equal the per-blob sums
+    import torch
+
+    from refsuite.alignment.objective import Problem, _line_integrals
+    from refsuite.projectors import TOFParameters, blob_line_integrals
+
+    g = torch.Generator().manual_seed(2)
+    m, n = 100, 500
+    tof = TOFParameters(num_bins=41, bin_width_mm=3.75, sigma_mm=15.9) if with_tof else None
+    prob = Problem(centres=torch.randn(m, 3, generator=g, dtype=torch.float64) * 10,
+                   sigmas=0.25 + torch.rand(m, generator=g, dtype=torch.float64),
+                   activities=1 + torch.rand(m, generator=g, dtype=torch.float64), tof=tof)
+    xs = torch.randn(n, 3, generator=g, dtype=torch.float64) * 10 + torch.tensor([-80.0, 0, 0], dtype=torch.float64)
+    xe = torch.randn(n, 3, generator=g, dtype=torch.float64) * 10 + torch.tensor([80.0, 0, 0], dtype=torch.float64)
+    blob = torch.randint(0, m, (n,), generator=g)
+    tb = torch.randint(-10, 11, (n,), generator=g) if with_tof else None
+    got = _line_integrals(prob, xs, xe, blob, tb)
+    kw = dict(tof=tof, truncate=False) if with_tof else {}
+    want = torch.stack([blob_line_integrals(xs[i:i + 1], xe[i:i + 1], centres=prob.centres[blob[i]][None],
+                                            sigmas=prob.sigmas[blob[i]][None], activities=prob.activities[blob[i]][None],
+                                            **({**kw, "tof_bin": tb[i:i + 1]} if with_tof else {}))[0] for i in range(n)])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)

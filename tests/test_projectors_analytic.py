@@ -157,3 +157,28 @@ def test_bad_phantom_arguments():
     with pytest.raises(ValueError, match="radii"):
         sphere_line_integrals(xs, xe, centres=torch.zeros((1, 3), dtype=F64), radii=torch.tensor([1.0, 2.0]),
                               densities=torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize("mode", ["non-TOF", "TOF closed form", "TOF truncated"])
+def test_paired_blob_integrals_equal_one_call_per_blob(mode):
+    from refsuite.projectors import TOFParameters, blob_line_integrals
+
+    g = torch.Generator().manual_seed(5)
+    n = 40
+    xs = torch.randn(n, 3, generator=g, dtype=torch.float64) * 5 + torch.tensor([-60.0, 0, 0], dtype=torch.float64)
+    xe = torch.randn(n, 3, generator=g, dtype=torch.float64) * 5 + torch.tensor([60.0, 0, 0], dtype=torch.float64)
+    centres = torch.randn(n, 3, generator=g, dtype=torch.float64) * 2
+    sigmas = 0.3 + torch.rand(n, generator=g, dtype=torch.float64)
+    act = 1 + torch.rand(n, generator=g, dtype=torch.float64)
+    kw = {}
+    if mode != "non-TOF":
+        kw = dict(tof=TOFParameters(num_bins=15, bin_width_mm=8.0, sigma_mm=16.0),
+                  tof_bin=torch.randint(-5, 6, (n,), generator=g), truncate=mode == "TOF truncated")
+    paired = blob_line_integrals(xs, xe, centres=centres, sigmas=sigmas, activities=act, paired=True, **kw)
+    one_by_one = torch.stack([blob_line_integrals(
+        xs[i:i + 1], xe[i:i + 1], centres=centres[i:i + 1], sigmas=sigmas[i:i + 1], activities=act[i:i + 1],
+        **({**kw, "tof_bin": kw["tof_bin"][i:i + 1]} if kw else {}))[0] for i in range(n)])
+    torch.testing.assert_close(paired, one_by_one, rtol=1e-12, atol=1e-15)
+    assert paired.abs().max() > 0
+    with pytest.raises(ValueError, match="one object per LOR"):
+        blob_line_integrals(xs, xe, centres=centres[:3], sigmas=sigmas[:3], activities=act[:3], paired=True)

@@ -90,26 +90,24 @@ def _points(problem, cr, poses, gen, delta=None):
 
 
 def _line_integrals(problem, xs, xe, blob, tof_bin):
-    """Per-line integrals of single blobs ``blob`` (n,) along xs->xe (n, 3), grouped by blob."""
+    """Per-line integrals of single blobs ``blob`` (n,) along xs->xe (n, 3) (TOF bins ``tof_bin`` or None)."""
     n_blobs = problem.centres.shape[0]
+    kw = {} if tof_bin is None else dict(tof=problem.tof, tof_bin=tof_bin, truncate=False)
+    if n_blobs > 64:
+        # many blobs (a tube): every (line, blob) row in one vectorised call, the blob's
+        # parameters gathered per row (a call per blob cost ~0.06 s x 2000 blobs per batch)
+        return blob_line_integrals(xs, xe, centres=problem.centres[blob], sigmas=problem.sigmas[blob],
+                                   activities=problem.activities[blob], paired=True, **kw)
     out = torch.zeros(xs.shape[0], dtype=xs.dtype, device=xs.device)
-    if n_blobs <= 64:
-        # few blobs (point sources): one masked pass per blob is cheaper than sorting
-        groups = [(k, torch.nonzero(blob == k).flatten()) for k in range(n_blobs)]
-    else:
-        order = torch.argsort(blob)
-        counts = torch.bincount(blob, minlength=n_blobs).tolist()
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        groups = [(k, order[bounds[k]:bounds[k + 1]]) for k in range(n_blobs)]
-    for k, sel in groups:
+    # few blobs (point sources): one masked pass per blob
+    for k in range(n_blobs):
+        sel = torch.nonzero(blob == k).flatten()
         if sel.numel() == 0:
             continue
-        kw = {}
-        if tof_bin is not None:
-            kw = dict(tof=problem.tof, tof_bin=tof_bin[sel], truncate=False)
+        kw_k = {} if tof_bin is None else dict(kw, tof_bin=tof_bin[sel])
         out = out.index_add(0, sel, blob_line_integrals(
             xs[sel], xe[sel], centres=problem.centres[k:k + 1], sigmas=problem.sigmas[k:k + 1],
-            activities=problem.activities[k:k + 1], **kw))
+            activities=problem.activities[k:k + 1], **kw_k))
     return out
 
 
