@@ -245,7 +245,7 @@ def test_pair_sensitivity_falls_as_inverse_square_of_distance(weighted):
 
 @pytest.mark.parametrize("with_tof", [False, True])
 def test_many_blob_line_integrals_equal_one_call_per_blob(with_tof):
-    # a tube's hundreds of blobs take the vectorised (paired) path; it must equal the per-blob sums
+    # the vectorised (paired) line integrals must equal one call per blob, for a tube's hundreds of blobs
     import torch
 
     from refsuite.alignment.objective import Problem, _line_integrals
