@@ -74,6 +74,33 @@ def test_fisher_information_is_the_centred_cross_covariance_of_two_score_sets():
     assert np.trace(info) < np.trace(n * np.cov(ga.T, bias=True))
 
 
+def test_fisher_information_from_an_event_subset_is_scaled_to_all_events():
+    """``event_subset``: the centred cross-covariance of the subset's scores times n_all / n_subset
+    (the estimate ``align(information_events=...)`` uses for large data sets)."""
+    bp, problem = _problem()
+    zeros = torch.zeros((bp.n_blocks, 3), dtype=torch.float64)
+    poses = PoseModel(bp, dtype=torch.float64).poses(zeros, zeros)
+    n_all = problem.n_events
+    sub = np.arange(1, n_all, 3)
+    info, n = pose_fisher_information(problem, poses, bp.n_blocks, gen=torch.Generator().manual_seed(5), floor=0.0,
+                                      chunk=10_000, event_subset=sub[::-1])  # order does not matter
+    assert n == n_all
+    gen, m = torch.Generator().manual_seed(5), bp.n_crystals
+    sets = []
+    for _ in range(2):  # one chunk: set a, then set b, as the function draws them
+        g1, g2 = event_scores(problem, poses, torch.as_tensor(sub), gen=gen, floor=0.0)
+        g = np.zeros((len(sub), 6 * bp.n_blocks))
+        for k, i in enumerate(sub):
+            b1, b2 = (int(c) // m for c in problem.ev_cr[i])
+            g[k, 6 * b1:6 * b1 + 6] += g1[k]
+            g[k, 6 * b2:6 * b2 + 6] += g2[k]
+        sets.append(g)
+    cross = (sets[0] - sets[0].mean(0)).T @ (sets[1] - sets[1].mean(0)) * (n_all / len(sub))
+    np.testing.assert_allclose(info, 0.5 * (cross + cross.T), rtol=1e-9, atol=1e-9 * np.abs(info).max())
+    with pytest.raises(ValueError, match="event_subset"):
+        pose_fisher_information(problem, poses, bp.n_blocks, gen=gen, floor=0.0, event_subset=[n_all])
+
+
 def test_pose_uncertainty_principal_deviations():
     cov = np.zeros((12, 12))
     cov[np.arange(12), np.arange(12)] = [1e-6, 4e-6, 9e-6, 0.01, 0.04, 0.0025] * 2

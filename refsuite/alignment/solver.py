@@ -144,7 +144,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
           model_sigma_mm: float = 0.25, support_radius_mm: float = 4.0, max_support: int = 2_000_000,
           max_support_blobs: int = 64, tof_bin_ps: float = 25.0, ctr_ps: float | None = None, attenuation: bool = True,
           depth_sampling: bool = True, pair_sensitivity: bool = True, uncertainty: bool = True,
-          uncertainty_samples: int = 10, polish_steps: int = 2, checkpoint=None, checkpoint_every: int = 10,
+          uncertainty_samples: int = 10, information_events: int = 1_000_000, polish_steps: int = 2, checkpoint=None, checkpoint_every: int = 10,
           resume: bool = False, progress: bool = True,
           callback=None, device=None, seed: int = 0, dtype=torch.float32) -> AlignmentResult:
     """Maximum-likelihood alignment of detector blocks from list-mode data (Thull et al.).
@@ -210,6 +210,11 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         events with ``uncertainty_samples`` points per crystal voxel). Per-block fits only.
     uncertainty_samples : int
         Points per crystal voxel for the per-event scores of the Fisher information.
+    information_events : int
+        The Fisher information (for the uncertainty and the polish's metric) is estimated from
+        a random subset of at most this many events, scaled to all events: ~0.1 % relative
+        noise per block at 1e6 events, for a fifth of the passes over 5e6 events (measured: the
+        information over all 5e6 events took ~7 of the ~12 min of polish plus uncertainty).
     polish_steps : int
         Fisher-scoring steps on all events and the whole support after the stochastic phase
         (per-block fits; 0: none). The stochastic phase stops where the noise of its last
@@ -254,7 +259,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     if int(polish_steps) != polish_steps or polish_steps < 0:
         raise ValueError(f"polish_steps must be an integer >= 0, got {polish_steps!r}")
     for name, v in (("n_iter", n_iter), ("batch_size", batch_size), ("n_samples", n_samples),
-                    ("uncertainty_samples", uncertainty_samples),
+                    ("uncertainty_samples", uncertainty_samples), ("information_events", information_events),
                     ("checkpoint_every", checkpoint_every), ("max_support", max_support),
                     ("max_support_blobs", max_support_blobs)):
         if int(v) != v or v < 1:
@@ -332,7 +337,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
                             n_iter, batch_size, n_samples, lr_translation_mm, lr_rotation_rad, lr_final_fraction,
                             support_radius_mm, max_support, int(max_support_blobs), None if tof_par is None else repr(tof_par), seed,
                             model_sigma_mm, bool(depth_sampling), bool(pair_sensitivity), int(polish_steps),
-                            int(uncertainty_samples)])
+                            int(uncertainty_samples), int(information_events)])
     history: list[float] = []
     start_it = 0
     resumed_final = None  # the polished solution and its information, once a run has completed
@@ -419,8 +424,11 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
                 f["n_events"], f["polish"]
         else:
             gen_f = torch.Generator(device=dev).manual_seed(int(seed) + 7919)  # the run's streams stay untouched
+            subset = None
+            if n_ev > int(information_events):
+                subset = np.random.default_rng([int(seed), 7919]).choice(n_ev, int(information_events), replace=False)
             info, n_used = pose_fisher_information(problem, poses.poses(*good), blueprint.n_blocks, gen=gen_f,
-                                                   floor=floor, n_samples=uncertainty_samples)
+                                                   floor=floor, n_samples=uncertainty_samples, event_subset=subset)
             if polish_steps:
                 good, polish = _polish(problem, poses, good, info, polish_steps, seed, floor)
             save_state(n_iter, rng.bit_generator.state, gen.get_state(),
