@@ -171,3 +171,38 @@ def test_grid_interpolation_reproduces_a_linear_function_exactly():
     dst = np.meshgrid(*[org[i] + vs[i] * np.arange(shape[i]) for i in range(3)], indexing="ij")
     np.testing.assert_allclose(out[0], f(*dst), atol=1e-12)
     np.testing.assert_allclose(out[1], 2 * f(*dst), atol=1e-12)
+
+
+def test_lm_osem_default_sensitivity_counts_the_emissions_of_a_block_scanner():
+    """``lm_osem(events, scanner)`` with its default (per-subset, detected-line) sensitivity
+    reconstructs the emissions of a built-in Monte Carlo acquisition on the block scanner
+    ``thull_sim``; the single sensitivity image divided by ``n_subsets`` (the old default) does
+    not. Measured (1e6 decays, 6 subsets, 3 iterations, 1 mm voxels): 1.04 at 2e6 sensitivity
+    lines, 0.977 at 8e6, 0.995 here (4e6, the default); single image 0.79-0.82 (0.798 here).
+    Bounds stated before the run of this test: within 6 %, and below 0.90."""
+    from dataclasses import replace
+
+    from refsuite.geometry import preset
+    from refsuite.mc import simulate
+    from refsuite.recon import lm_osem
+
+    scanner, ph, h, n_decays = preset("thull_sim"), replace(HotRod(), mu_per_mm=0.0), 1.0, 1_000_000
+    ev = simulate(scanner, ph, n_decays=n_decays, seed=3)
+    ids = {k: ev[k] for k in ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")}
+    shape, origin = hot_rod_grid(ph, h)
+    kw = dict(image_shape=shape, voxel_size=h, origin=origin, n_iter=3, n_subsets=6, device="cpu")
+    # emissions in the central slices (away from the rods' ends, where resolution spills counts out)
+    z = origin[2] + h * np.arange(shape[2])
+    central = np.abs(z) <= ph.length_mm / 2 - 2.0
+    inside = np.clip((np.minimum(z + h / 2, ph.length_mm / 2) - np.maximum(z - h / 2, -ph.length_mm / 2)) / h, 0, 1)
+    expected = n_decays * inside[central].sum() * h / ph.length_mm
+    image = lm_osem(ids, scanner, seed=1, **kw)
+    assert abs(float(image[:, :, central].sum()) / expected - 1) < 0.06
+    from refsuite.recon import LORPlacement, detected_line_sensitivity
+
+    stack = detected_line_sensitivity(scanner, image_shape=shape, voxel_size=h, origin=origin, n_lines=4_000_000,
+                                      rng=np.random.default_rng(1), lor_placement=LORPlacement.CRYSTAL_CENTRES,
+                                      n_subsets=6, sampling_voxel_size=1.0, device="cpu")
+    torch.testing.assert_close(lm_osem(ids, scanner, sensitivity=stack, **kw), image)  # the default is this
+    single = lm_osem(ids, scanner, sensitivity=stack.sum(0), **kw)
+    assert float(single[:, :, central].sum()) / expected < 0.90

@@ -339,25 +339,22 @@ def check_sensitivity(offsets_mm, counts, exposure, scanner, spec, *, source_len
 def check_image_quality(events, scanner, phantom, spec, *, baseline=None, device=None) -> CheckResult:
     """Peak-to-valley ratios per rod size of a hot-rod reconstruction with ``scanner``.
 
-    List-mode OSEM (:func:`refsuite.recon.lm_osem`, crystal centres, no TOF) on a grid of
-    ``voxel_mm`` around the phantom; PVR per rod size by
+    List-mode OSEM (:func:`refsuite.recon.lm_osem` with its per-subset sensitivity of the
+    accepted geometry, LORs between crystal centres, no TOF) on the grid of
+    :func:`refsuite.recon.hot_rod_grid` with ``voxel_mm`` voxels; PVR per rod size by
     :func:`refsuite.metrics.hot_rod.hot_rod_peak_to_valley`. With a baseline, every rod size's
     PVR must keep ``min_pvr_fraction`` of the baseline's (offenders: the rod sizes below);
     without, the largest rods must reach ``min_pvr_largest``.
     """
     from refsuite.metrics.hot_rod import hot_rod_peak_to_valley
-    from refsuite.recon import lm_osem
+    from refsuite.recon import hot_rod_grid, lm_osem
 
     t0 = time.perf_counter()
     h = float(spec.voxel_mm)
-    half_xy = phantom.body_radius_mm + 2.0
-    n_xy = int(math.ceil(2 * half_xy / h))
-    n_z = max(1, int(math.ceil((phantom.length_mm + 4.0) / h)))
-    shape = (n_xy, n_xy, n_z)
-    c = np.asarray(phantom.centre_mm, float)
-    origin = tuple(c - (np.asarray(shape) - 1) / 2 * h)
+    shape, origin = hot_rod_grid(phantom, h)
     img = lm_osem(events, scanner, image_shape=shape, voxel_size=h, origin=origin, n_iter=spec.n_iter,
-                  n_subsets=spec.n_subsets, seed=spec.seed, device=device)
+                  n_subsets=spec.n_subsets, seed=spec.seed,
+                  n_sensitivity_lines=spec.n_sensitivity_lines, device=device)
     pvr = hot_rod_peak_to_valley(np.asarray(img.cpu()), phantom, voxel_size=h, origin=origin)
     if not pvr:
         raise ValueError("no rod size of the hot-rod phantom has a lattice triangle to measure a valley in")

@@ -145,13 +145,16 @@ class ImageQualityCheck(_Model):
     #: of the baseline's PVR, for every rod size. Measured on thull_sim (2 mm voxels, 2e5 coincidences,
     #: 0.5 mm voxels, 3 x 8 OSEM): independent scans of one scanner give ratios 0.71-1.15 (the valleys
     #: of the large rods hold few counts); the blueprint used for a 1 mm / 1 deg misaligned scanner
-    #: gives 0.36-0.86. Longer scans allow a tighter bound.
+    #: gives 0.36-0.86 (measured with the single sensitivity image lm_osem used before its per-subset
+    #: default; both sides of the ratio share the pipeline). Longer scans allow a tighter bound.
     min_pvr_fraction: Fraction = "60 %"
     min_pvr_largest: float = Field(1.5, gt=0)  #: without a baseline: the largest rods must be resolved
     voxel_mm: float = Field(0.5, gt=0)
     n_iter: int = Field(3, ge=1)
     n_subsets: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
+    #: lines of the sensitivity Monte Carlo (refsuite.recon.lm_osem's default sensitivity)
+    n_sensitivity_lines: int = Field(2_000_000, ge=1)
 
 
 class Checks(_Model):

@@ -6,10 +6,12 @@ a scanner (``refsuite.geometry.Scanner`` attributes) and list-mode events to it.
 
 from .hot_rod import HotRodResult, hot_rod_grid, hot_rod_metrics, hot_rod_reconstruction, reconstruct_hot_rod
 from .osem import angle_subsets, attenuation_factors, lm_osem_lors, sensitivity_image
-from .scanner import crystal_positions, detected_line_sensitivity, events_to_lors, lm_osem, sample_crystal_points, sensitivity_lors
+from .scanner import (LORPlacement, crystal_positions, detected_line_sensitivity, events_to_lors, lm_osem,
+                      sample_crystal_points)
 from .simulate import cylinder_intersections, ideal_cylinder_events, ideal_cylinder_lors
 
 __all__ = [
+    "LORPlacement",
     "HotRodResult",
     "hot_rod_grid",
     "hot_rod_metrics",
@@ -27,5 +29,4 @@ __all__ = [
     "lm_osem_lors",
     "sample_crystal_points",
     "sensitivity_image",
-    "sensitivity_lors",
 ]

@@ -257,15 +257,12 @@ def reconstruct_hot_rod(events, scanner, phantom, *, voxel_size_mm: float, n_ite
     attenuation_correction : bool
         Attenuation factors of the phantom's PMMA body (``phantom.mu_per_mm``) in events and
         sensitivity (the Monte Carlo attenuates in that body).
-    n_sensitivity_lines : int
-        Lines of the sensitivity Monte Carlo (:func:`refsuite.recon.detected_line_sensitivity`,
-        with ``scanner``'s geometry: the sensitivity one believes in).
-    sensitivity_voxel_mm : float or None
-        Voxel size (mm) of the grid the sensitivity lines are back-projected onto, interpolated
-        to the image (``sampling_voxel_size`` of :func:`refsuite.recon.detected_line_sensitivity`;
-        the larger of it and ``voxel_size_mm`` is used). OSEM divides by the sensitivity, so its
-        Monte Carlo noise biases the image upwards; 1 mm keeps that noise of a few 1e6 lines
-        below a percent while resolving the crystal-scale (2 mm) structure. None: the image grid.
+    n_sensitivity_lines, sensitivity_voxel_mm
+        The sensitivity Monte Carlo of :func:`refsuite.recon.lm_osem` (its default, with
+        ``scanner``'s geometry: the sensitivity one believes in). OSEM divides by the
+        sensitivity, so its Monte Carlo noise biases the image upwards; back-projecting onto
+        1 mm voxels keeps that noise of a few 1e6 lines below a percent while resolving the
+        crystal-scale (2 mm) structure. None: the image grid.
     register : bool
         Fit the in-plane pose of the phantom to the image before scoring (:func:`hot_rod_metrics`).
     seed : int
@@ -278,7 +275,7 @@ def reconstruct_hot_rod(events, scanner, phantom, *, voxel_size_mm: float, n_ite
     """
     import torch
 
-    from refsuite.recon import detected_line_sensitivity, lm_osem, sample_crystal_points
+    from refsuite.recon import lm_osem, sample_crystal_points
 
     keys = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
     if not all(k in events for k in keys):
@@ -303,13 +300,10 @@ def reconstruct_hot_rod(events, scanner, phantom, *, voxel_size_mm: float, n_ite
     mu = None
     if attenuation_correction and phantom.mu_per_mm > 0:
         mu = torch.as_tensor(_attenuation_map(phantom, shape, h, origin), dtype=torch.float32)
-    sens = detected_line_sensitivity(scanner, image_shape=shape, voxel_size=h, origin=origin,
-                                     n_lines=int(n_sensitivity_lines), rng=np.random.default_rng([seed, 2]),
-                                     attenuation=mu, lor_from_crystals=sample_in_crystals, n_subsets=int(n_subsets),
-                                     sampling_voxel_size=None if sensitivity_voxel_mm is None else
-                                     max(float(sensitivity_voxel_mm), h), device=device)
+    # lm_osem's default sensitivity: detected lines placed as the events' LORs, per subset
     img = lm_osem(lm, scanner, image_shape=shape, voxel_size=h, origin=origin, n_iter=int(n_iter),
-                  n_subsets=int(n_subsets), attenuation=mu, sensitivity=sens, device=device)
+                  n_subsets=int(n_subsets), attenuation=mu, n_sensitivity_lines=int(n_sensitivity_lines),
+                  sensitivity_voxel_mm=sensitivity_voxel_mm, seed=int(seed), device=device)
     img = np.asarray(img.cpu(), float) / k
     m = hot_rod_metrics(img, phantom, voxel_size_mm=h, origin=origin, register=register)
     return HotRodResult(image=img, truth=m["truth"], voxel_size_mm=h, origin_mm=tuple(origin), pvr=m["pvr"],

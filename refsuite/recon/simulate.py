@@ -16,12 +16,37 @@ import numpy as np
 from refsuite._checks import check_positive
 from refsuite.projectors.tof import TOFParameters
 
-__all__ = ["cylinder_intersections", "ideal_cylinder_events", "ideal_cylinder_lors"]
+__all__ = ["cylinder_intersections", "ideal_cylinder_events", "ideal_cylinder_lors", "isotropic_lines"]
 
 
 def _isotropic(n, rng):
     u = rng.normal(size=(n, 3))
     return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+
+def isotropic_lines(n: int, *, radius_mm: float, rng: np.random.Generator, centre_mm=(0.0, 0.0, 0.0)):
+    """``n`` lines of the isotropic line measure restricted to the ball of radius ``radius_mm``.
+
+    Each line gets an isotropic direction ``u`` and a foot point uniform on the disc of radius
+    ``radius_mm`` through ``centre_mm`` perpendicular to ``u``: every line meeting the ball is
+    drawn with its measure, so a line back-projected with the weight ``pi r^2 / n`` estimates
+    the chord-length density (detection probability per unit volume, times the voxel volume).
+
+    Returns
+    -------
+    foot : ndarray (n, 3), mm
+    u : ndarray (n, 3), unit directions
+    """
+    u = _isotropic(int(n), rng)
+    # orthonormal basis of the plane perpendicular to u
+    helper = np.where(np.abs(u[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
+    e1 = np.cross(u, helper)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    e2 = np.cross(u, e1)
+    rad = radius_mm * np.sqrt(rng.random(int(n)))
+    ang = rng.uniform(0, 2 * np.pi, int(n))
+    foot = np.asarray(centre_mm, float) + e1 * (rad * np.cos(ang))[:, None] + e2 * (rad * np.sin(ang))[:, None]
+    return foot, u
 
 
 def cylinder_intersections(points, directions, *, radius_mm):
@@ -100,15 +125,7 @@ def ideal_cylinder_lors(n_lors: int, *, radius_mm: float, half_length_mm: float,
     -------
     xstart, xend : ndarray (m, 3) mm; weights : ndarray (m,)
     """
-    u = _isotropic(n_lors, rng)
-    # orthonormal basis of the plane perpendicular to u
-    helper = np.where(np.abs(u[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
-    e1 = np.cross(u, helper)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(u, e1)
-    rad = fov_radius_mm * np.sqrt(rng.random(n_lors))
-    ang = rng.uniform(0, 2 * np.pi, n_lors)
-    foot = e1 * (rad * np.cos(ang))[:, None] + e2 * (rad * np.sin(ang))[:, None]
+    foot, u = isotropic_lines(n_lors, radius_mm=fov_radius_mm, rng=rng)
     ok = (foot[:, 0] ** 2 + foot[:, 1] ** 2 < radius_mm**2) & (np.abs(u[:, 2]) < 1.0)
     xs, xe = cylinder_intersections(foot[ok], u[ok], radius_mm=radius_mm)
     det = (np.abs(xs[:, 2]) <= half_length_mm) & (np.abs(xe[:, 2]) <= half_length_mm)
