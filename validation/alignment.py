@@ -64,9 +64,9 @@ class StudyInputs:
 # quick: ~1.1e5 coincidences, 50k bins per batch (~2.5 min on a shared 2-core machine)
 _QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=200, batch_size=50_000, with_no_tof=False,
               with_no_doi=False, with_tube=False)
-# full: measured for the TOF run (seed 12345, 5.0e6 coincidences, shared machine): 27.7 min in all
-# (setup 139 s, 5.2 s per iteration, polish and uncertainty 482 s), errors 10.7 / 28.4 / 18.4 um and
-# 0.081 / 0.106 / 0.071 deg; batches of 1e6 bins took 12.9 s per iteration (~56 min in all)
+# full: measured for the TOF run (seed 12345, 5.0e6 coincidences, one other 1-thread job running):
+# 485 s in all (setup 23 s, 1.83 s per iteration, polish and uncertainty ~95 s), errors 10.6 / 27.8 /
+# 18.1 um and 0.082 / 0.107 / 0.071 deg; under 4-5x load 5.2 s per iteration at this batch, 12.9 s at 1e6
 _FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=500_000, with_no_tof=True,
              with_no_doi=True, with_tube=True)
 #: readout without DOI for the coarse run (Thull et al., Table 1: planar binnings are worse)
