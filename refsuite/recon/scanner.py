@@ -131,7 +131,7 @@ def lm_osem(
     image per angular subset, so the image is in emissions per voxel (an acquisition of ``N``
     decays reconstructs to a total of about ``N`` inside the scanner's field of view). One
     image divided by ``n_subsets`` for every subset is only right for a scanner without gaps:
-    on the block scanner ``thull_sim`` it lost 11 % of the emissions of a hot-rod phantom
+    on the block scanner ``thull_sim`` it lost 20 % of the emissions of a hot-rod phantom
     (6 subsets, 3 iterations; the test of this default is in ``tests/test_recon_hot_rod.py``).
 
     Parameters
