@@ -154,7 +154,7 @@ class ImageQualityCheck(_Model):
     n_subsets: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
     #: lines of the sensitivity Monte Carlo (refsuite.recon.lm_osem's default sensitivity)
-    n_sensitivity_lines: int = Field(2_000_000, ge=1)
+    n_sensitivity_lines: int = Field(4_000_000, ge=1)
 
 
 class Checks(_Model):
