@@ -299,10 +299,11 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
             xs, xe = foot[k] + 100 * r * u[k], foot[k] - 100 * r * u[k]
         if lor_placement is not LORPlacement.LINE or eff is not None:
             c1, c2 = scanner.crystals.locate(l1), scanner.crystals.locate(l2)
-        if lor_placement is not LORPlacement.LINE:
-            centred = lor_placement is LORPlacement.CRYSTAL_CENTRES
-            xs = sample_crystal_points(scanner, b1, c1, rng=rng, offsets=0 * offsets[0, k] if centred else offsets[0, k])
-            xe = sample_crystal_points(scanner, b2, c2, rng=rng, offsets=0 * offsets[1, k] if centred else offsets[1, k])
+        if lor_placement is LORPlacement.CRYSTAL_CENTRES:
+            xs, xe = crystal_positions(scanner, b1, c1), crystal_positions(scanner, b2, c2)
+        elif lor_placement is LORPlacement.CRYSTAL_SAMPLES:
+            xs = sample_crystal_points(scanner, b1, c1, rng=rng, offsets=offsets[0, k])
+            xe = sample_crystal_points(scanner, b2, c2, rng=rng, offsets=offsets[1, k])
         xs_t, xe_t = (torch.as_tensor(x, dtype=dtype, device=dev) for x in (xs, xe))
         wt = torch.full((xs_t.shape[0],), w, dtype=dtype, device=dev)
         if eff is not None:
