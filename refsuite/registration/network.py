@@ -29,6 +29,23 @@ as sub-voxel alignment gains, so on a 15 mm grid the Dice term barely rewards th
 (Dice loss 0.2494 at the truth vs 0.2502 at identity on a pilot pair); and the network fits a
 single pair within ~150 steps (TRE 9.95 -> 5.76 mm) but needs thousands of steps on tens of pairs
 to generalise to held-out pairs (24 pairs, 1000 steps: held-out TRE 9.71 -> 9.28 mm).
+
+Two more limits, measured on 24 pilot training / 12 pilot test pairs (seeds 800000-800023 /
+900000-900011, quick grid, one thread), not yet acted on:
+
+- the soft Dice has MONAI's default plain-sum denominator, ``2 sum(ab) / (sum a + sum b)``,
+  which for soft (trilinearly warped) labels is largest for sharp maps: it scores the true DDF
+  *worse* than the identity (Dice loss 0.225 vs 0.174, 0.221 vs 0.198, 0.238 vs 0.223 on three
+  pairs), i.e. it pulls the network towards the identity. The squared denominator
+  (``squared_pred=True``; Milletari et al. 2016, V-Net, eq. 1) scores the truth better (0.116 vs
+  0.174, ...), but with it the study's quick networks (120 steps) move held-out pairs *away*
+  (held-out TRE / identity 1.03-1.20 on seeds 1, 2, 12345, also with 24 training pairs): the
+  wrong Dice term is what keeps them harmless at that size;
+- what the networks learn in 120-3000 steps (full or halved/quartered grids, learning rates
+  1e-3-1e-2, Dice weights 1-5, smoothed labels, a global-translation head) is close to the
+  population-mean deformation, not a pair-specific one: the mean true DDF of the training pairs,
+  applied blindly, gives held-out TRE / identity 0.84, the networks 0.86-0.93, and a network's
+  DDF scores its own pair only 1-7 % better than another pair's DDF (TRE ratios 0.935-0.992).
 """
 
 from __future__ import annotations
