@@ -60,3 +60,54 @@ def test_inverted_ct_map_turns_the_network_rigidity_check_red():
     sane = _by_name(study.run_with(RunContext(seed=3), tiny_net))
     broken = _by_name(study.run_with(RunContext(seed=3), dataclasses.replace(tiny_net, bone_factor=0.01)))
     assert sane[name].passed and not broken[name].passed, (sane[name].measured, broken[name].measured)
+
+
+def test_plans_judge_generalisation_only_where_it_is_meant_to_hold():
+    # the quick plan is what it was (6 training pairs, 120 steps, the instance optimisation's best
+    # weight) and does not judge generalisation; medium and full judge whether the network reads
+    # its images, only full whether it beats the image-blind mean training truth
+    class Declared(set):
+        def declare(self, name, tolerance):
+            self.add(name)
+
+    def declared(settings):
+        names = Declared()
+        study._declare(names, settings)
+        return {name for name in names if "another pair" in name or "image-blind" in name}
+
+    q = study.QUICK
+    assert (q.shape, q.n_train, q.network_steps, q.network_weight) == ((66, 24, 33), 6, 120, None)
+    assert declared(q) == set()
+    reads = "network: held-out TRE own / another pair's DDF, both weights"
+    blind = "network: held-out TRE / image-blind mean training truth, both weights"
+    assert declared(study.MEDIUM) == {reads}
+    assert declared(study.FULL) == {reads, blind}
+    assert study.MEDIUM.n_train >= 100 and study.FULL.n_train >= study.MEDIUM.n_train
+
+
+def test_reads_images_check_separates_an_oracle_from_an_image_blind_network(monkeypatch):
+    # an untrained network (0 steps: DDF ~ 0 whatever the images) must turn the reads-images check
+    # red, one that returns each pair's true DDF with the wrong sign the image-blind one; a stand-in
+    # that returns each pair's true DDF (a network that reads its images perfectly) both green
+    import torch
+
+    truths = {}
+    original = reg.simulate_pet_ct_pair
+
+    def recording(**kwargs):
+        pair = original(**kwargs)
+        truths[id(pair.fixed_pet)] = pair.truth["ddf"]
+        return pair
+
+    monkeypatch.setattr(reg, "simulate_pet_ct_pair", recording)
+    plan = dataclasses.replace(TINY, n_test=2, iterations=(1, 1, 1), network=True, n_train=1, network_steps=0,
+                               network_claims=False, network_reads_images=True, network_beats_blind=True)
+    reads = "network: held-out TRE own / another pair's DDF, both weights"
+    blind = "network: held-out TRE / image-blind mean training truth, both weights"
+    untrained = _by_name(study.run_with(RunContext(seed=3), plan))
+    monkeypatch.setattr(reg, "predict_ddf", lambda model, f, m, device="cpu": torch.as_tensor(truths[id(f)])[None])
+    oracle = _by_name(study.run_with(RunContext(seed=3), plan))
+    monkeypatch.setattr(reg, "predict_ddf", lambda model, f, m, device="cpu": -torch.as_tensor(truths[id(f)])[None])
+    flipped = _by_name(study.run_with(RunContext(seed=3), plan))
+    assert not untrained[reads].passed and oracle[reads].passed, (untrained[reads].measured, oracle[reads].measured)
+    assert not flipped[blind].passed and oracle[blind].passed, (flipped[blind].measured, oracle[blind].measured)

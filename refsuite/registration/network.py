@@ -26,26 +26,32 @@ of the study's quick grid, seeds 1000-1023 / 5000-5002, none of the study's):
 
 Known limits at small sizes: soft (trilinear) warping of one-hot labels blurs them by as much
 as sub-voxel alignment gains, so on a 15 mm grid the Dice term barely rewards the true DDF
-(Dice loss 0.2494 at the truth vs 0.2502 at identity on a pilot pair); and the network fits a
+(plain-sum Dice loss 0.2494 at the truth vs 0.2502 at identity on a pilot pair); and the network fits a
 single pair within ~150 steps (TRE 9.95 -> 5.76 mm) but needs thousands of steps on tens of pairs
 to generalise to held-out pairs (24 pairs, 1000 steps: held-out TRE 9.71 -> 9.28 mm).
 
-Two more limits, measured on 24 pilot training / 12 pilot test pairs (seeds 800000-800023 /
-900000-900011, quick grid, one thread), not yet acted on:
+Two limits measured on 24 pilot training / 12 pilot test pairs (seeds 800000-800023 /
+900000-900011, quick grid, one thread), and what was done about them:
 
-- the soft Dice has MONAI's default plain-sum denominator, ``2 sum(ab) / (sum a + sum b)``,
-  which for soft (trilinearly warped) labels is largest for sharp maps: it scores the true DDF
-  *worse* than the identity (Dice loss 0.225 vs 0.174, 0.221 vs 0.198, 0.238 vs 0.223 on three
-  pairs), i.e. it pulls the network towards the identity. The squared denominator
-  (``squared_pred=True``; Milletari et al. 2016, V-Net, eq. 1) scores the truth better (0.116 vs
-  0.174, ...), but with it the study's quick networks (120 steps) move held-out pairs *away*
-  (held-out TRE / identity 1.03-1.20 on seeds 1, 2, 12345, also with 24 training pairs): the
-  wrong Dice term is what keeps them harmless at that size;
-- what the networks learn in 120-3000 steps (full or halved/quartered grids, learning rates
-  1e-3-1e-2, Dice weights 1-5, smoothed labels, a global-translation head) is close to the
-  population-mean deformation, not a pair-specific one: the mean true DDF of the training pairs,
-  applied blindly, gives held-out TRE / identity 0.84, the networks 0.86-0.93, and a network's
-  DDF scores its own pair only 1-7 % better than another pair's DDF (TRE ratios 0.935-0.992).
+- MONAI's default soft Dice has the plain-sum denominator ``2 sum(ab) / (sum a + sum b)``, which
+  for soft (trilinearly warped) labels is largest for sharp maps: it scored the true DDF *worse*
+  than the identity (Dice loss 0.225 vs 0.174, 0.221 vs 0.198, 0.238 vs 0.223 on three pairs),
+  i.e. it pulled the network towards the identity. The loss now uses the squared denominator
+  (``squared_pred=True``; Milletari et al. 2016, V-Net, eq. 1), maximal at a = b whatever the
+  blur, which scores the truth better (0.116 vs 0.174, ...). With it, networks trained on a few
+  pairs memorise and move held-out pairs away (held-out TRE / identity 1.03-1.20 after 120 steps
+  on 6 or 24 pairs): the wrong Dice term was what kept them harmless;
+- the networks learned close to the population-mean deformation, not a pair-specific one (120-3000
+  steps, grids, learning rates 1e-3-1e-2, Dice weights 1-5, smoothed labels, a translation head;
+  held-out TRE / identity 0.86-0.93 vs 0.84 for the image-blind mean true DDF of the training
+  pairs; a network's DDF scored its own pair only 1-7 % better than another pair's). The cause
+  measured next (240 training pairs seeds 700000-700239, 12 test pairs seeds 910000-910011) is the
+  regulariser weight: at 30-100, the instance optimisation's best, the training loss is lower at
+  the identity than at the true DDF (weight 100: -0.27 vs +1.18), so the network is taught the
+  mean; at weight 3 the true DDF beats the image-blind mean on 12 of 12 pairs (-0.39 vs -0.32).
+  Trained at weight 3 on those 240 pairs (1500 steps, seed 7) a network reads its images (own /
+  another pair's DDF 0.74) but its held-out TRE is still only that of the image-blind mean (0.952
+  vs 0.938 of identity; on its training pairs 0.897). Weight 1 fits noise (bone rigidity 0.46).
 """
 
 from __future__ import annotations
@@ -186,7 +192,7 @@ def train_network(
     loss_fn = _loss(config)
     model.train()
     for step in tqdm(range(start, int(steps)), disable=not progress, desc="training", unit="step"):
-        f, m, lf, lm, w, sp = data[int(rng.integers(len(data)))]
+        f, m, lf, lm, w, sp = _expand(data[int(rng.integers(len(data)))])
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(f, m, normalised=True), f, m, lf, lm, w, sp)
         loss.backward()
@@ -200,7 +206,11 @@ def train_network(
 
 def _loss(config: NetworkConfig):
     sim = similarity_loss(Similarity.LNCC, lncc_kernel=config.lncc_kernel)
-    dice = DiceLoss(include_background=True)
+    # squared denominator (Milletari et al. 2016, V-Net, eq. 1): for soft (trilinearly warped)
+    # labels the plain-sum Dice 2 sum(ab) / (sum a + sum b) is largest for sharp maps, so it
+    # rewarded the identity (integer shifts keep one-hot labels sharp) over the true DDF;
+    # 2 sum(ab) / (sum a^2 + sum b^2) is maximal at a = b (Cauchy-Schwarz) whatever the blur
+    dice = DiceLoss(include_background=True, squared_pred=True)
     reg = weighted_diffusion if Regularizer(config.regularizer) is Regularizer.DIFFUSION else weighted_bending_energy
 
     def loss(ddf, f, m, lf, lm, w, sp):
@@ -224,7 +234,7 @@ def training_loss(model: RegistrationUNet, pairs: Sequence, weights: Sequence, *
     model = model.to(device).eval()
     ident, fitted = [], []
     for p, w in zip(pairs, weights):
-        f, m, lf, lm, w_t, sp = _prepare(p, w, device)
+        f, m, lf, lm, w_t, sp = _expand(_prepare(p, w, device))
         ident.append(float(loss_fn(torch.zeros((1, 3) + tuple(f.shape[2:]), device=device), f, m, lf, lm, w_t, sp)))
         fitted.append(float(loss_fn(model(f, m, normalised=True), f, m, lf, lm, w_t, sp)))
     return float(np.mean(ident)), float(np.mean(fitted))
@@ -247,7 +257,9 @@ def _prepare(pair, weight, device):
             # an all-background label map gives a Dice term with no foreground (MONAI's smoothed
             # Dice then rewards nothing): the pair cannot weakly supervise the network
             raise ValueError(f"{name} contains none of the organ or bone labels {values} (empty masks)")
-        onehot.append(_onehot(torch.as_tensor(lab, device=device)[None, None], values))
+        # kept as integer labels and expanded to one-hot per step: a one-hot pair is 18 float
+        # volumes, ~2 GB for 240 pairs of the quick grid, which pools of hundreds of pairs cannot afford
+        onehot.append(torch.as_tensor(lab.astype(np.int16), device=device)[None, None])
     w = torch.as_tensor(np.asarray(weight, dtype=np.float32), device=device)
     if w.ndim not in (0, 3) or (w.ndim == 3 and tuple(w.shape) != grid):
         raise ValueError(f"weight must be a scalar or a map on the PET grid {grid}, got shape {tuple(w.shape)}")
@@ -255,6 +267,13 @@ def _prepare(pair, weight, device):
         raise ValueError("weight must be finite and >= 0")
     w = w if w.ndim == 0 else w[None, None]
     return f, m, onehot[0], onehot[1], w, [float(s) for s in pair.spacing]
+
+
+def _expand(prepared):
+    """A :func:`_prepare` tuple with its label maps expanded to one-hot (1, L, D, H, W) float."""
+    f, m, lf, lm, w, sp = prepared
+    values = tuple(SOFT_ORGAN_LABELS) + tuple(BONE_LABELS)
+    return f, m, _onehot(lf, values), _onehot(lm, values), w, sp
 
 
 def _save(path, model, opt, step, history) -> None:
