@@ -82,3 +82,31 @@ def run_report(
         bar.set_postfix_str(name)
         sections.append(run_study(module, ctx))
     return render_report(sections, out_dir, ctx, time.perf_counter() - start)
+
+
+def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) -> int:
+    """``python -m PROG --size S --seed N --out DIR``: one plan of a study as a report.
+
+    ``sizes`` is the study's plan enum (values ``quick``, ``medium``, ``full``; QUICK runs in
+    quick mode, the others in full mode) and ``run(ctx, size=...)`` the study. Prints each check
+    and returns 0 when all pass, 1 otherwise.
+    """
+    import argparse
+
+    from refsuite.report import Mode
+
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=f"Run one plan of the {prog} study and write its HTML report to DIR.")
+    parser.add_argument("--size", choices=[s.value for s in sizes], default="medium")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    args = parser.parse_args(argv)
+    size = sizes(args.size)
+    ctx = RunContext(mode=Mode.QUICK if size.value == "quick" else Mode.FULL, seed=args.seed, device=args.device)
+    t0 = time.perf_counter()
+    section = run(ctx, size=size)
+    render_report([section], args.out, ctx, time.perf_counter() - t0)
+    for c in section.checks:
+        print(f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.measured:.4g} {c.detail}")
+    print(f"{time.perf_counter() - t0:.0f} s; report in {args.out}")
+    return 0 if section.passed else 1

@@ -444,26 +444,9 @@ def _figures(section, prep, outputs, results, plt):
 
 def main(argv=None) -> int:
     """``python -m validation.pvc --size medium --out DIR``: one plan of the study as a report."""
-    import argparse
+    from validation._runner import plan_main
 
-    from refsuite.report import Mode
-    from refsuite.report.render import render_report
-
-    parser = argparse.ArgumentParser(prog="python -m validation.pvc", description=main.__doc__)
-    parser.add_argument("--size", choices=[s.value for s in Size], default=Size.MEDIUM.value)
-    parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", required=True, metavar="DIR")
-    args = parser.parse_args(argv)
-    size = Size(args.size)
-    ctx = RunContext(mode=Mode.QUICK if size is Size.QUICK else Mode.FULL, seed=args.seed, device=args.device)
-    t0 = time.perf_counter()
-    section = run(ctx, size=size)
-    render_report([section], args.out, ctx, time.perf_counter() - t0)
-    for c in section.checks:
-        print(f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.measured:.4g} {c.detail}")
-    print(f"{time.perf_counter() - t0:.0f} s; report in {args.out}")
-    return 0 if section.passed else 1
+    return plan_main("validation.pvc", Size, run, argv)
 
 
 if __name__ == "__main__":
