@@ -38,7 +38,8 @@ cases: none SSIM 0.851 (0.029), NRMSE 30.50 (3.53) %, VAA 8.90 (3.23) %; IY-PVC 
 24.50 (3.23) %, 14.05 (4.07) %; DL-PVC 0.933 (0.042), 16.04 (6.37) %, 44.67 (12.33) %. DL-PVC
 beats no PVC on all three and IY-PVC on NRMSE and VAA (one-sided Wilcoxon p <= 2e-7), not on
 SSIM (p = 0.88; two-sided 0.25): that FULL check is red at MEDIUM size. AD of DL-PVC equals the
-input's (conservation 3e-16). The previous MEDIUM plan (24 x 32 x 32, 96 cases, (4, 8, 16) for
+input's (conservation 3e-16). Seed 1 (694 s): none 0.844 / 30.35 % / 8.15 %, IY-PVC 0.941 /
+24.31 % / 14.62 %, DL-PVC 0.914 / 18.71 % / 36.93 %, the same verdicts (SSIM p = 0.9996). The previous MEDIUM plan (24 x 32 x 32, 96 cases, (4, 8, 16) for
 32 epochs, 684 s) gave DL 0.874 vs IY 0.933.
 
 What closes the SSIM gap (scaling runs on QUICK's acquisition, seed 12345, the same 16 test

@@ -54,7 +54,13 @@ with the study's seeds: seed 12345, 240 training / 8 test pairs,
 (CT-guided 3/30) vs 0.947 for the image-blind mean training truth, i.e. the networks beat it
 (8.90 / 8.65 mm vs 10.26 mm unregistered); own / another pair's DDF 0.718 and 0.681; network
 bone rigidity CT-guided / uniform 0.45 (0.190 vs 0.419) at equal soft-organ Dice (0.860 vs 0.860,
-identity 0.811). One seed only: the image-blind check stays off in MEDIUM (the pilot missed it).
+identity 0.811). It does not hold on seed 1 (708 s, 12 of 14 green): held-out TRE / identity
+1.036 (uniform) and 1.019 (CT-guided), red against the 1.02 no-harm bound, vs 0.950 for the
+image-blind mean; own / another pair's DDF 0.86 (green); network bone rigidity ratio 0.45 at equal
+Dice (0.874 vs 0.876); and the instance optimisation's TRE / identity 0.811, red against its 0.8
+(that seed's pairs start at 7.94 mm, not 10.26). So at medium size the networks read their images
+but whether they beat the identity on held-out pairs depends on the seed; the image-blind check
+stays off in MEDIUM.
 
 Run time and how it grows. Quick mode: 50-93 s on the shared 2-core CI machine (one torch
 thread). Costs, measured on that machine (one thread, contended, so lower bounds):
