@@ -140,6 +140,17 @@ def test_network_trains_checkpoints_resumes_and_predicts(pair, tmp_path):
         train_network([pair], [1.0, 2.0], steps=1)
 
 
+def test_network_follows_its_learning_rate_schedule(pair, tmp_path):
+    from refsuite.schedules import scheduled_learning_rate
+
+    ckpt = tmp_path / "cos.pt"
+    train_network([pair], [5.0], steps=3, learning_rate=3e-3, schedule="cosine", seed=0, checkpoint=ckpt)
+    last_lr = torch.load(ckpt, weights_only=False)["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr == pytest.approx(scheduled_learning_rate("cosine", 3e-3, 2, 3)) and last_lr < 1e-3
+    with pytest.raises(ValueError, match="not a valid Schedule"):
+        train_network([pair], [5.0], steps=1, schedule="step")
+
+
 def test_untrained_network_starts_at_identity(pair):
     torch.manual_seed(0)
     ddf = predict_ddf(RegistrationUNet(), pair.fixed_pet, pair.moving_pet)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_finite
 from ..io.atomic import atomic_path
+from ..schedules import Schedule, scheduled_learning_rate
 from .networks import Architecture, ResidualPVC, build_network
 
 __all__ = ["Loss", "Schedule", "TrainConfig", "TrainResult", "train", "correct", "save_model", "load_model", "normalise_pair"]
@@ -44,15 +45,6 @@ class Loss(enum.Enum):
     L1 = "l1"
 
 
-class Schedule(enum.Enum):
-    """Learning-rate schedule over the epochs: CONSTANT, or COSINE annealing (Loshchilov and
-    Hutter, arXiv:1608.03983, without restarts): lr_e = lr * (1 + cos(pi e / E)) / 2 for epoch e
-    of E, a closed form of the epoch so a resumed run gets the same rates."""
-
-    CONSTANT = "constant"
-    COSINE = "cosine"
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Training options (the paper: R2U-Net, whole FOV, Adam).
@@ -60,7 +52,8 @@ class TrainConfig:
     arch, features: network (see :func:`refsuite.pvc.networks.build_network`).
     inputs: dataset image keys used as inputs, each paired with the same truth.
     patch: None for whole-FOV training, else the patch edge in voxels (32 in the paper).
-    loss: a :class:`Loss` value; schedule: a :class:`Schedule` value (of the learning rate).
+    loss: a :class:`Loss` value; schedule: a :class:`~refsuite.schedules.Schedule` value (of the
+    learning rate; cosine annealing reaches 0 after the last epoch).
     learning_rate: Adam's initial rate (the cosine schedule anneals it to 0 at the last epoch).
     """
 
@@ -189,9 +182,7 @@ def _output(model: ResidualPVC, xb: torch.Tensor, config: TrainConfig) -> torch.
 
 
 def _learning_rate(config: TrainConfig, epoch: int) -> float:
-    if Schedule(config.schedule) is Schedule.COSINE:
-        return config.learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / config.epochs))
-    return config.learning_rate
+    return scheduled_learning_rate(config.schedule, config.learning_rate, epoch, config.epochs)
 
 
 def _forward(model: ResidualPVC, xb: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,7 @@ from monai.networks.nets import UNet
 from tqdm.auto import tqdm
 
 from refsuite.io.atomic import atomic_path
+from refsuite.schedules import Schedule, scheduled_learning_rate
 
 from .anatomy import BONE_LABELS, SOFT_ORGAN_LABELS
 from .optimize import Regularizer, Similarity, normalise_pet, similarity_loss
@@ -137,6 +138,7 @@ def train_network(
     config: NetworkConfig = NetworkConfig(),
     steps: int = 200,
     learning_rate: float = 3e-3,
+    schedule: Schedule | str = Schedule.CONSTANT,
     seed: int = 0,
     device="cpu",
     checkpoint: str | Path | None = None,
@@ -156,7 +158,10 @@ def train_network(
     steps : int
         Adam steps, one random pair each (batch size 1).
     learning_rate : float
-        Adam learning rate (the DDF head's output is in voxels).
+        Adam's initial learning rate (the DDF head's output is in voxels).
+    schedule : Schedule
+        Learning rate over the steps (:class:`refsuite.schedules.Schedule`): CONSTANT, or
+        COSINE annealing to 0 at the last step (a closed form of the step, so resuming is exact).
     seed : int
         Seeds the initial weights and the pair order.
     device : str or torch.device
@@ -174,6 +179,7 @@ def train_network(
         raise ValueError(f"pairs and weights must be non-empty and of equal length, got {len(pairs)} and {len(weights)}")
     if int(steps) < 0:
         raise ValueError(f"steps must be >= 0, got {steps!r}")
+    schedule = Schedule(schedule)
     torch.manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))
     model = RegistrationUNet(config).to(device)
@@ -192,6 +198,8 @@ def train_network(
     loss_fn = _loss(config)
     model.train()
     for step in tqdm(range(start, int(steps)), disable=not progress, desc="training", unit="step"):
+        for group in opt.param_groups:
+            group["lr"] = scheduled_learning_rate(schedule, float(learning_rate), step, int(steps))
         f, m, lf, lm, w, sp = _expand(data[int(rng.integers(len(data)))])
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(f, m, normalised=True), f, m, lf, lm, w, sp)
