@@ -140,6 +140,15 @@ def test_network_trains_checkpoints_resumes_and_predicts(pair, tmp_path):
         train_network([pair], [1.0, 2.0], steps=1)
 
 
+def test_resumed_training_equals_an_uninterrupted_run(pair, tmp_path):
+    pairs = [pair, simulate_pet_ct_pair(shape=SMALL, seed=2, n_lesions=0)]
+    _, whole = train_network(pairs, [5.0, 5.0], steps=6, seed=3)
+    ckpt = tmp_path / "half.pt"
+    train_network(pairs, [5.0, 5.0], steps=3, seed=3, checkpoint=ckpt)
+    _, resumed = train_network(pairs, [5.0, 5.0], steps=6, seed=3, checkpoint=ckpt)
+    assert resumed == pytest.approx(whole, rel=1e-5)
+
+
 def test_network_follows_its_learning_rate_schedule(pair, tmp_path):
     from refsuite.schedules import scheduled_learning_rate
 

@@ -193,7 +193,8 @@ def train_network(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = int(state["step"]), list(state["history"])
-        rng = np.random.default_rng([int(seed), start])
+        for _ in range(start):  # replay the pair draws already taken: a resumed run = an uninterrupted one
+            rng.integers(len(pairs))
     data = [_prepare(p, w, device) for p, w in zip(pairs, weights)]
     loss_fn = _loss(config)
     model.train()
