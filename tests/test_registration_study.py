@@ -80,8 +80,7 @@ def test_plans_judge_generalisation_only_where_it_is_meant_to_hold():
     assert declared(q) == set()
     reads = "network: held-out TRE own / another pair's DDF, both weights"
     blind = "network: held-out TRE / image-blind mean training truth, both weights"
-    assert declared(study.MEDIUM) == {reads}
-    assert declared(study.FULL) == {reads, blind}
+    assert declared(study.MEDIUM) == declared(study.FULL) == {reads, blind}
     assert study.MEDIUM.n_train >= 100 and study.FULL.n_train >= study.MEDIUM.n_train
 
 
