@@ -14,8 +14,8 @@ Plans (:class:`Size`, the same code): QUICK (CI) is a 16 x 24 x 24 matrix (4.8 m
 a proportionally smaller body), 24 views of 150 s (the paper's 60 min total), 32 training (4
 of them for validation) and 16 test cases, a small R2U-Net (4, 8, 16 channels) trained on
 RR_n only for 24 epochs (L1, Adam 2e-2 cosine-annealed); it corrects RR_n only. MEDIUM
-(``python -m validation.pvc --size medium --out DIR``) is QUICK's acquisition with 16x the
-training data and a wider network: 512 training and 24 test cases, R2U-Net (8, 16, 32) for 12
+(``python -m validation.pvc --size medium --out DIR``) is QUICK's acquisition with 32x the
+training data and a wider network: 1024 training and 24 test cases, R2U-Net (16, 32, 64) for 12
 epochs, with FULL's checks (DL-PVC better than none and than IY-PVC on SSIM, NRMSE and VAA).
 FULL is the paper's scale: 128^3, 120 views x 30 s, 10,000 cases, a 4-level R2U-Net for 100
 epochs: a multi-day GPU job.
@@ -23,24 +23,37 @@ epochs: a multi-day GPU job.
 Cost (measured on the shared 2-core machine, one thread, seed 12345):
 
 - simulation per case ~ n_views x nz x nx^2 (the rotated-plane projector, 6 RR + 10 noRR OSEM
-  iterations, noise-free and noisy): 0.2-0.5 s (QUICK and MEDIUM: 156 s for MEDIUM's 536
-  cases); FULL is 1140x that product, 100-220 s per RR OSEM iteration on this CPU
+  iterations, noise-free and noisy): 0.2-0.5 s (QUICK and MEDIUM: 217-224 s for MEDIUM's 1048
+  cases, two runs side by side); FULL is 1140x that product, 100-220 s per RR OSEM iteration on this CPU
   (tests/test_pvc_benchmarks.py), so 0.5-1 h per case: a GPU job.
 - training ~ training cases x epochs x voxels, and less than the square of the width at these
   sizes (1.35x for (8, 16, 32) over (4, 8, 16)): 47-102 s (QUICK, 28 x 24 x 9216), 652 s
-  (MEDIUM, 448 x 12 x 9216, width (8, 16, 32)). FULL (8,550 x 100 x 128^3, width (16, 32, 64,
-  128)) is 159 x 228 = 3.6e4 x MEDIUM's cases x epochs x voxels, times the width factor (~4-16):
-  (1.4-5.8)e5 x 652 s, i.e. 3-12 CPU-years on one core or days on a GPU.
+  (448 x 12 x 9216, width (8, 16, 32), alone), 1402 s (MEDIUM, 896 x 12 x 9216, width (16, 32,
+  64), two runs side by side). FULL (8,550 x 100 x 128^3, width (16, 32, 64, 128)) is 80 x 228 =
+  1.8e4 x MEDIUM's cases x epochs x voxels, times the width factor (~2-4): (3.6-7.3)e4 x 1402 s,
+  i.e. 1.6-3.2 CPU-years on one core or days on a GPU.
 - evaluation (IY-PVC, DL-PVC inference, metrics) ~ test cases x voxels: seconds in QUICK.
 
-Measured MEDIUM (seed 12345, 815 s wall in all on one core), RR_n, mean (SD) over 24 test
-cases: none SSIM 0.851 (0.029), NRMSE 30.50 (3.53) %, VAA 8.90 (3.23) %; IY-PVC 0.943 (0.012),
-24.50 (3.23) %, 14.05 (4.07) %; DL-PVC 0.933 (0.042), 16.04 (6.37) %, 44.67 (12.33) %. DL-PVC
-beats no PVC on all three and IY-PVC on NRMSE and VAA (one-sided Wilcoxon p <= 2e-7), not on
-SSIM (p = 0.88; two-sided 0.25): that FULL check is red at MEDIUM size. AD of DL-PVC equals the
-input's (conservation 3e-16). Seed 1 (694 s): none 0.844 / 30.35 % / 8.15 %, IY-PVC 0.941 /
-24.31 % / 14.62 %, DL-PVC 0.914 / 18.71 % / 36.93 %, the same verdicts (SSIM p = 0.9996). The previous MEDIUM plan (24 x 32 x 32, 96 cases, (4, 8, 16) for
-32 epochs, 684 s) gave DL 0.874 vs IY 0.933.
+Measured MEDIUM (seeds 12345 and 1, run side by side on the 2-core machine, 1629 s and 1636 s
+wall), RR_n, mean (SD) over 24 test cases, one-sided paired Wilcoxon p of DL-PVC better:
+
+========  ========  ==============  ===============  ================
+seed      PVC       SSIM            NRMSE (%)        VAA (%)
+========  ========  ==============  ===============  ================
+12345     none      0.855 (0.026)   29.77 (3.39)     8.88 (2.97)
+12345     IY-PVC    0.943 (0.011)   24.20 (2.99)     13.68 (3.46)
+12345     DL-PVC    0.940 (0.033)   14.77 (4.83)     45.68 (12.16)
+1         none      0.854 (0.031)   30.13 (2.55)     9.38 (2.43)
+1         IY-PVC    0.942 (0.014)   24.40 (3.35)     14.46 (5.04)
+1         DL-PVC    0.934 (0.035)   16.64 (5.49)     45.04 (13.66)
+========  ========  ==============  ===============  ================
+
+DL-PVC beats no PVC on all three and IY-PVC on NRMSE and VAA (p = 6e-8 on both seeds), not on
+SSIM (p = 0.63 and 0.92): that FULL check is red at MEDIUM size, 12 of 13 checks green on both
+seeds. AD of DL-PVC equals the input's (conservation 2e-16 / 4e-16). The previous MEDIUM plan (512
+cases, (8, 16, 32), 815 s alone) gave DL-PVC SSIM 0.933 / 0.914 on seeds 12345 / 1 (NRMSE 16.0 /
+18.7 %, VAA 44.7 / 36.9 %), the one before (24 x 32 x 32, 96 cases, (4, 8, 16) for 32 epochs,
+684 s) 0.874 vs IY 0.933.
 
 What closes the SSIM gap (scaling runs on QUICK's acquisition, seed 12345, the same 16 test
 cases; IY-PVC 0.937 / 26.9 % / 13.0 %, none 0.843 / 32.4 % / 9.0 %; DL-PVC SSIM / NRMSE / VAA):
@@ -102,7 +115,7 @@ METHODS = ("none", "IY-PVC", "DL-PVC")
 
 
 class Size(enum.Enum):
-    """Plans of the study: QUICK (CI), MEDIUM (~20 min on one CPU core) and FULL (the paper, GPU)."""
+    """Plans of the study: QUICK (CI), MEDIUM (~25-30 min on one CPU core) and FULL (the paper, GPU)."""
 
     QUICK = "quick"
     MEDIUM = "medium"
@@ -125,8 +138,8 @@ class Plan:
 def plan_for(ctx: RunContext, size: Size | None = None) -> Plan:
     """The plan of ``size``; by default QUICK or FULL from the run's mode.
 
-    MEDIUM is FULL's checks on what fits ~20-25 min of one CPU core: QUICK's acquisition,
-    512 training and 24 test cases, a wider R2U-Net (8, 16, 32) for 12 epochs. Data and width
+    MEDIUM is FULL's checks on what fits ~25-30 min of one CPU core: QUICK's acquisition,
+    1024 training and 24 test cases, a wider R2U-Net (16, 32, 64) for 12 epochs. Data and width
     are what closed most of the SSIM gap to IY-PVC in the scaling runs of the module docstring;
     a larger matrix (24 x 32 x 32 with 96 cases, this plan before) did not.
     """
@@ -137,7 +150,7 @@ def plan_for(ctx: RunContext, size: Size | None = None) -> Plan:
                                             val_fraction=0.125, seed=ctx.seed), (1, 2, 3, 4, 5, 6), ("RR_n",), size)
     if size is Size.MEDIUM:
         cfg = DatasetConfig(shape=(16, 24, 24), n_views=24, time_per_view_s=150.0, recons=("RR",))
-        return Plan(cfg, 512, 24, TrainConfig(features=(8, 16, 32), epochs=12, batch_size=2, learning_rate=2e-2,
+        return Plan(cfg, 1024, 24, TrainConfig(features=(16, 32, 64), epochs=12, batch_size=2, learning_rate=2e-2,
                                              val_fraction=0.125, seed=ctx.seed), (1, 2, 3, 4, 5, 6), ("RR_n",), size)
     cfg = DatasetConfig(recons=("RR",))
     return Plan(cfg, 9500, 500, TrainConfig(features=(16, 32, 64, 128), epochs=100, batch_size=2, seed=ctx.seed),
