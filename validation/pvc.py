@@ -55,6 +55,14 @@ cases, (8, 16, 32), 815 s alone) gave DL-PVC SSIM 0.933 / 0.914 on seeds 12345 /
 18.7 %, VAA 44.7 / 36.9 %), the one before (24 x 32 x 32, 96 cases, (4, 8, 16) for 32 epochs,
 684 s) 0.874 vs IY 0.933.
 
+Twice the epochs (24, MEDIUM otherwise; training 2677 s per seed, two side by side; script-level
+run of :func:`prepare` and the study's metrics) moves DL-PVC's SSIM to 0.945 / 0.935 on seeds
+12345 / 1 (IY-PVC 0.943 / 0.942; p = 0.37 / 0.88; DL wins 14 / 10 of 24 cases), NRMSE 14.2 /
+16.5 %, VAA 49.2 / 47.1 %; averaging the output over the four left-right x head-feet flips
+adds 0.003-0.004 SSIM (0.948 / 0.939, p = 0.23 / 0.70). The per-case SSIM differences to IY-PVC
+spread over +-0.05, so p < 0.01 on 24 cases needs a mean margin of ~0.02: not in reach at this
+scale, and the plan keeps 12 epochs.
+
 What closes the SSIM gap (scaling runs on QUICK's acquisition, seed 12345, the same 16 test
 cases; IY-PVC 0.937 / 26.9 % / 13.0 %, none 0.843 / 32.4 % / 9.0 %; DL-PVC SSIM / NRMSE / VAA):
 
