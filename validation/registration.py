@@ -161,13 +161,13 @@ class Settings:
 
 
 QUICK = Settings(network_harm_bound=1.3)
+# the U-Net that registers held-out pairs (module docstring): shared by MEDIUM and FULL
+_GENERALISING_NETWORK = dict(network_schedule="cosine", network_channels=(8, 16, 32, 64), network_strides=(2, 2, 2),
+                             network_weight=3.0, network_reads_images=True, network_beats_blind=True)
 MEDIUM = Settings(n_test=8, n_train=240, uniform_weights=(10.0, 30.0, 100.0), iterations=(100, 60, 40),
-                  network_steps=3000, network_schedule="cosine", network_channels=(8, 16, 32, 64),
-                  network_strides=(2, 2, 2), network_weight=3.0, network_reads_images=True, network_beats_blind=True)
+                  network_steps=3000, **_GENERALISING_NETWORK)
 FULL = Settings(shape=(132, 40, 56), n_test=8, n_train=400, uniform_weights=(3.0, 10.0, 30.0, 100.0, 300.0),
-                iterations=(150, 100, 60), network_steps=4000, network_schedule="cosine",
-                network_channels=(8, 16, 32, 64), network_strides=(2, 2, 2), network_weight=3.0,
-                network_reads_images=True, network_beats_blind=True)
+                iterations=(150, 100, 60), network_steps=4000, **_GENERALISING_NETWORK)
 PLANS = {Size.QUICK: QUICK, Size.MEDIUM: MEDIUM, Size.FULL: FULL}
 
 
