@@ -110,3 +110,38 @@ def test_reads_images_check_separates_an_oracle_from_an_image_blind_network(monk
     flipped = _by_name(study.run_with(RunContext(seed=3), plan))
     assert not untrained[reads].passed and oracle[reads].passed, (untrained[reads].measured, oracle[reads].measured)
     assert not flipped[blind].passed and oracle[blind].passed, (flipped[blind].measured, oracle[blind].measured)
+
+
+def test_a_run_resumed_from_its_work_directory_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    # the first run is interrupted in the U-Net stage (after the pairs, the instance registrations
+    # and the first network's checkpoint are stored); the rerun must load them, not recompute,
+    # and report what an uninterrupted run reports
+    tiny_net = dataclasses.replace(TINY, iterations=(5, 5, 5), network=True, n_train=2, network_steps=6)
+    reference = _by_name(study.run_with(RunContext(seed=3), tiny_net))
+    ctx = RunContext(seed=3, work_dir=str(tmp_path))
+    original = reg.train_network
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(kwargs["checkpoint"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped in the second network's training")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reg, "train_network", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_with(ctx, tiny_net)
+    monkeypatch.setattr(reg, "train_network", original)
+    stored = sorted(p.name for p in next(tmp_path.iterdir()).iterdir())
+    assert any(n.startswith("instance-uniform") for n in stored) and any(n.startswith("network-") for n in stored)
+
+    def no_simulation(**kwargs):
+        raise AssertionError("a stored pair was simulated again")
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("a stored registration was computed again")
+
+    monkeypatch.setattr(reg, "simulate_pet_ct_pair", no_simulation)
+    monkeypatch.setattr(reg, "register", no_registration)
+    resumed = _by_name(study.run_with(ctx, tiny_net))
+    assert {k: c.measured for k, c in resumed.items()} == pytest.approx({k: c.measured for k, c in reference.items()})

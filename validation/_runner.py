@@ -85,7 +85,7 @@ def run_report(
 
 
 def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) -> int:
-    """``python -m PROG --size S --seed N --out DIR``: one plan of a study as a report.
+    """``python -m PROG --size S --seed N --out DIR [--work DIR] [--threads N]``: one plan of a study as a report.
 
     ``sizes`` is the study's plan enum (values ``quick``, ``medium``, ``full``; QUICK runs in
     quick mode, the others in full mode) and ``run(ctx, size=...)`` the study. Prints each check
@@ -100,9 +100,16 @@ def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) ->
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--work", metavar="DIR", default=None,
+                        help="keep finished stages and checkpoints here; rerunning with the same DIR, plan and seed "
+                             "resumes an interrupted run (studies that support it: registration)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads the study may use (default 1)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     size = sizes(args.size)
-    ctx = RunContext(mode=Mode.QUICK if size.value == "quick" else Mode.FULL, seed=args.seed, device=args.device)
+    ctx = RunContext(mode=Mode.QUICK if size.value == "quick" else Mode.FULL, seed=args.seed, device=args.device,
+                     work_dir=args.work, threads=args.threads)
     t0 = time.perf_counter()
     section = run(ctx, size=size)
     render_report([section], args.out, ctx, time.perf_counter() - t0)

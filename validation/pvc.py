@@ -193,7 +193,8 @@ def prepare(ctx: RunContext, plan: Plan | None = None, *, progress: bool = False
     timings["simulation_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small 3-D convolutions: one thread is faster on a shared 2-core machine
+    # small 3-D convolutions: one thread (the default ctx.threads) is faster on a shared 2-core machine
+    torch.set_num_threads(ctx.threads)
     models, history = {}, {}
     try:
         for key in plan.dl_keys:

@@ -183,7 +183,7 @@ def run_with(ctx: RunContext, settings: Settings) -> Section:
     _declare(sec, settings)
     from refsuite.registration import limited_threads
 
-    with limited_threads(1):  # the CI's 2 cores are shared: see limited_threads
+    with limited_threads(ctx.threads):  # 1 by default: the CI's 2 cores are shared, see limited_threads
         _measure(sec, ctx, settings)
     return sec
 
@@ -271,8 +271,32 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         training_loss,
     )
 
+    from dataclasses import asdict
+
+    from tqdm.auto import tqdm
+
+    from refsuite.io import StageStore
+
+    # with ctx.work_dir, finished stages (pairs, one setting's registrations, U-Net checkpoints)
+    # are kept there and an interrupted run resumes: each stage is a deterministic function of
+    # the settings and the seed, so the result equals an uninterrupted run's
+    store = StageStore.for_run(ctx.work_dir, NAME, {"study": NAME, "settings": asdict(s), "seed": ctx.seed})
+    show = not ctx.quick  # progress bars for the long plans
+
+    def simulate(kind: str, seeds: list[int]) -> list:
+        return [store.load_or_compute(f"{kind}-pair-{k}", lambda k=k: simulate_pet_ct_pair(shape=s.shape, seed=k))
+                for k in tqdm(seeds, desc=f"simulating {kind} pairs", unit="pair", disable=not show)]
+
+    def registrations(key: str, weights: list) -> tuple[list[dict], object]:
+        """Metrics of every test pair registered with ``weights`` and the first pair's DDF."""
+        def compute():
+            out = [register(p.fixed_pet, p.moving_pet, weight_map=w, spacing=p.spacing, iterations=s.iterations,
+                            device=ctx.device) for p, w in zip(test, weights)]
+            return [evaluate_registration(p, d) for p, d in zip(test, out)], np.asarray(out[0])
+        return store.load_or_compute("instance-" + key.replace("/", "_").replace(" ", "_"), compute)
+
     t0 = time.perf_counter()
-    test = [simulate_pet_ct_pair(shape=s.shape, seed=k) for k in _seeds(ctx, 1, s.n_test)]
+    test = simulate("test", _seeds(ctx, 1, s.n_test))
     zero = np.zeros((3,) + tuple(s.shape), np.float32)
     ident = [evaluate_registration(p, zero) for p in test]
     truth = [evaluate_registration(p, p.truth["ddf"]) for p in test]
@@ -286,21 +310,15 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
     results: dict[str, list[dict]] = {"identity": ident, "truth": truth}
     ddfs: dict[str, object] = {}
     t0 = time.perf_counter()
-    for lam in s.uniform_weights:
+    for lam in tqdm(s.uniform_weights, desc="instance optimisation", unit="weight", disable=not show):
         key = f"uniform {lam:g}"
-        out = [register(p.fixed_pet, p.moving_pet, weight_map=lam, spacing=p.spacing, iterations=s.iterations,
-                        device=ctx.device) for p in test]
-        results[key] = [evaluate_registration(p, d) for p, d in zip(test, out)]
-        ddfs[key] = out[0]
+        results[key], ddfs[key] = registrations(key, [lam] * len(test))
     best = max(s.uniform_weights, key=lambda lam: np.mean([r["dice_soft"] for r in results[f"uniform {lam:g}"]]))
     best_key = f"uniform {best:g}"
     ct_key = f"CT-guided {best:g}/{best * s.bone_factor:g}"
     maps = [ct_regularization_map(p.fixed_ct, spacing=p.spacing, soft_weight=best, bone_weight=best * s.bone_factor)
             for p in test]
-    out = [register(p.fixed_pet, p.moving_pet, weight_map=w, spacing=p.spacing, iterations=s.iterations,
-                    device=ctx.device) for p, w in zip(test, maps)]
-    results[ct_key] = [evaluate_registration(p, d) for p, d in zip(test, out)]
-    ddfs[ct_key] = out[0]
+    results[ct_key], ddfs[ct_key] = registrations(ct_key, maps)
     t_inst = time.perf_counter() - t0
     mean = lambda key, m: float(np.mean([r[m] for r in results[key]]))  # noqa: E731
     sec.check("instance: TRE CT-guided / identity", mean(ct_key, "tre_mm") / mean("identity", "tre_mm"),
@@ -316,7 +334,7 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
     t_net = 0.0
     if s.network:
         t0 = time.perf_counter()
-        train = [simulate_pet_ct_pair(shape=s.shape, seed=k) for k in _seeds(ctx, 2, s.n_train)]
+        train = simulate("training", _seeds(ctx, 2, s.n_train))
         scored = slice(0, min(s.n_train, s.n_train_scored))  # scoring hundreds of training pairs costs minutes
         config = NetworkConfig(channels=tuple(s.network_channels), strides=tuple(s.network_strides))
         net = {}
@@ -328,7 +346,8 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
             # same seed for both: identical initial weights and pair order, only the weight differs
             model, _ = train_network(train, weights, config=config, steps=s.network_steps,
                                      learning_rate=s.network_learning_rate, schedule=s.network_schedule,
-                                     seed=ctx.seed, device=ctx.device)
+                                     seed=ctx.seed, device=ctx.device, progress=show,
+                                     checkpoint=store.path("network-" + key.replace("/", "_").replace(" ", "_") + ".pt"))
             pred = [predict_ddf(model, p.fixed_pet, p.moving_pet, device=ctx.device) for p in test]
             results[key] = [evaluate_registration(p, d) for p, d in zip(test, pred)]
             if len(test) > 1:

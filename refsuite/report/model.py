@@ -153,12 +153,18 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a study is given: run size, seed, torch device and a scratch directory."""
+    """What a study is given: run size, seed, torch device, a scratch directory and a thread budget.
+
+    ``work_dir``: where a study keeps what it may reuse (finished stages, checkpoints), so a
+    long run resumes; None = a throw-away run. ``threads``: torch threads a study may use (1 by
+    default: CI shares 2 cores between the test workers).
+    """
 
     mode: Mode = Mode.QUICK
     seed: int = 12345
     device: str = "cpu"
     work_dir: str | None = None
+    threads: int = 1
 
     @property
     def quick(self) -> bool:
