@@ -119,3 +119,40 @@ def test_correct_bad_inputs():
 def test_cuda_request_without_cuda_is_a_clear_error():
     with pytest.raises(RuntimeError, match="cuda is required"):
         correct(np.ones((8, 8, 8)), build_network(Architecture.R2UNET, features=(2, 4)), device="cuda")
+
+
+def test_masked_ssim_of_the_loss_equals_the_metric():
+    # the L1+SSIM loss must optimise what the study scores: refsuite.metrics.ssim (scikit-image)
+    from scipy.ndimage import gaussian_filter
+
+    from refsuite.metrics import ssim
+    from refsuite.pvc.training import masked_ssim
+
+    rng = np.random.default_rng(0)
+    truths, images = [], []
+    for _ in range(3):
+        t = np.zeros((16, 24, 24))
+        t[4:12, 6:18, 5:15] = rng.uniform(0.2, 1.0, (8, 12, 10))
+        t = gaussian_filter(t, 0.7) * (t > 0)
+        truths.append(t * rng.uniform(1, 100))  # the data range differs per sample
+        images.append(gaussian_filter(truths[-1], 1.5) + rng.normal(0, 0.05 * truths[-1].max(), t.shape))
+    as_t = lambda a: torch.tensor(np.array(a)[:, None], dtype=torch.float32)  # noqa: E731
+    ours = masked_ssim(as_t(images), as_t(truths)).numpy()
+    reference = [ssim(i, t, t > 0) for i, t in zip(images, truths)]
+    assert ours == pytest.approx(reference, abs=1e-4)
+    perfect = masked_ssim(as_t(truths), as_t(truths)).numpy()
+    assert perfect == pytest.approx(1.0, abs=1e-5)
+
+
+def test_l1_ssim_loss_trains_and_has_gradients_on_empty_patches():
+    from refsuite.pvc.training import _l1_plus_masked_ssim
+
+    empty = torch.zeros((1, 1, 16, 16, 16))
+    image = torch.rand((1, 1, 16, 16, 16), requires_grad=True)
+    _l1_plus_masked_ssim(image, empty).backward()
+    assert torch.isfinite(image.grad).all()
+    data = _toy_data(4)
+    cfg = TrainConfig(features=(4, 8), epochs=8, batch_size=1, val_fraction=0.0, inputs=("RR_n",), learning_rate=1e-2,
+                      loss="l1+ssim")
+    res = train(data, config=cfg, progress=False)
+    assert res.history[-1]["train_loss"] < 0.7 * res.history[0]["train_loss"]
