@@ -110,6 +110,20 @@ def test_pair_is_reproducible_and_truth_is_consistent(pair):
     assert truth["dice_soft"] > ident["dice_soft"]
 
 
+def test_recorded_bone_motions_reproduce_the_true_ddf_in_bone(pair):
+    # each bone's recorded (rotation vector, translation, centre) is its rigid motion:
+    # u(x) = (R - I)(x - c) + t in mm at every voxel of that bone (was: the translation entry
+    # held the blend weight volume, so the recorded truth did not describe the motion)
+    spacing = np.asarray(pair.spacing, float)
+    u_mm = pair.truth["ddf"] * spacing[:, None, None, None]
+    for label, (rotvec, translation, centre) in pair.truth["bone_motions"].items():
+        assert np.shape(rotvec) == np.shape(translation) == np.shape(centre) == (3,)
+        voxels = np.argwhere(pair.fixed_labels == label)
+        x = voxels * spacing
+        expected = (Rotation.from_rotvec(rotvec).as_matrix() - np.eye(3)) @ (x - centre).T + np.asarray(translation)[:, None]
+        np.testing.assert_allclose(u_mm[:, voxels[:, 0], voxels[:, 1], voxels[:, 2]], expected, atol=1e-3)
+
+
 def test_tracers_differ_where_they_should(pair):
     from refsuite.registration import LABELS
 
@@ -273,4 +287,4 @@ def test_save_pair_writes_images_and_truth(pair, tmp_path):
     truth = np.load(paths["truth"])
     np.testing.assert_allclose(truth["landmarks_moving"], pair.truth["landmarks_moving"])
     assert float(truth["min_jacobian"]) == pytest.approx(pair.truth["min_jacobian"])
-    assert truth["motion_rotvec_rad"].shape == (len(pair.truth["bone_motions"]), 3)
+    assert truth["motion_rotvec_rad"].shape == truth["motion_translation_mm"].shape == (len(pair.truth["bone_motions"]), 3)

@@ -187,8 +187,8 @@ def _truth_ddf(labels, spacing, rng, breathing_mm, random_mm, rot_deg, trans_mm)
         rel = pos - centre[:, None, None, None]
         disp = np.einsum("ij,j...->i...", r - np.eye(3), rel) + t[:, None, None, None]
         # smoothstep fall-off over _BLEND_MM from the bone surface (C1, so no Jacobian jumps)
-        t = np.clip(1.0 - ndimage.distance_transform_edt(~mask, sampling=spacing) / _BLEND_MM, 0.0, 1.0)
-        m = np.where(bone_any & ~mask, 0.0, t * t * (3.0 - 2.0 * t))
+        near = np.clip(1.0 - ndimage.distance_transform_edt(~mask, sampling=spacing) / _BLEND_MM, 0.0, 1.0)
+        m = np.where(bone_any & ~mask, 0.0, near * near * (3.0 - 2.0 * near))
         weights.append(m)
         rigid.append(disp)
         motions[b] = (rotvec, t, centre)
