@@ -269,6 +269,11 @@ def _declare(sec: Section, s: Settings) -> None:
                     "(held-out pairs; same 0.02 margin as the instance optimisation)"))
 
 
+def _stage_name(kind: str, key: str) -> str:
+    """A file name for the stage of result row ``key`` (e.g. 'CT-guided 30/300')."""
+    return f"{kind}-" + key.replace("/", "_").replace(" ", "_")
+
+
 def _seeds(ctx: RunContext, stream: int, n: int) -> list[int]:
     return [int(x) for x in ctx.rng(stream).integers(0, 2**31 - 1, n)]
 
@@ -307,7 +312,7 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
             out = [register(p.fixed_pet, p.moving_pet, weight_map=w, spacing=p.spacing, iterations=s.iterations,
                             device=ctx.device) for p, w in zip(test, weights)]
             return [evaluate_registration(p, d) for p, d in zip(test, out)], np.asarray(out[0])
-        return store.load_or_compute("instance-" + key.replace("/", "_").replace(" ", "_"), compute)
+        return store.load_or_compute(_stage_name("instance", key), compute)
 
     t0 = time.perf_counter()
     test = simulate("test", _seeds(ctx, 1, s.n_test))
@@ -361,7 +366,7 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
             model, _ = train_network(train, weights, config=config, steps=s.network_steps,
                                      learning_rate=s.network_learning_rate, schedule=s.network_schedule,
                                      seed=ctx.seed, device=ctx.device, progress=show,
-                                     checkpoint=store.path("network-" + key.replace("/", "_").replace(" ", "_") + ".pt"))
+                                     checkpoint=store.path(_stage_name("network", key) + ".pt"))
             pred = [predict_ddf(model, p.fixed_pet, p.moving_pet, device=ctx.device) for p in test]
             results[key] = [evaluate_registration(p, d) for p, d in zip(test, pred)]
             if len(test) > 1:

@@ -42,9 +42,7 @@ class StageStore:
     """
 
     def __init__(self, root: str | os.PathLike | None, fingerprint: Mapping[str, Any]):
-        from refsuite import __version__
-
-        self.fingerprint = json.loads(json.dumps({**fingerprint, "refsuite": __version__}, sort_keys=True, default=str))
+        self.fingerprint = _normalised(fingerprint)
         self.root = None if root is None else Path(root)
         if self.root is None:
             return
@@ -68,8 +66,7 @@ class StageStore:
         """
         if work_dir is None:
             return cls(None, fingerprint)
-        store = cls(None, fingerprint)
-        digest = hashlib.sha256(json.dumps(store.fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(json.dumps(_normalised(fingerprint), sort_keys=True).encode()).hexdigest()[:12]
         return cls(Path(work_dir) / f"{name}-{digest}", fingerprint)
 
     def path(self, name: str) -> Path | None:
@@ -94,3 +91,10 @@ class StageStore:
             with atomic_open(path, "wb") as fh:
                 pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
         return value
+
+
+def _normalised(fingerprint: Mapping[str, Any]) -> dict:
+    """The fingerprint as JSON gives it back (tuples as lists), with the package version."""
+    from refsuite import __version__
+
+    return json.loads(json.dumps({**fingerprint, "refsuite": __version__}, sort_keys=True, default=str))
