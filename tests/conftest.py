@@ -41,12 +41,10 @@ def one_torch_thread():
     Small torch problems gain nothing from a second thread, and on a shared 2-core machine
     every parallel op waits for the other thread to be scheduled (seen: 1.3 s vs 18 s).
     """
-    import torch
+    from refsuite._threads import limited_threads
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with limited_threads(1):
+        yield
 
 
 def pytest_configure(config):

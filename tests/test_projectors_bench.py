@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from refsuite._threads import limited_threads
 from refsuite.projectors import joseph_back, joseph_forward
 from refsuite.projectors.workloads import BENCHMARK_TOF, PARALLELPROJ_EVENTS_PER_S, benchmark_image_geometry, cylinder_lors
 
@@ -49,12 +50,8 @@ def test_listmode_projector_throughput(benchmark, record_figure, n_lor, use_tof,
     if n_lor >= 1_000_000 and os.environ.get("REFSUITE_BENCH_FULL") != "1":
         pytest.skip("the 1e6-LOR workload takes minutes on a shared machine; set REFSUITE_BENCH_FULL=1 "
                     "(the projectors study runs it in full mode)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("REFSUITE_BENCH_THREADS", "1")))
-    try:
+    with limited_threads(int(os.environ.get("REFSUITE_BENCH_THREADS", "1"))):
         _measure(benchmark, record_figure, n_lor, use_tof, device)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure(benchmark, record_figure, n_lor, use_tof, device):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from refsuite._threads import limited_threads
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
 
 NAME = "alignment"
@@ -271,8 +272,6 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
     (misaligned: the truth differs from the geometry used) and the aligned geometry (Thull et al.,
     sec. 2.7); PSNR, SSIM, COV and PVR per rod size of each, and checks that alignment restores the
     image quality of the truth geometry."""
-    import torch
-
     from refsuite.mc import simulate
     from refsuite.phantoms import HotRod
     from refsuite.recon import reconstruct_hot_rod
@@ -305,9 +304,7 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
             "as above; 0.3 dB is the whole blueprint-to-truth gap of Thull et al.'s sigma 1 mm case, which the "
             "aligned geometry must close")))
     phantom = HotRod()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with limited_threads(1):
         t0 = time.perf_counter()
         events = simulate(truth, phantom, n_decays=int(sizes["n_decays"]), seed=ctx.seed + 11)
         t_sim = time.perf_counter() - t0
@@ -315,8 +312,6 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
         recs = {label: reconstruct_hot_rod(events, geom, phantom, seed=ctx.seed + 12, device="cpu", **kw)
                 for label, geom in (("truth geometry", truth), ("blueprint (misaligned)", blueprint),
                                     ("aligned", aligned))}
-    finally:
-        torch.set_num_threads(threads)
     tr, bp, al = recs["truth geometry"], recs["blueprint (misaligned)"], recs["aligned"]
     section.check("hot-rod PVR of the resolved rods (2, 1.5 mm), aligned / blueprint", gm(al) / gm(bp),
                   detail=f"geometric mean aligned {gm(al):.3f}, blueprint {gm(bp):.3f}; per size "

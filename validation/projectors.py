@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from refsuite._threads import limited_threads
 import refsuite.projectors as P
 from refsuite.projectors.workloads import BENCHMARK_TOF, PARALLELPROJ_EVENTS_PER_S, benchmark_image_geometry, cylinder_lors
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
@@ -151,9 +152,7 @@ def _accuracy(section: Section, rng, quick: bool) -> None:
 
 
 def _throughput(section: Section, rng, quick: bool) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/test_projectors_bench.py: OpenMP threads stall on a shared machine
-    try:
+    with limited_threads(1):  # see tests/test_projectors_bench.py: OpenMP threads stall on a shared machine
         rows = []
         shape, vs, origin = benchmark_image_geometry()
         n = 100_000 if quick else 1_000_000
@@ -171,8 +170,6 @@ def _throughput(section: Section, rng, quick: bool) -> None:
             ["mode", "LORs", "events/s (wall)", "events/CPU-s", "parallelproj 2 cores", "ratio (wall)"], rows,
             caption="Measured on a shared 2-core machine (timings are lower bounds); parallelproj's figure is "
                     "cited from BENCHMARKS.md (not importable here). Quick mode times 1e5 LORs."))
-    finally:
-        torch.set_num_threads(threads)
 
 
 # hot-rod sizes: quick = coarse 1 mm voxels and ~6e5 coincidences (~25 s on one thread); full = the
@@ -264,14 +261,10 @@ def run(ctx: RunContext) -> Section:
         "Exact adjoint and gradients of the differentiable Joseph projector, exact ray-box clipping (chord "
         "oracle), TOF sign convention, Joseph vs analytic line integrals within stated discretisation "
         "errors, list-mode OSEM of a hot-rod phantom, and projector throughput."))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with limited_threads(1):
         _adjoint_and_gradients(section, ctx.rng(1))
         _chord_and_tof_sign(section, ctx.rng(2))
         _accuracy(section, ctx.rng(3), ctx.quick)
         _hot_rod(section, ctx.seed + 4, ctx.quick)
         _throughput(section, ctx.rng(5), ctx.quick)
-    finally:
-        torch.set_num_threads(threads)
     return section

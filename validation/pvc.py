@@ -103,6 +103,7 @@ from typing import Callable
 
 import numpy as np
 
+from refsuite._threads import limited_threads
 from refsuite.metrics.pvc import activity_deviation, activity_volume_histogram, nrmse, ssim, vaa, wilcoxon_paired
 from refsuite.pvc import (
     DatasetConfig,
@@ -205,17 +206,13 @@ def prepare(ctx: RunContext, plan: Plan | None = None, *, progress: bool = False
     test = _simulate(range(plan.n_train, plan.n_train + plan.n_test), test_cfg, ctx.seed)
     timings["simulation_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    # small 3-D convolutions: one thread (the default ctx.threads) is faster on a shared 2-core machine
-    torch.set_num_threads(ctx.threads)
     models, history = {}, {}
-    try:
+    # small 3-D convolutions: one thread (the default ctx.threads) is faster on a shared 2-core machine
+    with limited_threads(ctx.threads):
         for key in plan.dl_keys:
             result = train(train_data, config=replace(plan.training, inputs=(key,)), device=ctx.device,
                            progress=progress)
             models[key], history[key] = result.model, result.history
-    finally:
-        torch.set_num_threads(threads)
     timings["training_s"] = time.perf_counter() - t0
     voxel = cfg.voxel_mm
     fwhm = {key: matched_filter_fwhm(test[key], test["truth"], voxel_size_mm=voxel) for key in ("RR_nf", "noRR_nf")}

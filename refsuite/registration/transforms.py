@@ -12,29 +12,14 @@ A stationary velocity field is integrated to a diffeomorphic DDF by scaling and 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import DVF2DDF, Warp
 
+from refsuite._threads import limited_threads
+
 __all__ = ["limited_threads", "as_volume_tensor", "warp", "warp_labels", "integrate_velocity", "resize_ddf", "map_points", "smooth_ddf"]
-
-
-@contextmanager
-def limited_threads(n: int = 1):
-    """Run a block with ``n`` torch intra-op threads, then restore the previous count.
-
-    On shared CPUs (CI: 2 cores, several jobs) idle intra-op threads spin-wait and small 3-D
-    ops slow down by up to 50x; one thread per job is then fastest.
-    """
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def as_volume_tensor(name: str, image, *, device="cpu", dtype=torch.float32) -> torch.Tensor:
