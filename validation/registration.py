@@ -99,23 +99,19 @@ shared 2-core machine (one torch thread each; 1012-1065 s with two jobs), most o
 U-Nets (2 x 3000 steps) and the simulation of 248 pairs.
 
 Full mode (132 x 40 x 56 voxels, 8 test / 400 training pairs, 5 uniform weights, iterations
-150/100/60, two U-Nets (8, 16, 32, 64) of 4000 cosine-annealed steps at weight 3), run once
-(``--size full --seed 12345 --work DIR``, one thread, next to another one-thread job): 6486 s
-(test pairs 27 s, instance optimisation 488 s, training pairs ~19 min, U-Nets ~2 x 38 min at
-0.57 s per step). Instance: TRE / identity 0.498 (4.99 vs 10.03 mm), bone rigidity CT-guided /
-best uniform (30) 0.30 (0.0099 vs 0.0332), soft-organ Dice +0.001, no folding. Networks on
-held-out pairs: TRE / identity 0.688 (uniform) and 0.665 (CT) vs 0.960 image-blind; own /
-another pair's DDF 0.51 / 0.50; bone rigidity CT / uniform 0.44 (0.130 vs 0.297); Dice -0.002.
-13 of 15 checks green; red are two truth checks: the simulated deformation folds (minimum
-det J -0.44, where pelvis and femur meet: adjacent bones move rigidly and independently, so the
-displacement jumps across their contact; -0.06 in soft tissue of another pair, 10 voxels at
-slice 60 of 132, cause not yet traced: likely a bone's rigid motion blending over 40 mm into a
-soft-tissue field that moves differently) and its inverse residual is 0.0125 voxel on that pair.
-The quick and medium grids sample the same field at 1.7-2x the spacing, where the
-finite-difference Jacobian stayed positive. The truth simulation needs
-a fix (joint-centred motions of touching bones, a blend that cannot fold) before FULL's claims
-count. Memory: ~9 MB per pair at this grid (~3.7 GB for 400; ~16 GB in this run, whose pairs
-still held the recorded-motion bug fixed after it started). With ``--work DIR`` every stage is
+150/100/60, two U-Nets (8, 16, 32, 64) of 4000 cosine-annealed steps at weight 3), seed 12345
+with the articulated truth (``--size full --seed 12345 --threads 2 --work DIR``, alone on the
+2-core machine): 5128 s (test pairs 23 s, instance optimisation 309 s, training pairs 1088 s,
+U-Nets ~2 x 29 min at 2.0-2.6 steps per second), all 15 checks green. Truth: min det J 0.399,
+inverse residual 2.3e-5 voxel. Instance: TRE / identity 0.321 (4.52 vs 14.09 mm), bone rigidity
+CT-guided / best uniform (10) 0.347 (0.0277 vs 0.0800), soft-organ Dice +0.004 (0.905 vs 0.900),
+no folding. Networks on held-out pairs: TRE / identity 0.505 (uniform) and 0.500 (CT) vs 0.997
+image-blind; own / another pair's DDF 0.39; bone rigidity CT / uniform 0.430 (0.123 vs 0.286);
+soft-organ Dice -0.006 (0.911 vs 0.917; tolerance -0.02). An earlier FULL run (6486 s, one
+thread) on the old, non-articulated truth was red on two truth checks (min det J -0.44 where
+pelvis and femur meet), which the articulated skeleton fixed. Memory: ~9 MB per pair at this
+grid, ~10 GB resident during training.
+With ``--work DIR`` every stage is
 kept and an interrupted run resumes (README).
 """
 
