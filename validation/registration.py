@@ -110,9 +110,8 @@ image-blind; own / another pair's DDF 0.39; bone rigidity CT / uniform 0.430 (0.
 soft-organ Dice -0.006 (0.911 vs 0.917; tolerance -0.02). An earlier FULL run (6486 s, one
 thread) on the old, non-articulated truth was red on two truth checks (min det J -0.44 where
 pelvis and femur meet), which the articulated skeleton fixed. Memory: ~9 MB per pair at this
-grid, ~10 GB resident during training.
-With ``--work DIR`` every stage is
-kept and an interrupted run resumes (README).
+grid, ~10 GB resident during training. With ``--work DIR`` every stage is kept and an
+interrupted run resumes (README).
 """
 
 from __future__ import annotations
