@@ -65,7 +65,7 @@ def run_engine(engine: Engine, run: Run, out):
 
     Returns
     -------
-    refsuite.mc.Events
+    refsuite.events.Events
         As :func:`refsuite.io.read_coincidences` (``BlockID1/2`` from the interaction
         positions, energies MeV, times ns, positions mm), the same code for any engine.
     """
@@ -84,7 +84,7 @@ def true_coincidences(events):
     several pairs of one multiple; the built-in MC forms trues only. Comparing trues keeps
     the activity-dependent randoms out of the engine comparison.
     """
-    from refsuite.mc import Events
+    from refsuite.events import Events
 
     keep = np.asarray(events["EventID1"]) == np.asarray(events["EventID2"])
     return Events({k: np.asarray(v)[keep] for k, v in events.items()}, attrs=getattr(events, "attrs", None))

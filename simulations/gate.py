@@ -415,7 +415,7 @@ def run_gate(run: Run, out, *, threads: int = 1, keep_raw: bool = False):
 
     Returns
     -------
-    refsuite.mc.Events
+    refsuite.events.Events
         The coincidences (as read back by :func:`refsuite.io.read_coincidences`, block and
         crystal indices from the interaction positions).
     """

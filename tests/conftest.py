@@ -34,6 +34,30 @@ def record_figure(request):
     return _record
 
 
+@pytest.fixture(scope="session")
+def write_gate9():
+    """``write_gate9(path, events)``: write event columns as GATE 9's GateToRoot coincidence tree
+    (``Coincidences``; ``eventID1``, ``time1`` in s, ``energy1`` in MeV, ``globalPosX1`` mm)."""
+
+    def _write(path, events):
+        import numpy as np
+        import uproot
+
+        n = len(events["EventID1"])
+        cols = {"runID": np.zeros(n, np.int32)}
+        for k in (1, 2):
+            cols[f"eventID{k}"] = np.asarray(events[f"EventID{k}"]).astype(np.int32)
+            cols[f"time{k}"] = np.asarray(events[f"GlobalTime{k}"], float) / 1e9
+            cols[f"energy{k}"] = np.asarray(events[f"TotalEnergyDeposit{k}"], float)
+            for a in "XYZ":
+                cols[f"globalPos{a}{k}"] = np.asarray(events[f"PostPosition_{a}{k}"], float)
+        with uproot.recreate(path) as f:
+            f.mktree("Coincidences", {k: v.dtype for k, v in cols.items()}).extend(cols)
+        return path
+
+    return _write
+
+
 @pytest.fixture
 def one_torch_thread():
     """Run a test with one torch thread (modules opt in with ``pytestmark``).

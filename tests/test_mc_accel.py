@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refsuite.geometry import perturb, preset
-from refsuite.mc import simulate, tracing
-from refsuite.mc import accel
-from refsuite.mc.accel import RingIndex, _pseudo_angle
+from refsuite.geometry import tracing
+from refsuite.mc import simulate
+from refsuite.geometry import accel
+from refsuite.geometry.accel import RingIndex, _pseudo_angle
 from refsuite.phantoms import PointSources
 
 SCANNERS = {name: preset(name) for name in ("thull_sim", "lin_clinical", "thull_halfrings")}

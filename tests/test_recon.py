@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,6 @@ from refsuite.projectors import TOFParameters, joseph_back
 from refsuite.recon import (
     angle_subsets,
     attenuation_factors,
-    crystal_positions,
     events_to_lors,
     ideal_cylinder_events,
     ideal_cylinder_lors,
@@ -126,7 +123,9 @@ def test_angle_subsets_partition_and_balance():
 
 
 def _ring_scanner(n_blocks=12, radius=70.0):
-    """A duck-typed stand-in for refsuite.geometry.Scanner (positions, axes, crystals)."""
+    """A small ring of refsuite.geometry.Scanner blocks: 8 x 8 crystal columns at DOI 0."""
+    from refsuite.geometry import CrystalLUT, Scanner
+
     ang = 2 * np.pi * np.arange(n_blocks) / n_blocks
     radial = np.stack([np.cos(ang), np.sin(ang), np.zeros(n_blocks)], 1)
     zax = np.tile([0.0, 0.0, 1.0], (n_blocks, 1))
@@ -135,25 +134,28 @@ def _ring_scanner(n_blocks=12, radius=70.0):
     cx, cz = np.meshgrid(np.linspace(-14, 14, 8), np.linspace(-14, 14, 8), indexing="ij")
     centres = np.stack([cx.ravel(), np.zeros(64), cz.ravel()], 1)
     half = np.tile([2.0, 5.0, 2.0], (64, 1))
-    return SimpleNamespace(positions=radial * (radius + 5.0), axes=axes,
-                           crystals=SimpleNamespace(centres=centres, half_sizes=half))
+    return Scanner(positions=radial * (radius + 5.0), axes=axes, block_size=(32.0, 10.0, 32.0),
+                   crystals=CrystalLUT(centres, half))
 
 
 def test_scanner_adapter_events_to_lors():
     sc = _ring_scanner()
-    p = crystal_positions(sc, np.array([0, 3]), np.array([0, 63]))
+    p = sc.crystal_positions(np.array([0, 3]), np.array([0, 63]))
     radial = sc.positions[[0, 3]] / 75.0
     assert np.sum(p * radial, axis=1) == pytest.approx([75.0, 75.0])  # crystal centres at DOI 0
     assert p[:, 2] == pytest.approx([-14.0, 14.0])
     # events given by crystal ids -> crystal centres
     ev = {"BlockID1": np.array([0]), "CrystalID1": np.array([5]), "BlockID2": np.array([6]), "CrystalID2": np.array([5])}
     a, b, ids = events_to_lors(ev, sc)
-    assert ids.shape == (1, 4) and np.allclose(a, crystal_positions(sc, [0], [5]))
+    assert ids.shape == (1, 4) and np.allclose(a, sc.crystal_positions([0], [5]))
+    assert np.allclose(b, sc.crystal_positions([6], [5]))
+    # ... or drawn inside the crystal voxels
+    a2, _, _ = events_to_lors(ev, sc, lor_placement="crystal_samples", rng=np.random.default_rng(0))
+    assert 0 < np.abs(a2 - a).max() and np.all(np.abs(sc.to_local(a2, [0]) - sc.crystals.centres[5]) <= [2, 5, 2])
     with pytest.raises(ValueError, match="xstart"):
         events_to_lors({"foo": np.zeros(3)}, sc)
-    with pytest.raises(TypeError, match="positions"):
-        crystal_positions(SimpleNamespace(), np.zeros(1), np.zeros(1))
-    # with a sensitivity given, any object with the geometry attributes reconstructs
+    with pytest.raises(ValueError, match="do not map to the scanner's crystals: 1 BlockID"):
+        events_to_lors(dict(ev, BlockID2=np.array([12])), sc)
     x = lm_osem(ev, sc, image_shape=(4, 4, 4), voxel_size=10.0, n_iter=1, n_subsets=1,
                 sensitivity=torch.ones((4, 4, 4)), device="cpu")
     assert x.shape == (4, 4, 4) and float(x.sum()) > 0

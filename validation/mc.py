@@ -114,14 +114,14 @@ def _hit_map(section, ctx, n):
     dist = np.linalg.norm(w - np.sum(w * u, 1)[:, None] * u, axis=1)
     section.check("point source: median LOR distance from source", float(np.median(dist)),
                   detail=f"{ev.n_events} coincidences, 2 x 2 x 2 mm voxels")
-    from refsuite.io import assign_crystals
+    from refsuite.geometry import assign_crystals
 
     wrong = 0
     for k in (1, 2):
         b, c = assign_crystals(scan, np.column_stack([ev[f"PostPosition_{a}{k}"] for a in "XYZ"]))
         wrong += int(np.sum((b != ev[f"BlockID{k}"]) | (c != ev[f"CrystalID{k}"])))
     section.check("block/crystal re-derived from positions: mismatches", float(wrong),
-                  detail="refsuite.io.assign_crystals on the MC's PostPosition (how GATE files get indices)")
+                  detail="refsuite.geometry.assign_crystals on the MC's PostPosition (how GATE files get indices)")
     from refsuite.mc import tof_offsets_mm
 
     # TOF: measured minus true position along the LOR is Gaussian, FWHM = c * CTR / 2. Singles

@@ -132,20 +132,19 @@ def _plan_text(name, description, checks: dict, sweep: bool) -> str:
 
 
 def _drop_voxel(events, block, crystal):
-    from refsuite.mc.montecarlo import Events
+    from refsuite.events import crystal_ids
 
-    dead = ((np.asarray(events["BlockID1"]) == block) & (np.asarray(events["CrystalID1"]) == crystal)) | \
-           ((np.asarray(events["BlockID2"]) == block) & (np.asarray(events["CrystalID2"]) == crystal))
-    return Events({k: np.asarray(v)[~dead] for k, v in events.items()}, attrs=dict(events.attrs))
+    ids = crystal_ids(events)
+    dead = ((ids[:, 0] == block) & (ids[:, 1] == crystal)) | ((ids[:, 2] == block) & (ids[:, 3] == crystal))
+    return events.take(~dead)
 
 
-#: the columns kept: the list-mode format's (refsuite.io.REQUIRED_COLUMNS) and the readout ids;
+#: the columns kept: the list-mode format's (refsuite.events.REQUIRED_COLUMNS) and the readout ids;
 #: positions (the simulation's truth) and energies in float32 keep the files small
 def _slim(ev):
-    from refsuite.io import REQUIRED_COLUMNS
-    from refsuite.mc.montecarlo import Events
+    from refsuite.events import CRYSTAL_ID_COLUMNS, REQUIRED_COLUMNS, Events
 
-    keep = list(REQUIRED_COLUMNS) + ["BlockID1", "CrystalID1", "BlockID2", "CrystalID2"]
+    keep = list(REQUIRED_COLUMNS) + list(CRYSTAL_ID_COLUMNS)
     out = {}
     for k in keep:
         v = np.asarray(ev[k])

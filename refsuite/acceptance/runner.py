@@ -51,20 +51,15 @@ class AcceptanceRun:
 
 
 def read_events(path, scanner):
-    """Coincidences from a ``.npz`` list-mode file or a ROOT file (GATE 10 layout).
+    """Coincidences of a scan: :func:`refsuite.io.read_events` with ``crystal_ids="keep"``.
 
-    Crystal ids recorded in the file (the detector's own readout ids) are kept; a ROOT file
-    without them gets ids assigned from the interaction positions on ``scanner``.
+    Crystal ids recorded in the file (the detector's own readout ids) are kept; a file without
+    them gets ids assigned from the interaction positions on ``scanner``. Any layout
+    ``refsuite.io.read_events`` knows (GATE 9/10 ROOT, RNTuple, npz).
     """
-    from refsuite.io import load_listmode, read_coincidences
+    from refsuite.io import read_events as _read
 
-    path = Path(path)
-    if path.suffix == ".npz":
-        return load_listmode(path)
-    ev = read_coincidences(path)
-    if not all(k in ev for k in ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")):
-        ev = read_coincidences(path, scanner=scanner)
-    return ev
+    return _read(path, scanner, crystal_ids="keep")
 
 
 def load_baseline(path) -> dict:

@@ -15,12 +15,17 @@ def register(subparsers) -> None:
         description="Maximum-likelihood alignment: reads coincidences (ROOT or .npz), the blueprint scanner "
                     "(.json) and the phantom (.json); writes the aligned scanner (.json) atomically.",
     )
-    p.add_argument("--events", required=True, help="coincidence file (.root or .npz list-mode)")
+    p.add_argument("--events", required=True,
+                   help="coincidence file: GATE 9/10 ROOT (TTree or RNTuple) or refsuite .npz list-mode")
     p.add_argument("--scanner", required=True, help="blueprint scanner .json (refsuite.geometry.Scanner.save)")
     p.add_argument("--phantom", required=True, help="phantom .json (refsuite.phantoms, PointSources or Tube)")
     p.add_argument("--out", required=True, help="aligned scanner .json")
     p.add_argument("--efficiency-events", default=None,
                    help="shell acquisition (.root/.npz) for fan-sum crystal efficiencies (default: all 1)")
+    p.add_argument("--crystal-ids", choices=("keep", "assign"), default="keep",
+                   help="keep: the crystal ids the file records (the readout's), assigned from the interaction "
+                        "points on the blueprint only where the file has none (default); assign: always from "
+                        "the interaction points on the blueprint")
     p.add_argument("--no-tof", action="store_true", help="non-TOF likelihood")
     p.add_argument("--ctr-ps", type=float, default=None, help="CTR FWHM, ps (default: from the events file)")
     p.add_argument("--groups", action="store_true", help="share parameters within the scanner's groups")
@@ -34,20 +39,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_align)
 
 
-def _read(path, scanner):
-    from refsuite.io import load_listmode, read_coincidences
-
-    if str(path).endswith(".npz"):
-        return load_listmode(path)
-    return read_coincidences(path, scanner=scanner)
-
-
 def _cmd_align(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
     from refsuite.geometry import Scanner
-    from refsuite.io import atomic_write_text
+    from refsuite.io import atomic_write_text, read_events
     from refsuite.phantoms import load_phantom
 
     from .efficiency import fan_sum_efficiencies
@@ -56,10 +53,11 @@ def _cmd_align(args: argparse.Namespace) -> int:
     try:
         blueprint = Scanner.load(args.scanner)
         phantom = load_phantom(args.phantom)
-        events = _read(args.events, blueprint)
+        events = read_events(args.events, blueprint, crystal_ids=args.crystal_ids)
         eff = None
         if args.efficiency_events:
-            eff = fan_sum_efficiencies(_read(args.efficiency_events, blueprint), blueprint)
+            eff = fan_sum_efficiencies(read_events(args.efficiency_events, blueprint, crystal_ids=args.crystal_ids),
+                                       blueprint)
         out = Path(args.out)
         ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt.pt")
         res = align(events, blueprint, phantom, efficiencies=eff, tof=TOFMode.NONE if args.no_tof else TOFMode.FROM_EVENTS,

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from refsuite._checks import check_in_range, check_positive
+from refsuite.devices import torch_device
+from refsuite.events import crystal_ids, tof_offsets_mm
 from refsuite.geometry import GroupMotion, Scanner
 from refsuite.io.atomic import atomic_path
 from refsuite.projectors import TOFParameters
@@ -35,10 +37,6 @@ from .uncertainty import PoseUncertainty, full_nll_and_gradient, pose_fisher_inf
 from .support import event_candidates, pair_support
 
 __all__ = ["align", "AlignmentResult", "AlignmentDiverged", "TOFMode", "prepare_events"]
-
-_C_MM_PER_NS = 299.792458
-
-_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 class TOFMode(enum.Enum):
@@ -94,27 +92,14 @@ class AlignmentDiverged(RuntimeError):
         self.result = result
 
 
-_ID_COLUMNS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
-
-
 def prepare_events(events, scanner: Scanner):
     """Validated global crystal indices (n, 2) of list-mode events on ``scanner``.
 
     Raises ``ValueError`` when a column is missing, or events do not map to the scanner's crystals
     (block or crystal id out of range, both singles in one block).
     """
-    missing = [c for c in _ID_COLUMNS if c not in events]
-    if missing:
-        raise ValueError(f"events lack the crystal-id columns {missing}; read them with "
-                         "refsuite.io.read_coincidences(path, scanner=...) to assign crystals")
-    b1, c1, b2, c2 = (np.asarray(events[c]).astype(np.int64) for c in _ID_COLUMNS)
-    n_b, n_c = scanner.n_blocks, scanner.n_crystals
-    for name, v, hi in (("BlockID", np.concatenate([b1, b2]), n_b), ("CrystalID", np.concatenate([c1, c2]), n_c)):
-        bad = (v < 0) | (v >= hi)
-        if bad.any():
-            raise ValueError(f"events do not map to the scanner's crystals: {int(bad.sum())} {name} values outside "
-                             f"[0, {hi - 1}] (first {int(v[bad][0])}); scanner {scanner.name!r} has {n_b} blocks "
-                             f"of {n_c} crystal voxels")
+    b1, c1, b2, c2 = crystal_ids(events, scanner).T
+    n_c = scanner.n_crystals
     same = b1 == b2
     if same.any():
         raise ValueError(f"events do not map to the scanner's crystals: {int(same.sum())} coincidences have both "
@@ -272,7 +257,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     check_in_range("lr_final_fraction", lr_final_fraction, 0.0, 1.0, low_inclusive=False)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch_device(device, purpose="align")
     ev_cr = prepare_events(events, blueprint)
     model = blob_model(phantom, sigma_mm=model_sigma_mm)
     r_fov, z_lo, z_hi = _fov(blueprint)
@@ -551,8 +536,7 @@ def _tof(events, tof, ctr_ps, bin_ps):
         if k not in events:
             raise ValueError(f"TOF alignment needs the column {k} (ns); pass tof=TOFMode.NONE for non-TOF")
     # signed distance from the LOR midpoint towards single 2 (= xend): c (t1 - t2) / 2
-    s = _C_MM_PER_NS * (np.asarray(events["GlobalTime1"], float) - np.asarray(events["GlobalTime2"], float)) / 2.0
-    s = s * float(par.sign.value)
+    s = tof_offsets_mm(events) * float(par.sign.value)
     k = np.round(s / par.bin_width_mm)
     n_bins = int(2 * np.abs(k).max(initial=0) + 1)
     return replace(par, num_bins=n_bins), k

@@ -1,4 +1,5 @@
-"""Scanner blueprints, block poses, crystal lookup tables, misalignment and Procrustes errors.
+"""Scanner blueprints, block poses, crystal lookup tables, misalignment and Procrustes errors,
+crystal assignment of points and ray tracing into the blocks.
 
 Conventions (Thull et al., sec. 2.1, Fig. 1): block ``d`` has centre ``positions[d]`` (mm) and
 axes ``axes[d]`` whose rows are the unit vectors X (planar), Y (depth of interaction, outward)
@@ -7,14 +8,16 @@ and Z (planar, along the scanner axis for rings). A crystal voxel ``(d, cr)`` is
 own axes, order X, Y, Z (:mod:`refsuite.geometry.rotations`); translations are global (mm).
 """
 
+from .assign import assign_crystals
 from .lut import CrystalLUT
 from .misalignment import GroupMotion, apply_rigid, overlapping_blocks, perturb, procrustes_errors, rigid_fit
 from .presets import PRESETS, THULL_BINNINGS, preset, ring_axes
 from .rotations import axis_angle_matrix, euler_to_matrix, matrix_to_euler, pose_points
 from .scanner import Misalignment, Scanner, TranslationFrame
+from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
 __all__ = [
-    "CrystalLUT", "GroupMotion", "Misalignment", "PRESETS", "Scanner", "THULL_BINNINGS",
+    "CrystalLUT", "GroupMotion", "IdealCylinder", "assign_crystals", "trace_blocks", "trace_cylinder", "trace_pairs", "Misalignment", "PRESETS", "Scanner", "THULL_BINNINGS",
     "TranslationFrame", "apply_rigid", "overlapping_blocks", "axis_angle_matrix", "euler_to_matrix", "matrix_to_euler",
     "perturb", "pose_points", "preset", "procrustes_errors", "rigid_fit", "ring_axes",
 ]

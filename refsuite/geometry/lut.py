@@ -106,10 +106,18 @@ class CrystalLUT:
         """Upper corners (M, 3), mm."""
         return self.centres + self.half_sizes
 
-    def sample(self, crystal_ids, rng: np.random.Generator) -> np.ndarray:
-        """Uniform points inside the given voxels (local frame, mm), shape ``ids.shape + (3,)``."""
+    def sample(self, crystal_ids, rng: np.random.Generator | None, *, fractions=None) -> np.ndarray:
+        """Uniform points inside the given voxels (local frame, mm), shape ``ids.shape + (3,)``.
+
+        ``fractions`` (``ids.shape + (3,)``, in [-1, 1]: fractions of the half sizes) replace the
+        draws from ``rng``: common random numbers when the same points are placed with several
+        geometries.
+        """
         ids = np.asarray(crystal_ids)
-        u = rng.uniform(-1.0, 1.0, size=ids.shape + (3,))
+        if fractions is None:
+            u = rng.uniform(-1.0, 1.0, size=ids.shape + (3,))
+        else:
+            u = np.asarray(fractions, float).reshape(ids.shape + (3,))
         return self.centres[ids] + u * self.half_sizes[ids]
 
     def locate(self, local_points) -> np.ndarray:

@@ -190,7 +190,8 @@ class Scanner:
         b, c = np.broadcast_arrays(np.asarray(block_ids), np.asarray(crystal_ids))
         return self.to_global(self.crystals.centres[c], b)
 
-    def sample_in_crystals(self, block_ids, crystal_ids, rng: np.random.Generator, *, n_samples=None):
+    def sample_in_crystals(self, block_ids, crystal_ids, rng: np.random.Generator | None, *, n_samples=None,
+                           fractions=None):
         """Uniform random global points inside crystal voxels (Thull et al., sec. 2.4).
 
         Parameters
@@ -199,6 +200,9 @@ class Scanner:
         rng : numpy.random.Generator
         n_samples : int, optional
             Points per voxel; adds a trailing sample axis.
+        fractions : array (..., 3), optional
+            Positions in the voxels as fractions of the half sizes, in [-1, 1], instead of draws
+            from ``rng`` (:meth:`CrystalLUT.sample`).
 
         Returns
         -------
@@ -209,7 +213,7 @@ class Scanner:
         if n_samples is not None:
             b = np.repeat(b[..., None], int(n_samples), -1)
             c = np.repeat(c[..., None], int(n_samples), -1)
-        return self.to_global(self.crystals.sample(c, rng), b)
+        return self.to_global(self.crystals.sample(c, rng, fractions=fractions), b)
 
     def locate(self, points, block_ids) -> np.ndarray:
         """Crystal voxel index of global points (..., 3) known to lie in blocks ``block_ids``."""

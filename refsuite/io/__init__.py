@@ -1,15 +1,16 @@
-"""File input/output: atomic writes, ROOT coincidences (GATE 10 schema), npz list-mode and
-the stage store that lets long runs resume."""
+"""File input/output: :func:`read_events` (every list-mode layout refsuite knows), ROOT
+coincidences (GATE 10 schema), npz list-mode, atomic writes and the stage store that lets long
+runs resume."""
 
 from .atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
+from .layouts import LAYOUTS, Layout
 from .listmode import load_listmode, save_listmode
+from .read import CrystalIds, read_events
+from .root import REQUIRED_COLUMNS, CoincidenceWriter, RootFileError, read_coincidences, write_coincidences
 from .stages import StageStore
-from .root import (
-    REQUIRED_COLUMNS, CoincidenceWriter, RootFileError, assign_crystals, read_coincidences, write_coincidences,
-)
 
 __all__ = [
-    "CoincidenceWriter", "REQUIRED_COLUMNS", "RootFileError", "StageStore", "assign_crystals", "atomic_open", "atomic_path",
-    "atomic_write_bytes", "atomic_write_text", "load_listmode", "read_coincidences", "save_listmode",
-    "write_coincidences",
+    "CoincidenceWriter", "CrystalIds", "LAYOUTS", "Layout", "REQUIRED_COLUMNS", "RootFileError", "StageStore",
+    "atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "load_listmode", "read_coincidences",
+    "read_events", "save_listmode", "write_coincidences",
 ]

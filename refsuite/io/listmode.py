@@ -1,6 +1,6 @@
 """List-mode events as ``.npz``: the same columns as the ROOT files, without ROOT.
 
-One array per column (GATE 10 names and units, see :mod:`refsuite.io.root`) plus the run
+One array per column (GATE 10 names and units, see :mod:`refsuite.events`) plus the run
 information (``events.attrs``) as JSON under the key ``__attrs__``. Written atomically.
 """
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from refsuite.events import REQUIRED_COLUMNS, Events, check_events
+
 from .atomic import atomic_path
 
 __all__ = ["save_listmode", "load_listmode"]
@@ -21,9 +23,9 @@ _ATTRS = "__attrs__"
 
 def save_listmode(path, events, *, compress: bool = False) -> Path:
     """Write a dict of equal-length columns (and its ``attrs``) to ``path`` (.npz), atomically."""
-    from .root import _check_events, _json_default
+    from .root import _json_default
 
-    _check_events(events)
+    check_events(events)
     cols = {k: np.asarray(v) for k, v in events.items()}
     if _ATTRS in cols:
         raise ValueError(f"events must not have a column named {_ATTRS!r}")
@@ -35,14 +37,10 @@ def save_listmode(path, events, *, compress: bool = False) -> Path:
 
 
 def load_listmode(path):
-    """Read :func:`save_listmode` output; returns :class:`refsuite.mc.Events`.
+    """Read :func:`save_listmode` output; returns :class:`refsuite.events.Events`.
 
     Raises ``ValueError`` naming the file when it is missing, not an npz archive, or truncated.
     """
-    from refsuite.mc.montecarlo import Events
-
-    from .root import REQUIRED_COLUMNS
-
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:

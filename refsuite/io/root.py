@@ -1,50 +1,37 @@
 """Coincidence files in ROOT, readable and writable whichever engine made them.
 
-Schema: the tree GATE 10's Python coincidence sorter writes (``Coincidences``;
+Written schema: the tree GATE 10's Python coincidence sorter writes (``Coincidences``;
 ``opengate.actors.coincidences``): every singles attribute suffixed ``1``/``2``, 3-vectors
-split as ``PostPosition_X1``; units mm, MeV, ns. The online ``CoincidenceSorterActor`` names
-its tree after the actor (often ``coincidences``) and spells vectors ``PostPosition1_X``;
-both are accepted on reading and returned in the ``PostPosition_X1`` spelling. Our own
-columns (``BlockID1/2``, ``CrystalID1/2``, truth ``TrackVertexPosition_*``,
-``TrueGlobalTime1/2``; see :data:`refsuite.mc.COLUMNS`) are kept when present.
+split as ``PostPosition_X1``; units mm, MeV, ns (:mod:`refsuite.events`). Read: every layout
+of :mod:`refsuite.io.layouts` (GATE 10 with the Python or the online sorter's spelling,
+GATE 9), in a TTree or an RNTuple, converted to those names and units. Our own columns
+(``BlockID1/2``, ``CrystalID1/2``, truth ``TrackVertexPosition_*``, ``TrueGlobalTime1/2``;
+see :data:`refsuite.events.COLUMNS`) are kept when present.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from refsuite.events import REQUIRED_COLUMNS, Events, check_events, positions
+from refsuite.geometry.assign import assign_crystals
+
 from .atomic import atomic_path
+from .layouts import LAYOUTS, known_layouts, match_layout
 
-__all__ = ["CoincidenceWriter", "write_coincidences", "read_coincidences", "REQUIRED_COLUMNS", "RootFileError", "assign_crystals"]
+__all__ = ["CoincidenceWriter", "write_coincidences", "read_coincidences", "REQUIRED_COLUMNS", "RootFileError"]
 
-#: Branches a coincidence file must have (GATE 10 names, suffix 1 and 2).
-REQUIRED_COLUMNS = tuple(
-    f"{base}{k}" for base in ("EventID", "GlobalTime", "TotalEnergyDeposit", "PostPosition_X", "PostPosition_Y",
-                              "PostPosition_Z") for k in (1, 2))
 _TREE_NAMES = ("Coincidences", "coincidences")
+_CONTAINERS = ("TTree", "ROOT::RNTuple")
 _ATTRS_KEY = "refsuite_attrs"
-_ONLINE = re.compile(r"^(.*)([12])_([XYZ])$")
 
 
 class RootFileError(ValueError):
     """A coincidence file that is missing, corrupt, truncated or lacks required branches."""
-
-
-def _check_events(events) -> int:
-    if not isinstance(events, dict) or not events:
-        raise TypeError(f"events must be a non-empty dict of column name -> array, got {type(events).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in events]
-    if missing:
-        raise ValueError(f"events lack required GATE columns {missing}")
-    lengths = {k: len(np.asarray(v)) for k, v in events.items()}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"events columns must have equal lengths, got {lengths}")
-    return next(iter(lengths.values()))
 
 
 def write_coincidences(path, events, *, tree: str = "Coincidences", volume_ids: bool = True,
@@ -71,7 +58,7 @@ def write_coincidences(path, events, *, tree: str = "Coincidences", volume_ids: 
     -------
     Path
     """
-    n = _check_events(events)
+    n = check_events(events)
     with CoincidenceWriter(path, tree=tree, volume_ids=volume_ids) as w:
         step = max(1, int(chunk_size))
         for s0 in range(0, max(n, 1), step):
@@ -114,7 +101,7 @@ class CoincidenceWriter:
 
     def write(self, events) -> None:
         """Append equal-length columns (at least :data:`REQUIRED_COLUMNS`)."""
-        n = _check_events(events)
+        n = check_events(events)
         cols = {k: np.asarray(v) for k, v in events.items()}
         if self.volume_ids and "PreStepUniqueVolumeID1" not in cols and "BlockID1" in cols and "CrystalID1" in cols:
             for k in (1, 2):
@@ -163,14 +150,8 @@ def _json_default(o):
     return str(o)
 
 
-def _normalise(name: str) -> str:
-    """``PostPosition1_X`` (online sorter) -> ``PostPosition_X1`` (Python sorter)."""
-    m = _ONLINE.match(name)
-    return f"{m.group(1)}_{m.group(3)}{m.group(2)}" if m else name
-
-
-def read_coincidences(path, scanner=None, *, tree: str | None = None, columns=None):
-    """Read a coincidence ROOT file written by GATE 10 or by :func:`write_coincidences`.
+def read_coincidences(path, scanner=None, *, tree: str | None = None, columns=None) -> Events:
+    """Read a coincidence ROOT file: GATE 10 or 9, TTree or RNTuple, or :func:`write_coincidences` output.
 
     Parameters
     ----------
@@ -178,30 +159,41 @@ def read_coincidences(path, scanner=None, *, tree: str | None = None, columns=No
     scanner : refsuite.geometry.Scanner, optional
         When given, ``BlockID1/2`` and ``CrystalID1/2`` are (re)computed from the
         interaction positions: the block whose box contains (or is nearest to) the point,
-        then the crystal voxel of its LUT (:func:`assign_crystals`).
+        then the crystal voxel of its LUT (:func:`refsuite.geometry.assign_crystals`).
+        :func:`refsuite.io.read_events` makes keeping or reassigning a choice.
     tree : str, optional
-        Tree name; default the first of ``Coincidences``, ``coincidences``, or the only
-        tree holding the required branches.
+        Tree (or RNTuple) name; default the first of ``Coincidences``, ``coincidences``, or
+        the only one holding the branches of a known layout (:mod:`refsuite.io.layouts`).
     columns : list of str, optional
-        Read only these (normalised) columns plus the required ones.
+        Read only these (converted) columns plus the required ones.
 
     Returns
     -------
-    refsuite.mc.Events
-        Columns as numpy arrays (GATE names, ``PostPosition_X1`` spelling; mm, MeV, ns);
+    refsuite.events.Events
+        Columns as numpy arrays (GATE 10 names, ``PostPosition_X1`` spelling; mm, MeV, ns);
         ``attrs`` holds the run information our writer stored (empty for GATE files).
 
     Raises
     ------
     RootFileError
         Naming the file: missing, not ROOT, corrupt or truncated, no coincidence tree, or
-        a required branch missing.
+        no known layout (the message names the layouts and the branches the file has).
     """
+    events = _read_root(Path(path), tree, columns)
+    if scanner is not None:
+        assign_ids(events, scanner)
+    return events
+
+
+def assign_ids(events, scanner) -> None:
+    """Set ``BlockID1/2``, ``CrystalID1/2`` of ``events`` (in place) from the interaction points."""
+    for k in (1, 2):
+        events[f"BlockID{k}"], events[f"CrystalID{k}"] = assign_crystals(scanner, positions(events, k))
+
+
+def _read_root(path: Path, tree, columns) -> Events:
     import uproot
 
-    from refsuite.mc.montecarlo import Events
-
-    path = Path(path)
     if not path.is_file():
         raise RootFileError(f"{path}: no such file")
     try:
@@ -209,19 +201,22 @@ def read_coincidences(path, scanner=None, *, tree: str | None = None, columns=No
     except Exception as exc:  # uproot raises many types for non-ROOT / damaged headers
         raise RootFileError(f"{path}: not a readable ROOT file ({type(exc).__name__}: {exc})") from exc
     with f:
-        t = _find_tree(f, path, tree)
-        names = {_normalise(k): k for k in t.keys()}
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
-        if missing:
-            raise RootFileError(f"{path}: tree {t.name!r} lacks required branches {missing}")
+        t, name = _find_tree(f, path, tree)
+        branches = list(t.keys())
+        layout = match_layout(branches)
+        if layout is None:
+            near = min(LAYOUTS, key=lambda lay: len(lay.missing(branches)))
+            raise RootFileError(f"{path}: tree {name!r} lacks required branches {near.missing(branches)} of the "
+                                f"{near.name} layout; known layouts: {known_layouts()}; its branches: {branches}")
+        names = layout.columns(branches)
         wanted = list(names) if columns is None else list(dict.fromkeys([*REQUIRED_COLUMNS, *columns]))
         absent = [c for c in wanted if c not in names]
         if absent:
-            raise RootFileError(f"{path}: tree {t.name!r} has no branches {absent}")
+            raise RootFileError(f"{path}: tree {name!r} has no branches {absent}")
         try:
             raw = t.arrays([names[c] for c in wanted], library="np")
         except Exception as exc:  # truncated baskets, bad decompression
-            raise RootFileError(f"{path}: corrupt or truncated data in tree {t.name!r} "
+            raise RootFileError(f"{path}: corrupt or truncated data in tree {name!r} "
                                 f"({type(exc).__name__}: {exc})") from exc
         attrs = {}
         if _ATTRS_KEY in f:
@@ -229,13 +224,7 @@ def read_coincidences(path, scanner=None, *, tree: str | None = None, columns=No
                 attrs = json.loads(str(f[_ATTRS_KEY]))
             except Exception as exc:
                 raise RootFileError(f"{path}: unreadable {_ATTRS_KEY} ({exc})") from exc
-    events = Events({c: _plain(raw[names[c]]) for c in wanted}, attrs=attrs)
-    if scanner is not None:
-        for k in (1, 2):
-            pts = np.column_stack([events[f"PostPosition_{a}{k}"] for a in "XYZ"])
-            b, c = assign_crystals(scanner, pts)
-            events[f"BlockID{k}"], events[f"CrystalID{k}"] = b, c
-    return events
+    return Events({c: layout.convert(c, names[c], _plain(raw[names[c]])) for c in wanted}, attrs=attrs)
 
 
 def _plain(arr):
@@ -246,41 +235,19 @@ def _plain(arr):
 
 
 def _find_tree(f, path, tree):
-    classes = f.classnames()
-    trees = [k.split(";")[0] for k, v in classes.items() if v == "TTree"]
+    """(tree or RNTuple, its name): the one named, a conventional name, or the only one of a known layout."""
+    found = [k.split(";")[0] for k, v in f.classnames().items() if v in _CONTAINERS]
     if tree is not None:
-        if tree not in trees:
-            raise RootFileError(f"{path}: no tree {tree!r} (trees: {trees})")
-        return f[tree]
+        if tree not in found:
+            raise RootFileError(f"{path}: no tree {tree!r} (trees: {found})")
+        return f[tree], tree
     for name in _TREE_NAMES:
-        if name in trees:
-            return f[name]
-    good = [k for k in trees if all(c in {_normalise(b) for b in f[k].keys()} for c in REQUIRED_COLUMNS)]
+        if name in found:
+            return f[name], name
+    good = [k for k in found if match_layout(f[k].keys()) is not None]
     if len(good) == 1:
-        return f[good[0]]
-    raise RootFileError(f"{path}: no coincidence tree (looked for {list(_TREE_NAMES)}; trees: {trees})")
-
-
-def assign_crystals(scanner, points, *, chunk: int = 65536):
-    """Block and crystal voxel of global points (n, 3) mm.
-
-    The block is the one whose box contains the point, else the nearest box (distance from
-    the point to the box); the crystal is then binned by the block's LUT
-    (:meth:`refsuite.geometry.CrystalLUT.locate`). Where blocks overlap (see
-    :func:`refsuite.geometry.overlapping_blocks`) a point may lie in two boxes; the lower block
-    index is returned.
-
-    Returns
-    -------
-    block, crystal : int32 arrays (n,)
-    """
-    p = np.asarray(points, float).reshape(-1, 3)
-    half = scanner.block_size / 2
-    blocks = np.empty(len(p), np.int32)
-    for s0 in range(0, len(p), chunk):
-        q = p[s0:s0 + chunk]
-        loc = np.einsum("bij,nbj->nbi", scanner.axes, q[:, None, :] - scanner.positions[None])
-        out = np.maximum(np.abs(loc) - half, 0.0)
-        blocks[s0:s0 + chunk] = np.argmin(np.einsum("nbi,nbi->nb", out, out), axis=1)
-    crystals = scanner.locate(p, blocks).astype(np.int32)
-    return blocks, crystals
+        return f[good[0]], good[0]
+    contents = {k: list(f[k].keys()) for k in found}
+    raise RootFileError(f"{path}: no coincidence tree of a known layout (looked for {list(_TREE_NAMES)} or one "
+                        f"tree matching a layout; known layouts: {known_layouts()}; trees and their branches: "
+                        f"{contents})")

@@ -9,9 +9,14 @@ scatter (every interaction is a full 511 keV deposit), phantom scatter, positron
 randoms, dead time.
 """
 
-from .montecarlo import (COLUMNS, DEFAULT_CHUNK_SIZE, SEED_BLOCK, SPEED_OF_LIGHT_MM_PER_NS, Events, column_names,
-                         iter_simulate, simulate, tof_offsets_mm)
-from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
+from refsuite.constants import SPEED_OF_LIGHT_MM_PER_NS
+from refsuite.events import COLUMNS, Events, column_names, tof_offsets_mm
+from refsuite.geometry.tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
+from .montecarlo import DEFAULT_CHUNK_SIZE, SEED_BLOCK, iter_simulate, simulate
+
+# COLUMNS, Events, column_names, tof_offsets_mm (refsuite.events), SPEED_OF_LIGHT_MM_PER_NS
+# (refsuite.constants) and the tracing functions (refsuite.geometry) are re-exported under
+# their former names here.
 __all__ = ["COLUMNS", "DEFAULT_CHUNK_SIZE", "Events", "IdealCylinder", "SEED_BLOCK", "SPEED_OF_LIGHT_MM_PER_NS",
            "column_names", "iter_simulate", "simulate", "tof_offsets_mm", "trace_blocks", "trace_cylinder", "trace_pairs"]

@@ -2,7 +2,7 @@
 
 Per decay: an annihilation point drawn from the phantom, an isotropic direction, the
 second photon opposite (optionally with Gaussian acollinearity), survival through the
-phantom material, exact transport into the blocks (:mod:`refsuite.mc.tracing`), crystal-
+phantom material, exact transport into the blocks (:mod:`refsuite.geometry.tracing`), crystal-
 voxel binning, Gaussian energy blur and window, Gaussian time blur and coincidence window.
 Only true coincidences are formed (no randoms, scatter or multiples), so every event is one
 decay with both photons detected.
@@ -22,53 +22,18 @@ import math
 import numpy as np
 
 from refsuite._checks import check_finite, check_positive
+from refsuite.constants import FWHM_PER_SIGMA as _FWHM
+from refsuite.constants import SPEED_OF_LIGHT_MM_PER_NS
+from refsuite.events import Events, column_names
+from refsuite.geometry.tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
-from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
-
-__all__ = ["simulate", "iter_simulate", "tof_offsets_mm", "Events", "SEED_BLOCK", "DEFAULT_CHUNK_SIZE",
-           "SPEED_OF_LIGHT_MM_PER_NS", "COLUMNS"]
+__all__ = ["simulate", "iter_simulate", "SEED_BLOCK", "DEFAULT_CHUNK_SIZE"]
 
 SEED_BLOCK = 4096
 #: Default decays per vectorised pass: 2**16 keeps the per-pass arrays (0.5 MB each) near the
 #: core's cache and ran 15-40 % faster than 2**18 on a shared 2-core machine; the events do
 #: not depend on it.
 DEFAULT_CHUNK_SIZE = 2**16
-SPEED_OF_LIGHT_MM_PER_NS = 299.792458
-_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-#: Columns of an event table, GATE 10 names and units (opengate.actors.coincidences: every
-#: singles attribute with suffix 1/2; 3-vectors split into _X/_Y/_Z), then our own.
-COLUMNS = {
-    "EventID": ("", "int64", "decay index (same for both singles)"),
-    "GlobalTime": ("ns", "float64", "detection time: decay time + flight + time blur"),
-    "TotalEnergyDeposit": ("MeV", "float64", "blurred deposited energy"),
-    "PostPosition_X": ("mm", "float64", "interaction point (global)"),
-    "PostPosition_Y": ("mm", "float64", ""),
-    "PostPosition_Z": ("mm", "float64", ""),
-    "TrackVertexPosition_X": ("mm", "float64", "truth: annihilation point"),
-    "TrackVertexPosition_Y": ("mm", "float64", ""),
-    "TrackVertexPosition_Z": ("mm", "float64", ""),
-    "TrueGlobalTime": ("ns", "float64", "truth: detection time before time blur"),
-    "BlockID": ("", "int32", "detector block (refsuite.geometry.Scanner index), -1 for none"),
-    "CrystalID": ("", "int32", "crystal voxel in the block's LUT, -1 for none"),
-}
-
-
-class Events(dict):
-    """A dict of equal-length columns (name -> ndarray) with run information in ``attrs``."""
-
-    def __init__(self, *args, attrs=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.attrs = dict(attrs or {})
-
-    @property
-    def n_events(self) -> int:
-        return len(next(iter(self.values()))) if self else 0
-
-
-def column_names() -> list[str]:
-    """All event column names, in GATE's interleaved order (``A1, A2, B1, B2, ...``)."""
-    return [f"{c}{k}" for c in COLUMNS for k in (1, 2)]
 
 
 def _block_rng(seed: int, k: int) -> np.random.Generator:
@@ -356,7 +321,7 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DE
     -------
     Events
         Dict of columns, one row per coincidence (GATE 10 names and units, see
-        :data:`COLUMNS`): ``EventID1/2``, ``GlobalTime1/2`` (ns), ``TotalEnergyDeposit1/2``
+        :data:`refsuite.events.COLUMNS`): ``EventID1/2``, ``GlobalTime1/2`` (ns), ``TotalEnergyDeposit1/2``
         (MeV), ``PostPosition_X1`` ... ``_Z2`` (mm), the truth ``TrackVertexPosition_X1`` ...
         (mm, annihilation point), ``TrueGlobalTime1/2`` (ns) and ``BlockID1/2``,
         ``CrystalID1/2``. Single 1 is the earlier one. ``attrs`` holds the settings and the
@@ -384,25 +349,3 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DE
              "ctr_ps": ctr_ps, "coincidence_window_ps": coincidence_window_ps,
              "activity_bq": phantom.total_activity if activity_bq is None else activity_bq}
     return Events(events, attrs=attrs)
-
-
-def tof_offsets_mm(events, *, true_times: bool = False) -> np.ndarray:
-    """Position of the annihilation along each LOR from the TOF, mm.
-
-    Signed distance from the midpoint of (``PostPosition*1``, ``PostPosition*2``) towards
-    single 2: ``c (t1 - t2) / 2`` with ``c`` = :data:`SPEED_OF_LIGHT_MM_PER_NS`. This is the
-    ``tof_centre_mm`` convention of :meth:`refsuite.phantoms.Phantom.line_integral`.
-
-    Parameters
-    ----------
-    events : dict
-        Columns ``GlobalTime1/2`` (ns), or ``TrueGlobalTime1/2`` with ``true_times``.
-    true_times : bool
-        Use the unblurred truth times.
-
-    Returns
-    -------
-    ndarray (n,)
-    """
-    key = "TrueGlobalTime" if true_times else "GlobalTime"
-    return SPEED_OF_LIGHT_MM_PER_NS * (np.asarray(events[f"{key}1"]) - np.asarray(events[f"{key}2"])) / 2.0

@@ -11,9 +11,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import minimize
 
+from refsuite.constants import FWHM_PER_SIGMA
+
 __all__ = ["CTRFit", "ctr_fwhm", "gaussian_histogram_fit"]
 
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 _MIN_EVENTS = 30
 
 
@@ -104,8 +105,8 @@ def gaussian_histogram_fit(values, *, bin_width=None, half_range_sigmas: float =
     # Pearson chi-square (model variance) as the goodness of fit of the Poisson fit
     chi2 = float(np.sum((counts - model) ** 2 / np.maximum(model, 1e-12)))
     return CTRFit(
-        fwhm=float(_FWHM_PER_SIGMA * sig),
-        fwhm_err=float(_FWHM_PER_SIGMA * perr[2]),
+        fwhm=float(FWHM_PER_SIGMA * sig),
+        fwhm_err=float(FWHM_PER_SIGMA * perr[2]),
         mean=float(mu),
         mean_err=float(perr[1]),
         sigma=float(sig),

@@ -28,11 +28,9 @@ from dataclasses import dataclass
 import torch
 
 from refsuite._checks import check_positive
+from refsuite.constants import SIGMA_PER_FWHM, SPEED_OF_LIGHT_MM_PER_PS
 
 __all__ = ["TOFParameters", "TOFSign", "SPEED_OF_LIGHT_MM_PER_PS", "tof_weight", "tof_shift_from_time_difference"]
-
-#: Speed of light in vacuum (mm/ps).
-SPEED_OF_LIGHT_MM_PER_PS = 0.299792458
 
 
 class TOFSign(enum.Enum):
@@ -89,11 +87,10 @@ class TOFParameters:
         """Build from a coincidence time resolution (FWHM, ps) and a bin width in ps."""
         check_positive("bin_width_ps", bin_width_ps, unit="ps")
         check_positive("ctr_fwhm_ps", ctr_fwhm_ps, unit="ps")
-        fwhm_to_sigma = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
         return cls(
             num_bins=num_bins,
             bin_width_mm=SPEED_OF_LIGHT_MM_PER_PS * bin_width_ps / 2.0,
-            sigma_mm=SPEED_OF_LIGHT_MM_PER_PS * ctr_fwhm_ps / 2.0 * fwhm_to_sigma,
+            sigma_mm=SPEED_OF_LIGHT_MM_PER_PS * ctr_fwhm_ps / 2.0 * SIGMA_PER_FWHM,
             n_sigmas=n_sigmas,
             sign=sign,
         )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import io
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from .._checks import check_finite, check_positive
+from ..constants import FWHM_PER_SIGMA
 
 __all__ = [
     "Collimator",
@@ -97,7 +97,7 @@ class Collimator:
 
     def sigma_mm(self, distance_mm):
         """Gaussian sigma (mm) = FWHM / (2 sqrt(2 ln 2))."""
-        return self.fwhm_mm(distance_mm) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        return self.fwhm_mm(distance_mm) / FWHM_PER_SIGMA
 
 
 #: Siemens medium-energy low-penetration (MELP) collimator at 208 keV (hole 2.94 mm, length

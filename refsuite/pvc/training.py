@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_finite
+from ..devices import torch_device
 from ..io.atomic import atomic_path
 from ..schedules import Schedule, scheduled_learning_rate
 from .networks import Architecture, ResidualPVC, build_network
@@ -126,12 +127,7 @@ def _crop(x: torch.Tensor, sizes):
 
 
 def _device(device):
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        from ..capabilities import require
-
-        require("cuda", "training or inference on device='cuda'")
-    return dev
+    return torch_device(device, purpose="training or inference on device='cuda'")
 
 
 def _pairs(data: dict, config: TrainConfig, indices) -> tuple[np.ndarray, np.ndarray]:

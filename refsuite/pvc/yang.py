@@ -17,10 +17,10 @@ import numpy as np
 from scipy import ndimage, optimize
 
 from .._checks import check_finite, check_positive
+from ..constants import SIGMA_PER_FWHM
 
 __all__ = ["gaussian_blur", "iterative_yang", "matched_filter_fwhm"]
 
-_FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
 def _voxel3(voxel_size_mm) -> np.ndarray:
@@ -40,7 +40,7 @@ def gaussian_blur(image, *, fwhm_mm, voxel_size_mm) -> np.ndarray:
     fwhm = float(np.asarray(check_finite("fwhm_mm", fwhm_mm)))
     if fwhm < 0:
         raise ValueError(f"fwhm_mm must be >= 0 mm, got {fwhm!r} mm")
-    sigma = fwhm * _FWHM_TO_SIGMA / _voxel3(voxel_size_mm)
+    sigma = fwhm * SIGMA_PER_FWHM / _voxel3(voxel_size_mm)
     if img.ndim == 4:
         sigma = np.concatenate([[0.0], sigma])
     elif img.ndim != 3:

@@ -6,8 +6,7 @@ a scanner (``refsuite.geometry.Scanner`` attributes) and list-mode events to it.
 
 from .hot_rod import HotRodResult, hot_rod_grid, hot_rod_metrics, hot_rod_reconstruction, reconstruct_hot_rod
 from .osem import angle_subsets, attenuation_factors, lm_osem_lors, sensitivity_image
-from .scanner import (LORPlacement, crystal_positions, detected_line_sensitivity, events_to_lors, lm_osem,
-                      sample_crystal_points)
+from .scanner import LORPlacement, detected_line_sensitivity, events_to_lors, lm_osem
 from .simulate import cylinder_intersections, ideal_cylinder_events, ideal_cylinder_lors
 
 __all__ = [
@@ -19,7 +18,6 @@ __all__ = [
     "reconstruct_hot_rod",
     "angle_subsets",
     "attenuation_factors",
-    "crystal_positions",
     "cylinder_intersections",
     "detected_line_sensitivity",
     "events_to_lors",
@@ -27,6 +25,5 @@ __all__ = [
     "ideal_cylinder_lors",
     "lm_osem",
     "lm_osem_lors",
-    "sample_crystal_points",
     "sensitivity_image",
 ]

@@ -275,28 +275,26 @@ def reconstruct_hot_rod(events, scanner, phantom, *, voxel_size_mm: float, n_ite
     """
     import torch
 
-    from refsuite.recon import lm_osem, sample_crystal_points
+    from refsuite.events import CRYSTAL_ID_COLUMNS, LORPlacement, crystal_ids, lor_endpoints
+    from refsuite.recon import lm_osem
 
-    keys = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
-    if not all(k in events for k in keys):
-        raise ValueError(f"events must hold the crystal ids {keys}")
+    ids = crystal_ids(events, scanner)
     k = int(lors_per_event)
     if k < 1 or (k > 1 and not sample_in_crystals):
         raise ValueError(f"lors_per_event must be >= 1 (and 1 without sample_in_crystals), got {lors_per_event!r}")
     h = float(check_positive("voxel_size_mm", voxel_size_mm, unit="mm"))
     t0 = time.perf_counter()
-    ids = [np.asarray(events[c], np.int64) for c in keys]
-    n = ids[0].size
+    n = len(ids)
     if n == 0:
         raise ValueError("no events to reconstruct")
     shape, origin = hot_rod_grid(phantom, h)
     if sample_in_crystals:
         rng = np.random.default_rng([seed, 1])
-        rep = [np.tile(a, k) for a in ids]
-        lm = {"xstart": sample_crystal_points(scanner, rep[0], rep[1], rng=rng),
-              "xend": sample_crystal_points(scanner, rep[2], rep[3], rng=rng)}
+        rep = dict(zip(CRYSTAL_ID_COLUMNS, np.tile(ids, (k, 1)).T))
+        xs, xe = lor_endpoints(rep, scanner, placement=LORPlacement.CRYSTAL_SAMPLES, rng=rng)
+        lm = {"xstart": xs, "xend": xe}
     else:
-        lm = dict(zip(keys, ids))
+        lm = dict(zip(CRYSTAL_ID_COLUMNS, ids.T))
     mu = None
     if attenuation_correction and phantom.mu_per_mm > 0:
         mu = torch.as_tensor(_attenuation_map(phantom, shape, h, origin), dtype=torch.float32)

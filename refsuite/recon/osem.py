@@ -21,15 +21,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from refsuite.devices import torch_device
 from refsuite.projectors import TOFParameters, joseph_back, joseph_forward
 
 __all__ = ["angle_subsets", "attenuation_factors", "lm_osem_lors", "sensitivity_image"]
-
-
-def _device(device):
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def angle_subsets(xstart: torch.Tensor, xend: torch.Tensor, n_subsets: int, *, bins_per_subset: int = 8) -> list[torch.Tensor]:
@@ -169,7 +164,7 @@ def lm_osem_lors(
             raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
     if contamination is not None and torch.any(contamination < 0):
         raise ValueError("contamination must be >= 0")
-    dev = _device(device)
+    dev = torch_device(device, purpose="lm_osem_lors")
     dtype = sensitivity.dtype
     to = lambda t: None if t is None else t.to(device=dev, dtype=dtype)  # noqa: E731
     xs, xe, sens = to(xstart), to(xend), to(sensitivity)

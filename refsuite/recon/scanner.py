@@ -1,109 +1,63 @@
-"""Thin adapter from a scanner description to the LOR-end-point reconstruction.
+"""Thin adapter from a scanner and list-mode events to the LOR-end-point reconstruction.
 
-A scanner is used through the attributes documented for ``refsuite.geometry.Scanner``
-(DESIGN.md; Thull et al., sec. 2.1): ``positions`` (N, 3) block centres (mm), ``axes`` (N, 3, 3)
-rows = local X, Y, Z, and ``crystals`` with ``centres`` (M, 3) and ``half_sizes`` (M, 3) in the
-block frame (mm). Crystal ``(d, c)`` is at ``positions[d] + crystals.centres[c] @ axes[d]``.
-Nothing else of the class is needed, so any object with these attributes works.
+The scanner is a :class:`refsuite.geometry.Scanner` (DESIGN.md; Thull et al., sec. 2.1): its
+``crystal_positions`` and ``sample_in_crystals`` place the events' crystal ids
+(:func:`refsuite.events.lor_endpoints`), its blocks are traced for the sensitivity image.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import Mapping
 
 import numpy as np
 import torch
 
 from refsuite._checks import check_positive
+from refsuite.devices import torch_device
+from refsuite.events import CRYSTAL_ID_COLUMNS, LORPlacement, crystal_ids, lor_endpoints
 from refsuite.projectors import TOFParameters
 
 from .osem import attenuation_factors, lm_osem_lors, sensitivity_image
 
-__all__ = ["LORPlacement", "crystal_positions", "detected_line_sensitivity", "events_to_lors", "lm_osem",
-           "sample_crystal_points"]
-
-
-class LORPlacement(enum.Enum):
-    """Where a detected coincidence's line of response is placed in the reconstruction.
-
-    ``CRYSTAL_CENTRES``: between the centres of the two crystal voxels (events given as crystal
-    ids). ``CRYSTAL_SAMPLES``: between points drawn uniformly inside the two crystal voxels
-    (Thull et al., sec. 2.5; events given as end points drawn that way). ``LINE``: along the
-    photon line itself (an ideal detector; for checks of the sensitivity model).
-    The sensitivity image must be built with the events' placement, otherwise its LOR set and
-    the events' differ on the crystal scale.
-    """
-
-    CRYSTAL_CENTRES = "crystal_centres"
-    CRYSTAL_SAMPLES = "crystal_samples"
-    LINE = "line"
-
-
-def _scanner_arrays(scanner):
-    try:
-        pos = np.asarray(scanner.positions, float).reshape(-1, 3)
-        axes = np.asarray(scanner.axes, float).reshape(-1, 3, 3)
-        centres = np.asarray(scanner.crystals.centres, float).reshape(-1, 3)
-        half = np.asarray(scanner.crystals.half_sizes, float).reshape(-1, 3)
-    except AttributeError as exc:
-        raise TypeError("scanner must provide positions (N, 3), axes (N, 3, 3) and crystals.centres / "
-                        f"crystals.half_sizes (M, 3), as refsuite.geometry.Scanner: {exc}") from None
-    return pos, axes, centres, half
+__all__ = ["LORPlacement", "detected_line_sensitivity", "events_to_lors", "lm_osem"]
 
 
 def _check_efficiency(efficiency, scanner) -> np.ndarray | None:
     """``efficiency`` as an array of shape (n_blocks, n_crystals), >= 0, or None."""
     if efficiency is None:
         return None
-    pos, _, centres, _ = _scanner_arrays(scanner)
     eff = np.asarray(efficiency, float)
-    want = (pos.shape[0], centres.shape[0])
+    want = (scanner.n_blocks, scanner.n_crystals)
     if eff.shape != want or not np.all(eff >= 0):
         raise ValueError(f"efficiency must be >= 0 with shape (n_blocks, n_crystals) = {want}, "
                          f"got shape {eff.shape}, minimum {eff.min() if eff.size else 'n/a'}")
     return eff
 
 
-def crystal_positions(scanner, block: np.ndarray, crystal: np.ndarray) -> np.ndarray:
-    """Global centres (mm), shape (n, 3), of crystals ``(block[i], crystal[i])``."""
-    pos, axes, centres, _ = _scanner_arrays(scanner)
-    block, crystal = np.asarray(block, np.int64), np.asarray(crystal, np.int64)
-    return pos[block] + np.einsum("ni,nij->nj", centres[crystal], axes[block])
-
-
-def sample_crystal_points(scanner, block: np.ndarray, crystal: np.ndarray, *, rng: np.random.Generator,
-                          offsets: np.ndarray | None = None) -> np.ndarray:
-    """Points (mm) drawn uniformly inside the crystal voxels ``(block[i], crystal[i])``.
-
-    ``offsets`` (n, 3) in [-1, 1] (fractions of the half sizes) replace the draws from ``rng``:
-    common random numbers when the same lines are placed with several geometries.
-    """
-    pos, axes, centres, half = _scanner_arrays(scanner)
-    block, crystal = np.asarray(block, np.int64), np.asarray(crystal, np.int64)
-    u = rng.uniform(-1.0, 1.0, (block.size, 3)) if offsets is None else np.asarray(offsets, float).reshape(-1, 3)
-    local = centres[crystal] + u * half[crystal]
-    return pos[block] + np.einsum("ni,nij->nj", local, axes[block])
-
-
-_ID_KEYS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")  # refsuite.io column names
-
-
-def events_to_lors(events: Mapping[str, np.ndarray], scanner=None):
+def events_to_lors(events: Mapping[str, np.ndarray], scanner=None, *, lor_placement=None, rng=None):
     """LOR end points (mm) of list-mode events and their crystal ids (or None).
 
-    ``events`` holds either ``xstart`` and ``xend`` (n, 3) in mm, or the crystal ids
-    ``BlockID1, CrystalID1, BlockID2, CrystalID2`` (as refsuite.io reads them) (then ``scanner`` gives the crystal centres).
+    ``events`` holds either ``xstart`` and ``xend`` (n, 3) in mm (used as they are), or the
+    crystal ids ``BlockID1, CrystalID1, BlockID2, CrystalID2`` (as refsuite.io reads them),
+    placed on ``scanner`` by :func:`refsuite.events.lor_endpoints` with ``lor_placement``
+    (default :attr:`LORPlacement.CRYSTAL_CENTRES`; ``rng`` for ``CRYSTAL_SAMPLES``).
+
+    Returns
+    -------
+    xstart, xend : ndarray (n, 3) mm
+    ids : int64 ndarray (n, 4) or None
     """
+    has_ids = all(k in events for k in CRYSTAL_ID_COLUMNS)
     if "xstart" in events and "xend" in events:
-        ids = np.stack([np.asarray(events[k]) for k in _ID_KEYS], 1) if all(k in events for k in _ID_KEYS) else None
+        ids = crystal_ids(events) if has_ids else None
         return np.asarray(events["xstart"], float), np.asarray(events["xend"], float), ids
-    if all(k in events for k in _ID_KEYS):
+    if has_ids:
         if scanner is None:
             raise ValueError("events given as crystal ids need a scanner")
-        ids = np.stack([np.asarray(events[k], np.int64) for k in _ID_KEYS], 1)
-        return crystal_positions(scanner, ids[:, 0], ids[:, 1]), crystal_positions(scanner, ids[:, 2], ids[:, 3]), ids
-    raise ValueError(f"events must hold 'xstart'/'xend' (mm) or {_ID_KEYS}; got keys {sorted(events)}")
+        placement = LORPlacement.CRYSTAL_CENTRES if lor_placement is None else LORPlacement(lor_placement)
+        xs, xe = lor_endpoints(events, scanner, placement=placement, rng=rng)
+        return xs, xe, crystal_ids(events, scanner)
+    raise ValueError(f"events must hold 'xstart'/'xend' (mm) or {CRYSTAL_ID_COLUMNS}; got keys {sorted(events)}")
 
 
 def lm_osem(
@@ -119,9 +73,11 @@ def lm_osem(
     sensitivity: torch.Tensor | None = None,
     attenuation: torch.Tensor | None = None,
     efficiency: np.ndarray | None = None,
+    lor_placement: LORPlacement | str | None = None,
     n_sensitivity_lines: int = 4_000_000,
     sensitivity_voxel_mm: float | None = 1.0,
     seed: int = 0,
+    callback=None,
     dtype=torch.float32,
     device=None,
 ) -> torch.Tensor:
@@ -139,11 +95,10 @@ def lm_osem(
     events : mapping
         ``xstart``/``xend`` (n, 3) mm (taken to be drawn inside the crystal voxels,
         :attr:`LORPlacement.CRYSTAL_SAMPLES`) or crystal ids ``BlockID1, CrystalID1, BlockID2,
-        CrystalID2`` as refsuite.io reads them (LORs between crystal centres,
-        :attr:`LORPlacement.CRYSTAL_CENTRES`); optional ``tof_bin`` (n,) signed TOF bins (with ``tof``).
+        CrystalID2`` as :func:`refsuite.io.read_events` reads them (placed by ``lor_placement``);
+        optional ``tof_bin`` (n,) signed TOF bins (with ``tof``).
     scanner : refsuite.geometry.Scanner
-        The geometry the reconstruction believes in. With ``sensitivity`` given, any object with
-        the geometry attributes of the module docstring will do.
+        The geometry the reconstruction believes in.
     image_shape : (3,) ints; voxel_size : float or (3,) mm
     n_iter, n_subsets : int
     origin : (3,) mm, optional
@@ -157,6 +112,11 @@ def lm_osem(
     efficiency : ndarray, shape (n_blocks, n_crystals), optional
         Detection efficiency of each crystal; a LOR's factor is the product of its two crystals'.
         Needs events given with crystal ids.
+    lor_placement : LORPlacement or str, optional
+        Where events given as crystal ids are placed (:func:`refsuite.events.lor_endpoints`;
+        default :attr:`LORPlacement.CRYSTAL_CENTRES`; ``CRYSTAL_SAMPLES`` draws with seed
+        ``[seed, 1]``); the default sensitivity uses the same placement. Events given as
+        ``xstart``/``xend`` are taken as ``CRYSTAL_SAMPLES`` unless this says otherwise.
     n_sensitivity_lines : int
         Lines of the default sensitivity's Monte Carlo.
     sensitivity_voxel_mm : float or None
@@ -166,6 +126,8 @@ def lm_osem(
         biases the image upwards. None: the image grid.
     seed : int
         Seed of the sensitivity Monte Carlo.
+    callback : callable(iteration, subset, image), optional
+        Called after every subset update (:func:`refsuite.recon.lm_osem_lors`), e.g. a progress bar.
     dtype, device
 
     Returns
@@ -176,8 +138,9 @@ def lm_osem(
     shape = tuple(int(s) for s in image_shape)
     vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
     org = tuple(-(np.asarray(shape) - 1) / 2.0 * vs) if origin is None else origin
-    xs, xe, ids = events_to_lors(events, scanner)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    placement = None if lor_placement is None else LORPlacement(lor_placement)
+    xs, xe, ids = events_to_lors(events, scanner, lor_placement=placement, rng=np.random.default_rng([int(seed), 1]))
+    dev = torch_device(device, purpose="lm_osem")
     t = lambda a: torch.as_tensor(a, dtype=dtype, device=dev)  # noqa: E731
     xs_t, xe_t = t(xs), t(xe)
     grid = dict(voxel_size=tuple(vs), origin=org)
@@ -192,7 +155,8 @@ def lm_osem(
         mu = attenuation.to(device=dev, dtype=dtype)
         factors = factors * attenuation_factors(mu, xs_t, xe_t, **grid)
     if sensitivity is None:
-        placement = LORPlacement.CRYSTAL_SAMPLES if "xstart" in events else LORPlacement.CRYSTAL_CENTRES
+        if placement is None:
+            placement = LORPlacement.CRYSTAL_SAMPLES if "xstart" in events else LORPlacement.CRYSTAL_CENTRES
         sampling = None if sensitivity_voxel_mm is None else max(float(sensitivity_voxel_mm), float(vs.max()))
         sensitivity = detected_line_sensitivity(
             scanner, image_shape=shape, voxel_size=tuple(vs), origin=org, n_lines=int(n_sensitivity_lines),
@@ -200,7 +164,8 @@ def lm_osem(
             n_subsets=int(n_subsets), sampling_voxel_size=sampling, dtype=dtype, device=dev)
     tb = t(events["tof_bin"]) if (tof is not None and "tof_bin" in events) else None
     return lm_osem_lors(xs_t, xe_t, sensitivity=sensitivity.to(device=dev, dtype=dtype), n_iter=n_iter,
-                        n_subsets=n_subsets, tof=tof, tof_bin=tb, event_factors=factors, device=dev, **grid)
+                        n_subsets=n_subsets, tof=tof, tof_bin=tb, event_factors=factors, callback=callback,
+                        device=dev, **grid)
 
 
 def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lines: int, rng: np.random.Generator,
@@ -214,7 +179,7 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
     point uniform on the disc of radius ``r`` (the image's half-diagonal) perpendicular to it
     through the image centre, so every line crossing the image is drawn with its measure. Both
     photons of a line are traced into ``scanner``'s blocks with an exponential first-interaction
-    depth (``scanner.mu_per_mm``, :func:`refsuite.mc.trace_pairs`, the built-in Monte Carlo's
+    depth (``scanner.mu_per_mm``, :func:`refsuite.geometry.trace_pairs`, the built-in Monte Carlo's
     detector model); a detected line is back-projected as the events' LORs are placed
     (``lor_placement``), with the weight ``pi r^2 / (n_lines V_voxel)`` times its attenuation
     factor and its crystals' efficiencies. The result is a detection probability, so OSEM with
@@ -258,7 +223,7 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
     -------
     torch.Tensor, shape image_shape, or (n_subsets, *image_shape)
     """
-    from refsuite.mc import trace_pairs
+    from refsuite.geometry import trace_pairs
 
     from .osem import angle_subsets
     from .simulate import isotropic_lines
@@ -267,7 +232,7 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
     vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
     org = np.asarray(origin, float)
     centre = org + (np.asarray(shape) - 1) / 2 * vs
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch_device(device, purpose="detected_line_sensitivity")
     grid = dict(voxel_size=tuple(vs), origin=tuple(org))  # the image's grid (attenuation map)
     coarse = sampling_voxel_size is not None and not np.allclose(vs, float(sampling_voxel_size))
     if coarse:
@@ -300,10 +265,10 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
         if lor_placement is not LORPlacement.LINE or eff is not None:
             c1, c2 = scanner.crystals.locate(l1), scanner.crystals.locate(l2)
         if lor_placement is LORPlacement.CRYSTAL_CENTRES:
-            xs, xe = crystal_positions(scanner, b1, c1), crystal_positions(scanner, b2, c2)
+            xs, xe = scanner.crystal_positions(b1, c1), scanner.crystal_positions(b2, c2)
         elif lor_placement is LORPlacement.CRYSTAL_SAMPLES:
-            xs = sample_crystal_points(scanner, b1, c1, rng=rng, offsets=offsets[0, k])
-            xe = sample_crystal_points(scanner, b2, c2, rng=rng, offsets=offsets[1, k])
+            xs = scanner.sample_in_crystals(b1, c1, None, fractions=offsets[0, k])
+            xe = scanner.sample_in_crystals(b2, c2, None, fractions=offsets[1, k])
         xs_t, xe_t = (torch.as_tensor(x, dtype=dtype, device=dev) for x in (xs, xe))
         wt = torch.full((xs_t.shape[0],), w, dtype=dtype, device=dev)
         if eff is not None:

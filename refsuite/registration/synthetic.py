@@ -48,6 +48,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from refsuite._checks import check_positive
+from refsuite.constants import SIGMA_PER_FWHM
 
 from .anatomy import BONE_LABELS, HU, LABELS, SOFT_ORGAN_LABELS, UPTAKE, Tracer, label_points
 
@@ -320,7 +321,7 @@ def _scan(points_mm, tracer, shape, rng, psf_fwhm_mm, counts_per_kbq, ct_noise_h
         hu += HU[lab] / len(offsets)
     centre_labels = label_points(points_mm, body_scale=body_scale).reshape(shape)
     activity = ndimage.gaussian_filter(suv.reshape(shape) * _KBQ_PER_SUV,
-                                       psf_fwhm_mm / (2 * np.sqrt(2 * np.log(2))) / spacing)
+                                       psf_fwhm_mm * SIGMA_PER_FWHM / spacing)
     counts = rng.poisson(np.clip(activity, 0, None) * counts_per_kbq)
     pet = (counts / counts_per_kbq).astype(np.float32)
     ct = (hu.reshape(shape) + rng.normal(0.0, ct_noise_hu, shape)).astype(np.float32)

@@ -231,7 +231,7 @@ def block_profile_reference(offsets_mm, scanner, *, source_length_mm: float, azi
     The line source runs along z at ``(r cos a, r sin a)``. For an annihilation at x and a
     pair direction ±u, each photon interacts with probability ``1 - exp(-mu * s)``, s its
     total LYSO path through all blocks it crosses (the penetration model of
-    :mod:`refsuite.mc.tracing`); the pair counts when both interact. This is
+    :mod:`refsuite.geometry.tracing`); the pair counts when both interact. This is
     :func:`~refsuite.sensitivity.detection_sensitivity` with the cylinder replaced by the
     scanner's boxes, so gaps, corners and block depth are kept; for an ideal wall it reduces
     to Lin et al.'s S_g (eq. 10). Averaged over isotropic pair directions (Gauss-Legendre in

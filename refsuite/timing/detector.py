@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from refsuite._checks import check_in_range, check_positive
+from refsuite.constants import SPEED_OF_LIGHT_MM_PER_PS
 
 __all__ = ["SPEED_OF_LIGHT_MM_PER_PS", "DetectorModel", "expected_time_difference"]
 
 #: Speed of light in vacuum (mm/ps).
-SPEED_OF_LIGHT_MM_PER_PS = 0.299792458
 
 
 def expected_time_difference(z_mm):

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from refsuite._checks import check_finite, check_positive
+from refsuite.constants import SPEED_OF_LIGHT_MM_PER_PS
+from refsuite.events import crystal_ids
 
 from .skew import SkewMethod, solve_pair_offsets
 
 __all__ = ["ChannelGranularity", "ListmodeSkew", "apply_channel_skews", "channel_map", "listmode_ctr",
            "listmode_skew_calibration"]
-
-_C_MM_PER_PS = 0.299792458
 
 
 class ChannelGranularity(enum.Enum):
@@ -58,16 +58,10 @@ def channel_map(scanner, granularity=ChannelGranularity.BLOCK) -> np.ndarray:
 
 
 def _ids(events, scanner):
-    cols = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
-    missing = [k for k in cols + ("GlobalTime1", "GlobalTime2") if k not in events]
+    missing = [k for k in ("GlobalTime1", "GlobalTime2") if k not in events]
     if missing:
         raise ValueError(f"events lack the columns {missing} needed for the time-skew calibration")
-    b1, c1, b2, c2 = (np.asarray(events[k]).astype(np.int64) for k in cols)
-    for name, v, hi in (("BlockID", np.concatenate([b1, b2]), scanner.n_blocks),
-                        ("CrystalID", np.concatenate([c1, c2]), scanner.n_crystals)):
-        if v.size and (v.min() < 0 or v.max() >= hi):
-            raise ValueError(f"events: {name} values outside [0, {hi - 1}] for scanner {scanner.name!r}")
-    return b1, c1, b2, c2
+    return tuple(crystal_ids(events, scanner).T)
 
 
 def apply_channel_skews(events, scanner, skews_ps, *, granularity=ChannelGranularity.BLOCK):
@@ -125,7 +119,7 @@ def _residuals(events, scanner, sources, granularity, limit_mm):
     dt = 1000.0 * (np.asarray(events["GlobalTime1"], float) - np.asarray(events["GlobalTime2"], float))[keep]
     ch = channel_map(scanner, granularity)
     pairs = np.stack([ch[b1[keep], c1[keep]], ch[b2[keep], c2[keep]]], 1)
-    resid = dt - (d1 - d2) / _C_MM_PER_PS
+    resid = dt - (d1 - d2) / SPEED_OF_LIGHT_MM_PER_PS
     # a coincidence sorter labels the earlier single "1" (GATE does), which truncates t1 - t2;
     # orienting every pair by channel number instead restores the full distribution
     swap = pairs[:, 0] > pairs[:, 1]

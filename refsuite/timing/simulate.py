@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from refsuite._checks import check_finite, check_in_range, check_positive
+from refsuite.constants import FWHM_PER_SIGMA
 
 from .detector import SPEED_OF_LIGHT_MM_PER_PS, DetectorModel
 
@@ -262,7 +263,7 @@ def _simulate_chunk(src: np.ndarray, n: int, m: DetectorModel, consts: dict, rng
     l1 = e1[..., None] * light(crystal, depth)
     l2 = e2[..., None] * light(crystal2, depth2)
     mean_light = l1 + l2
-    noise_var = (m.energy_resolution_fwhm / 2.3548200450309493) ** 2 * _E_GAMMA_KEV
+    noise_var = (m.energy_resolution_fwhm / FWHM_PER_SIGMA) ** 2 * _E_GAMMA_KEV
     energy = consts["gain"][None] * np.clip(mean_light + rng.normal(size=mean_light.shape) * np.sqrt(noise_var * mean_light), 0.0, None)
     trig = energy >= m.trigger_threshold_au
 

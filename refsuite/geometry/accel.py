@@ -7,12 +7,12 @@ exactly on one segment ``t in [t(r_in), t(r_out)]`` of its path (the squared rad
 convex quadratic in ``t``), on which its azimuth is monotonic (the segment cannot pass the
 axis) and its z linear. So a block can only be crossed where the ray's azimuth arc and z
 range on that segment overlap the block's. This bounding test is conservative (a superset
-of the true crossings; the exact slab test of :mod:`refsuite.mc.tracing` follows, so the
+of the true crossings; the exact slab test of :mod:`refsuite.geometry.tracing` follows, so the
 hits are the brute-force ones bit for bit) and only looks at the few blocks whose azimuth
 interval starts in a window of the sorted starts (a cell table replaces the binary search).
 Azimuths are "diamond" pseudo-angles (monotone, no trigonometry). Rays starting at or
 beyond ``r_in``, and scanners where the axis passes through a block's projection, fall back
-to the brute-force bounding-sphere test of :func:`refsuite.mc.tracing._cull`.
+to the brute-force bounding-sphere test of :func:`refsuite.geometry.tracing._cull`.
 
 The same segment bounds a photon's path through all blocks (its length within the blocks'
 z range): a photon whose sampled depth exceeds it cannot interact and is dropped before the
@@ -112,7 +112,7 @@ class RingIndex:
     def candidates(self, origin, direction, *, both_ways=False, pairs_only=False, depths=None):
         """Candidate (photon, block) pairs of rays starting inside ``r_in``, photon-major.
 
-        Same contract as :func:`refsuite.mc.tracing._cull`: every block the ray crosses is a
+        Same contract as :func:`refsuite.geometry.tracing._cull`: every block the ray crosses is a
         candidate (plus a few it does not cross); with ``both_ways`` also those of the ray
         along ``-direction``. Within one photon, blocks are not in ascending order. With
         ``pairs_only`` (and ``both_ways``), rays that cannot reach the blocks' z range in
@@ -242,7 +242,7 @@ def _path_bound(t_a, t_b, z0, z1, adz, zlo, zhi):
     ``[t_a, t_b]`` in the annulus (which contains every block), times the fraction of that
     segment in the blocks' z range ``[zlo, zhi]`` (``[z0, z1]``: the segment's own z range).
 
-    The first interaction is at block-material depth ``s``; :func:`refsuite.mc.tracing._exact`
+    The first interaction is at block-material depth ``s``; :func:`refsuite.geometry.tracing._exact`
     gives a hit only when ``s`` is less than the sum of the ray's block chords, which is at
     most this bound. Widened by far more than float64 rounding, so no interacting photon is
     ever pruned.

@@ -9,7 +9,7 @@ without interacting can interact in the next (penetration). Neglected, as stated
 inter-crystal scatter, and any material between blocks; overlapping blocks are assumed not
 to occur.
 
-Candidate blocks of each ray come from the azimuth index of :mod:`refsuite.mc.accel` (ring
+Candidate blocks of each ray come from the azimuth index of :mod:`refsuite.geometry.accel` (ring
 scanners, rays from inside the ring) or from bounding spheres (:func:`_cull`, everything
 else); both keep every crossed block, and the exact float64 slab test decides. The index
 also drops photons whose sampled depth exceeds a bound of their path through all blocks
@@ -106,7 +106,7 @@ def _cull(origin, direction, pos, radius, *, both_ways=False, step=8192):
 
 def _candidates(scanner, origin, direction, *, both_ways=False, accelerate=True, pairs_only=False, depths=None):
     """Candidate (photon, block) pairs, photon-major: the azimuth index of
-    :mod:`refsuite.mc.accel` where it applies, the brute-force :func:`_cull` elsewhere.
+    :mod:`refsuite.geometry.accel` where it applies, the brute-force :func:`_cull` elsewhere.
 
     Both are supersets of the true crossings, so the exact tests that follow give the same
     hits whichever produced them (``accelerate=False`` forces brute force). ``pairs_only``
