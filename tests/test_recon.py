@@ -190,28 +190,6 @@ def test_lm_osem_argument_errors(sensitivity):
                      event_factors=torch.ones(2))
 
 
-def test_recon_command(tmp_path, capsys):
-    from refsuite.cli import main
-
-    rng = np.random.default_rng(8)
-    pts = rng.normal(size=(20_000, 3)) * 2.0 + [8.0, 0.0, 0.0]
-    ev = ideal_cylinder_events(pts, radius_mm=R, half_length_mm=H, rng=rng)
-    path = tmp_path / "ev.npz"
-    np.savez(path, xstart=ev["xstart"], xend=ev["xend"])
-    out = tmp_path / "img.npy"
-    code = main(["recon", str(path), "--out", str(out), "--shape", "16", "16", "4", "--voxel", "4",
-                 "--radius", str(R), "--half-length", str(H), "--iterations", "2", "--subsets", "2",
-                 "--sensitivity-lors", "200000"])
-    assert code == 0 and out.exists()
-    img = np.load(out)
-    peak = np.unravel_index(int(np.argmax(img)), img.shape)
-    assert abs((peak[0] - 7.5) * 4.0 - 8.0) <= 4.0 and abs((peak[1] - 7.5) * 4.0) <= 4.0
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, foo=np.zeros(3))
-    assert main(["recon", str(bad), "--out", str(out), "--shape", "4", "4", "4", "--voxel", "4", "--radius", "60",
-                 "--half-length", "20"]) == 2
-
-
 def test_lm_osem_efficiency_factors_enter_events_and_sensitivity():
     """Efficiencies enter the sensitivity (and cancel in each event's ratio m_i / (m_i A_i x)): the same events
     seen by crystals of efficiency 1/2 (pair factor 1/4) mean 4 times the activity. Events by crystal ids."""

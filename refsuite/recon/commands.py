@@ -1,71 +1,133 @@
-"""``refsuite recon``: list-mode OSEM of an npz event file (LOR end points in mm)."""
+"""``refsuite recon``: list-mode OSEM of a coincidence file on a scanner, written as NIfTI.
+
+Reads what ``refsuite simulate`` writes (``OUT.root`` and ``OUT.scanner.json``) or any file
+:func:`refsuite.io.read_events` knows (GATE 9/10 ROOT, RNTuple, npz), and reconstructs it with
+:func:`refsuite.recon.lm_osem` and its default sensitivity (detected lines traced into the
+scanner's blocks, one image per subset), so the image is in emissions per voxel.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+__all__ = ["register"]
 
-def _cmd_recon(args: argparse.Namespace) -> int:
-    import sys
-
-    import numpy as np
-    import torch
-
-    from refsuite.io.atomic import atomic_path
-    from refsuite.projectors import TOFParameters
-
-    from .osem import lm_osem_lors, sensitivity_image
-    from .simulate import ideal_cylinder_lors
-
-    data = np.load(args.events)
-    missing = [k for k in ("xstart", "xend") if k not in data]
-    if missing:
-        print(f"refsuite recon: {args.events} lacks {missing} (arrays (n, 3) of LOR end points in mm)", file=sys.stderr)
-        return 2
-    shape = tuple(args.shape)
-    vs = float(args.voxel)
-    origin = tuple(-(s - 1) / 2.0 * vs for s in shape)
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    rng = np.random.default_rng(args.seed)
-    ss, se, w = ideal_cylinder_lors(args.sensitivity_lors, radius_mm=args.radius, half_length_mm=args.half_length,
-                                    fov_radius_mm=float(np.hypot(shape[0], shape[1]) * vs / 2), voxel_volume_mm3=vs**3,
-                                    rng=rng)
-    sens = sensitivity_image(t(ss), t(se), image_shape=shape, voxel_size=vs, origin=origin, weights=t(w))
-    tof = tof_bin = None
-    if args.tof_sigma is not None:
-        if "tof_bin" not in data:
-            print("refsuite recon: --tof-sigma needs a 'tof_bin' array in the event file", file=sys.stderr)
-            return 2
-        tof = TOFParameters(num_bins=args.tof_bins, bin_width_mm=args.tof_bin_width, sigma_mm=args.tof_sigma)
-        tof_bin = t(data["tof_bin"])
-    x = lm_osem_lors(t(data["xstart"]), t(data["xend"]), sensitivity=sens, voxel_size=vs, origin=origin,
-                     n_iter=args.iterations, n_subsets=args.subsets, tof=tof, tof_bin=tof_bin, device=args.device)
-    with atomic_path(args.out, suffix=".npy") as tmp:
-        np.save(tmp, x.cpu().numpy())
-    print(f"wrote {args.out}: image {shape}, voxel {vs} mm, origin {origin} mm (centre of voxel 0,0,0)")
-    return 0
+_PLACEMENTS = ("crystal_centres", "crystal_samples", "line")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "recon",
-        help="list-mode OSEM of LOR end points (ideal cylindrical detector sensitivity)",
-        description="Reconstruct an npz event file holding xstart, xend (n, 3) mm and optionally tof_bin (n,) "
-        "with list-mode OSEM; the sensitivity image is the Monte Carlo one of an ideal cylinder "
-        "(radius, half length). Writes a .npy image (nx, ny, nz) centred on the scanner origin.",
+        help="list-mode OSEM of a coincidence file on a scanner; writes NIfTI",
+        description="Reconstruct coincidences (GATE 9/10 ROOT TTree or RNTuple, or refsuite .npz; e.g. the OUT.root "
+                    "of `refsuite simulate`) with list-mode OSEM on the scanner (.json, e.g. OUT.scanner.json) and "
+                    "the block-traced sensitivity of refsuite.recon.lm_osem. Writes a NIfTI image (x, y, z) whose "
+                    "affine places every voxel centre in the scanner frame (mm), atomically.",
     )
-    p.add_argument("events", help="npz file with xstart, xend [, tof_bin]")
-    p.add_argument("--out", required=True, help="output .npy image")
-    p.add_argument("--shape", type=int, nargs=3, required=True, metavar=("NX", "NY", "NZ"))
-    p.add_argument("--voxel", type=float, required=True, help="voxel size (mm)")
-    p.add_argument("--radius", type=float, required=True, help="detector radius (mm)")
-    p.add_argument("--half-length", type=float, required=True, help="detector half axial length (mm)")
-    p.add_argument("--iterations", type=int, default=3)
-    p.add_argument("--subsets", type=int, default=8)
-    p.add_argument("--sensitivity-lors", type=int, default=2_000_000, help="Monte Carlo lines for the sensitivity")
-    p.add_argument("--tof-sigma", type=float, default=None, help="TOF sigma along the LOR (mm); enables TOF")
-    p.add_argument("--tof-bin-width", type=float, default=10.0, help="TOF bin width (mm)")
-    p.add_argument("--tof-bins", type=int, default=21, help="number of TOF bins")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sensitivity Monte Carlo")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("events", help="coincidence file (.root or .npz)")
+    p.add_argument("--scanner", required=True, help="scanner .json (refsuite.geometry.Scanner.save; "
+                                                    "`refsuite simulate` writes OUT.scanner.json)")
+    p.add_argument("--out", required=True, help="output image .nii or .nii.gz")
+    p.add_argument("--npy", action="store_true", help="also write the image array (nx, ny, nz) as OUT stem + .npy")
+    p.add_argument("--voxel", type=float, default=2.0, help="cubic voxel size, mm (default 2)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("NX", "NY", "NZ"),
+                   help="image shape (default: the square inscribed in the bore times the crystals' axial extent, "
+                        "at --voxel); centred on the axis at the axial centre of the crystals")
+    p.add_argument("--iterations", type=int, default=3, help="OSEM iterations (default 3)")
+    p.add_argument("--subsets", type=int, default=6, help="angular subsets (default 6)")
+    p.add_argument("--crystal-ids", choices=("keep", "assign"), default="keep",
+                   help="keep the file's crystal ids (assigned on the scanner only where it has none; default) "
+                        "or assign them from the interaction points on the scanner")
+    p.add_argument("--lor-placement", choices=_PLACEMENTS, default="crystal_centres",
+                   help="LOR ends: crystal centres (default), points drawn in the crystals, or the recorded "
+                        "interaction points (an ideal detector)")
+    p.add_argument("--sensitivity-lines", type=float, default=4e6,
+                   help="Monte Carlo lines of the sensitivity image (default 4e6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sensitivity Monte Carlo and crystal sampling")
+    p.add_argument("--device", default=None, help="torch device (default cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_recon)
+
+
+def _grid(scanner, voxel, shape):
+    """(shape, origin) of the image: given, or covering the scanner's field of view."""
+    import numpy as np
+
+    cc = scanner.crystal_centres().reshape(-1, 3)
+    z_lo, z_hi = float(cc[:, 2].min()), float(cc[:, 2].max())
+    if shape is None:
+        r_fov = float(np.hypot(cc[:, 0], cc[:, 1]).min())
+        n_xy = int(np.ceil(2 * r_fov / np.sqrt(2) / voxel))  # the square inscribed in the bore
+        shape = (n_xy, n_xy, max(1, int(np.ceil((z_hi - z_lo) / voxel))))
+    shape = tuple(int(s) for s in shape)
+    centre = np.array([0.0, 0.0, (z_lo + z_hi) / 2])
+    return shape, tuple(centre - (np.asarray(shape) - 1) / 2 * voxel)
+
+
+def _check(args):
+    from pathlib import Path
+
+    out = str(args.out)
+    if not out.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"--out must end in .nii or .nii.gz, got {out!r}")
+    for name, v in (("--iterations", args.iterations), ("--subsets", args.subsets)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if not args.voxel > 0:
+        raise ValueError(f"--voxel must be > 0 mm, got {args.voxel}")
+    if args.shape is not None and min(args.shape) < 1:
+        raise ValueError(f"--shape must be three integers >= 1, got {args.shape}")
+    lines = int(args.sensitivity_lines)
+    if lines != args.sensitivity_lines or lines < 1:
+        raise ValueError(f"--sensitivity-lines must be an integer >= 1, got {args.sensitivity_lines}")
+    if not Path(args.events).is_file():
+        raise ValueError(f"{args.events}: no such file")
+    return lines
+
+
+def _cmd_recon(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from refsuite.geometry import Scanner
+    from refsuite.io import read_events
+    from refsuite.io.atomic import atomic_path
+    from refsuite.io.nifti import write_nifti
+
+    from .scanner import lm_osem
+
+    try:
+        lines = _check(args)
+        scanner = Scanner.load(args.scanner)
+        shape, origin = _grid(scanner, float(args.voxel), args.shape)
+        events = read_events(args.events, scanner, crystal_ids=args.crystal_ids)
+        bar = None
+        if not args.no_progress:
+            from tqdm.auto import tqdm
+
+            print(f"refsuite recon: {events.n_events} events; sensitivity from {lines:.3g} lines ...", file=sys.stderr)
+            bar = tqdm(total=args.iterations * args.subsets, desc="refsuite recon", unit="subset")
+        try:
+            image = lm_osem(events, scanner, image_shape=shape, voxel_size=float(args.voxel), origin=origin,
+                            n_iter=args.iterations, n_subsets=args.subsets, lor_placement=args.lor_placement,
+                            n_sensitivity_lines=lines, seed=args.seed, device=args.device,
+                            callback=None if bar is None else (lambda *_: bar.update(1)))
+        finally:
+            if bar is not None:
+                bar.close()
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"refsuite recon: {exc}", file=sys.stderr)
+        return 2
+    img = np.asarray(image.cpu(), np.float32)
+    out = write_nifti(args.out, img, voxel_size=float(args.voxel), origin=origin)
+    written = [str(out)]
+    if args.npy:
+        npy = Path(str(out).removesuffix(".gz").removesuffix(".nii") + ".npy")
+        with atomic_path(npy, suffix=".npy") as tmp:
+            np.save(tmp, img)
+        written.append(str(npy))
+    print(f"wrote {', '.join(written)}: image {shape}, voxel {args.voxel} mm, centre of voxel (0,0,0) at "
+          f"{tuple(round(o, 3) for o in origin)} mm; {float(img.sum()):.6g} emissions in the image")
+    return 0
