@@ -167,7 +167,8 @@ def tof_offsets_mm(events, *, true_times: bool = False) -> np.ndarray:
     missing = [f"{key}{k}" for k in (1, 2) if f"{key}{k}" not in events]
     if missing:
         raise ValueError(f"events lack the time columns {missing} (ns) needed for TOF offsets")
-    return SPEED_OF_LIGHT_MM_PER_NS * (np.asarray(events[f"{key}1"], float) - np.asarray(events[f"{key}2"], float)) / 2.0
+    dt_ns = np.asarray(events[f"{key}1"], float) - np.asarray(events[f"{key}2"], float)
+    return SPEED_OF_LIGHT_MM_PER_NS * dt_ns / 2.0
 
 
 class LORPlacement(enum.Enum):

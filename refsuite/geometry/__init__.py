@@ -17,7 +17,8 @@ from .scanner import Misalignment, Scanner, TranslationFrame
 from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
 __all__ = [
-    "CrystalLUT", "GroupMotion", "IdealCylinder", "assign_crystals", "trace_blocks", "trace_cylinder", "trace_pairs", "Misalignment", "PRESETS", "Scanner", "THULL_BINNINGS",
-    "TranslationFrame", "apply_rigid", "overlapping_blocks", "axis_angle_matrix", "euler_to_matrix", "matrix_to_euler",
-    "perturb", "pose_points", "preset", "procrustes_errors", "rigid_fit", "ring_axes",
+    "CrystalLUT", "GroupMotion", "IdealCylinder", "Misalignment", "PRESETS", "Scanner", "THULL_BINNINGS",
+    "TranslationFrame", "apply_rigid", "assign_crystals", "axis_angle_matrix", "euler_to_matrix", "matrix_to_euler",
+    "overlapping_blocks", "perturb", "pose_points", "preset", "procrustes_errors", "rigid_fit", "ring_axes",
+    "trace_blocks", "trace_cylinder", "trace_pairs",
 ]

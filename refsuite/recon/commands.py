@@ -62,7 +62,7 @@ def _grid(scanner, voxel, shape):
         shape = (n_xy, n_xy, max(1, int(np.ceil((z_hi - z_lo) / voxel))))
     shape = tuple(int(s) for s in shape)
     centre = np.array([0.0, 0.0, (z_lo + z_hi) / 2])
-    return shape, tuple(centre - (np.asarray(shape) - 1) / 2 * voxel)
+    return shape, tuple(float(o) for o in centre - (np.asarray(shape) - 1) / 2 * voxel)
 
 
 def _check(args):
@@ -129,5 +129,5 @@ def _cmd_recon(args: argparse.Namespace) -> int:
             np.save(tmp, img)
         written.append(str(npy))
     print(f"wrote {', '.join(written)}: image {shape}, voxel {args.voxel} mm, centre of voxel (0,0,0) at "
-          f"{tuple(round(o, 3) for o in origin)} mm; {float(img.sum()):.6g} emissions in the image")
+          f"{tuple(round(float(o), 3) for o in origin)} mm; {float(img.sum()):.6g} emissions in the image")
     return 0
