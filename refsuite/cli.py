@@ -23,18 +23,17 @@ __all__ = ["main", "build_parser"]
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from refsuite.report import Mode, RunContext
-    from validation import discover_studies, run_report
-    from validation._runner import check_device, check_output_dir, check_output_file, check_seed, select_studies
+    from validation import _runner as r
 
     try:  # every flag is checked before any study runs
-        only = select_studies(args.only, list(discover_studies()), name="--only")
-        check_seed(args.seed, name="--seed")
-        check_device(args.device, name="--device")
-        check_output_dir(args.out, name="--out")
+        only = r.select_studies(args.only, list(r.discover_studies()), name="--only")
+        r.check_seed(args.seed, name="--seed")
+        r.check_device(args.device, name="--device")
+        r.check_output_dir(args.out, name="--out")
         if args.results_md is not None:
-            check_output_file(args.results_md, name="--results-md")
+            r.check_output_file(args.results_md, name="--results-md")
         ctx = RunContext(mode=Mode.FULL if args.full else Mode.QUICK, seed=args.seed, device=args.device)
-        results = run_report(ctx, args.out, only=only, progress=not args.no_progress, results_md=args.results_md)
+        results = r.run_report(ctx, args.out, only=only, progress=not args.no_progress, results_md=args.results_md)
     except ValueError as exc:
         print(f"refsuite report: {exc}", file=sys.stderr)
         return 2
