@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser"]
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from refsuite.report import Mode, RunContext
+    from refsuite.report.render import value_text
     from validation import _runner as r
 
     try:  # every flag is checked before any study runs
@@ -44,7 +45,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     for c in results["checks"]:
         if c["status"] == "fail":
-            print(f"  FAIL {c['study']}: {c['name']}: measured {c['measured']} {c['unit']} ({c['tolerance']['text']})")
+            measured = value_text(c["measured"], c["unit"], c.get("measured_reason"))
+            print(f"  FAIL {c['study']}: {c['name']}: measured {measured} ({c['tolerance']['text']})")
     return 0 if results["passed"] else 1
 
 

@@ -249,3 +249,25 @@ def test_report_command_bad_flag_exits_2_without_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
     assert "--only" in proc.stderr and "sensitivity" in proc.stderr and proc.stdout == ""
     assert not (tmp_path / "o").exists()
+
+
+def test_plan_main_writes_results_md_and_refuses_a_negative_seed(tmp_path, capsys):
+    import enum
+
+    class Sizes(enum.Enum):
+        QUICK = "quick"
+        MEDIUM = "medium"
+
+    def run(ctx, size):
+        s = Section(study="plan", title="Plan study")
+        s.declare("value", Tolerance(1.0, Comparison.AT_MOST, unit="mm"))
+        s.check("value", 2.0 if size is Sizes.MEDIUM else 0.5)
+        return s
+
+    assert runner.plan_main("validation.plan", Sizes, run, ["--size", "quick", "--out", str(tmp_path)]) == 0
+    assert runner.plan_main("validation.plan", Sizes, run, ["--size", "medium", "--out", str(tmp_path)]) == 1
+    assert "FAIL value: 2 mm" in capsys.readouterr().out
+    assert "| value | 2 mm | — | x <= 1 mm | **FAIL** |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        runner.plan_main("validation.plan", Sizes, run, ["--seed", "-1", "--out", str(tmp_path / "new")])
+    assert exc.value.code == 2 and "--seed -1" in capsys.readouterr().err and not (tmp_path / "new").exists()

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from refsuite.report import Comparison, RunContext, Section, Tolerance, render_report
+from refsuite.report import Comparison, RunContext, Section, Tolerance, render_report, write_results_markdown
 
 _STUDY_FAILED = Tolerance(
     1.0,
@@ -173,8 +173,6 @@ def run_report(
     Returns the results dictionary (also written to ``out_dir/results.json``); its
     ``"passed"`` entry is False when any judged check failed.
     """
-    from refsuite.report.markdown import write_results_markdown
-
     studies = discover_studies()
     selected = select_studies(only, list(studies))
     check_seed(ctx.seed)
@@ -203,12 +201,15 @@ def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) ->
     """``python -m PROG --size S --seed N --out DIR [--work DIR] [--threads N]``: one plan of a study as a report.
 
     ``sizes`` is the study's plan enum (values ``quick``, ``medium``, ``full``; QUICK runs in
-    quick mode, the others in full mode) and ``run(ctx, size=...)`` the study. Prints each check
-    and returns 0 when all pass, 1 otherwise.
+    quick mode, the others in full mode) and ``run(ctx, size=...)`` the study. Writes DIR/index.html,
+    the study's page, results.json and results.md; prints each check and returns 0 when all
+    judged checks pass, 1 otherwise.
     """
     import argparse
 
     from refsuite.report import Mode
+    from refsuite.report.render import value_text
+    from refsuite.report.results import verdict_text
 
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=f"Run one plan of the {prog} study and write its HTML report to DIR.")
     parser.add_argument("--size", choices=[s.value for s in sizes], default="medium")
@@ -233,8 +234,9 @@ def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) ->
                      work_dir=args.work, threads=args.threads)
     t0 = time.perf_counter()
     section = run(ctx, size=size)
-    render_report([section], args.out, ctx, time.perf_counter() - t0)
-    for c in section.checks:
-        print(f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.measured:.4g} {c.detail}")
+    results = render_report([section], args.out, ctx, time.perf_counter() - t0)
+    write_results_markdown(results, Path(args.out) / "results.md", html_dir=args.out)
+    for c in results["checks"]:
+        print(f"{verdict_text(c)} {c['name']}: {value_text(c['measured'], c['unit'], c.get('measured_reason'))} {c['detail']}")
     print(f"{time.perf_counter() - t0:.0f} s; report in {args.out}")
-    return 0 if section.passed else 1
+    return 0 if results["passed"] else 1

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_write_text
+from .render import value_text
+from .results import verdict_text
 
 __all__ = ["results_markdown", "write_results_markdown"]
 
@@ -21,20 +23,9 @@ def _cell(text: Any) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _num(value: float | None, unit: str = "", reason: str | None = None) -> str:
-    if value is None:
-        return reason.replace("not a finite number: ", "") if reason else "—"
-    if isinstance(value, float) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
-        text = f"{value:.4e}"
-    else:
-        text = f"{value:.6g}" if isinstance(value, float) else str(value)
-    return f"{text} {unit}" if unit else text
-
-
 def _status(c: dict[str, Any]) -> str:
-    if not c["judged"]:
-        return f"shown, judged in {c['judged_in']}" if c["judged_in"] else "shown, not judged"
-    return "pass" if c["passed"] else "**FAIL**"
+    text = verdict_text(c)
+    return f"**{text}**" if text == "FAIL" else text
 
 
 def _study_links(name: str, entry: dict[str, Any], html_dir: str | None, docs_dir: Path | None, here: Path) -> str:
@@ -71,7 +62,7 @@ def results_markdown(results: dict[str, Any], *, html_dir: str | None = ".", doc
     if failed:
         lines += ["", "Failed checks:", ""]
         lines += [f"- **{c['study']}**: {_cell(c['name'])}: measured "
-                  f"{_num(c['measured'], c.get('unit', ''), c.get('measured_reason'))}, needs {_cell(c['tolerance']['text'])}"
+                  f"{value_text(c['measured'], c.get('unit', ''), c.get('measured_reason'))}, needs {_cell(c['tolerance']['text'])}"
                   for c in failed]
     lines += ["", "| study | judged checks passed | shown only | mode | seed | device | run time |",
               "|---|---|---|---|---|---|---|"]
@@ -87,8 +78,8 @@ def results_markdown(results: dict[str, Any], *, html_dir: str | None = ".", doc
         for c in r["checks"]:
             if c["study"] == name:
                 unit = c.get("unit", "")
-                lines.append(f"| {_cell(c['name'])} | {_cell(_num(c['measured'], unit, c.get('measured_reason')))} | "
-                             f"{_cell(_num(c['reference'], unit, c.get('reference_reason')))} | "
+                lines.append(f"| {_cell(c['name'])} | {_cell(value_text(c['measured'], unit, c.get('measured_reason')))} | "
+                             f"{_cell(value_text(c['reference'], unit, c.get('reference_reason')))} | "
                              f"{_cell(c['tolerance']['text'])} | {_status(c)} |")
     return "\n".join(lines) + "\n"
 

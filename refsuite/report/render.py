@@ -22,7 +22,7 @@ import jinja2
 
 from ..io.atomic import atomic_write_text
 from .model import Figure, RunContext, Section
-from .results import anchor, dumps_results, merge_results, results_dict
+from .results import anchor, dumps_results, merge_results, results_dict, verdict_text
 from .text import rst_to_html
 
 __all__ = ["render_report", "figure_from_matplotlib", "results_dict"]
@@ -69,7 +69,7 @@ def figure_from_matplotlib(fig, title: str, caption: str = "", *, dpi: int = 110
     return Figure(title=title, png=buf.getvalue(), caption=caption)
 
 
-def _with_unit(value: Any, unit: str = "", reason: str | None = None) -> str:
+def value_text(value: Any, unit: str = "", reason: str | None = None) -> str:
     """A measured/reference cell: the number and its unit, or why there is no number."""
     if value is None:
         return reason.replace("not a finite number: ", "") if reason else "—"
@@ -83,10 +83,9 @@ def _check_views(results: dict[str, Any]) -> list[dict[str, Any]]:
     for c in results["checks"]:
         v = dict(c)
         v["anchor"] = anchor(c["name"])
-        v["measured_text"] = _with_unit(c["measured"], c.get("unit", ""), c.get("measured_reason"))
-        v["reference_text"] = _with_unit(c["reference"], c.get("unit", ""), c.get("reference_reason"))
-        v["verdict"] = ("pass" if c["passed"] else "FAIL") if c["judged"] else (
-            "shown, judged in " + c["judged_in"] if c["judged_in"] else "shown, not judged")
+        v["measured_text"] = value_text(c["measured"], c.get("unit", ""), c.get("measured_reason"))
+        v["reference_text"] = value_text(c["reference"], c.get("unit", ""), c.get("reference_reason"))
+        v["verdict"] = verdict_text(c)
         views.append(v)
     return views
 

@@ -25,11 +25,7 @@ from typing import Any, Collection, Sequence
 
 from .model import Check, RunContext, Section
 
-__all__ = ["check_dict", "results_dict", "merge_results", "load_results", "dumps_results", "anchor", "RESULTS_KEYS"]
-
-#: top-level keys every refsuite report ``results.json`` has (how :func:`load_results` recognises one)
-RESULTS_KEYS = ("studies", "checks")
-
+__all__ = ["check_dict", "results_dict", "merge_results", "load_results", "dumps_results", "anchor", "verdict_text"]
 
 def anchor(name: str) -> str:
     """An HTML id for a check name: lower case, runs of other characters as ``-``."""
@@ -53,6 +49,13 @@ def _finite_or_reason(value: Any) -> tuple[float | None, str | None]:
 
 def _status(judged: bool, passed: bool) -> str:
     return "shown" if not judged else "pass" if passed else "fail"
+
+
+def verdict_text(check: dict[str, Any]) -> str:
+    """How a check's status reads on a page: ``pass``, ``FAIL`` or ``shown, judged in <plan>``."""
+    if not check["judged"]:
+        return f"shown, judged in {check['judged_in']}" if check["judged_in"] else "shown, not judged"
+    return "pass" if check["passed"] else "FAIL"
 
 
 def _normalise_check(d: dict[str, Any]) -> dict[str, Any]:
