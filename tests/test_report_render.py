@@ -8,7 +8,6 @@ import math
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,18 +16,36 @@ import pytest
 
 import validation._runner as runner
 from refsuite.cli import main
-from refsuite.report import Check, Comparison, RunContext, Section, Table, Tolerance, render_report
+from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, render_report
+from refsuite.report.markdown import results_markdown as render_markdown
 from refsuite.report.text import rst_inline, rst_to_html
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
-class _ShownCheck(Check):
-    """A check shown for information, judged in another plan (works with or without these fields in Check)."""
+def _declare_shown(s: Section, name: str, tol: Tolerance) -> bool:
+    """Declare ``name`` as shown, judged in the medium plan; False if the model has no such option."""
+    try:
+        s.declare(name, tol, judged=False, judged_in="the medium plan", note="too few pairs to judge")
+        return True
+    except TypeError:  # a model without shown values: the check is made shown below
+        s.declare(name, tol)
+        return False
 
-    judged: bool = False
-    judged_in: str = "the medium plan"
+
+class _Shown:
+    """A recorded check seen as shown (for a report model whose Check has no ``judged``)."""
+
+    judged, judged_in, note = False, "the medium plan", "too few pairs to judge"
+
+    def __init__(self, check):
+        self._check = check
+
+    def __getattr__(self, key):
+        return getattr(self._check, key)
+
+    def as_dict(self):
+        return {**self._check.as_dict(), "judged": False, "judged_in": self.judged_in, "note": self.note}
 
 
 def _section(study="demo", *, bad=True, shown=False) -> Section:
@@ -38,10 +55,12 @@ def _section(study="demo", *, bad=True, shown=False) -> Section:
     s.declare("bad", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="test"))
     s.check("good", 1.0, 1.05)
     s.check("bad", 1.0, 2.0 if bad else 1.0)
-    if shown:
+    if shown:  # outside its criterion, but shown only: must not fail the report
         tol = Tolerance(0.5, Comparison.AT_MOST, unit="ps", justification="needs the medium plan's size")
-        s.checks.append(_ShownCheck(study=study, name="network claim", measured=0.9, reference=None,
-                                    tolerance=tol, passed=False))
+        native = _declare_shown(s, "network claim", tol)
+        check = s.check("network claim", 0.9)
+        if not native:
+            s.checks[-1] = _Shown(check)
     return s
 
 
@@ -79,7 +98,11 @@ def test_shown_check_is_neither_pass_nor_fail(tmp_path):
         row = re.search(r'<tr class="(\w+)" id="[^"]*network-claim">(.*?)</tr>', html, re.S)
         assert row and row.group(1) == "shown"
         assert "shown, judged in the medium plan" in row.group(2) and "FAIL" not in row.group(2)
-        assert "0.9 ps" in row.group(2)
+        assert "0.9 ps" in row.group(2) and "criterion not met here" in row.group(2)
+    assert "too few pairs to judge" in (tmp_path / "demo.html").read_text()
+    assert entry["met"] is False and entry["passed"] is True and entry["note"] == "too few pairs to judge"
+    md_line = next(line for line in render_markdown(results).splitlines() if line.startswith("| network claim"))
+    assert "shown, judged in the medium plan (criterion not met here)" in md_line
 
 
 def test_units_in_measured_and_reference_cells(tmp_path):

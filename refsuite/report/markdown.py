@@ -25,6 +25,8 @@ def _cell(text: Any) -> str:
 
 def _status(c: dict[str, Any]) -> str:
     text = verdict_text(c)
+    if not c["judged"]:
+        return f"{text} (criterion {'met' if c['met'] else 'not met'} here)"
     return f"**{text}**" if text == "FAIL" else text
 
 

@@ -69,19 +69,29 @@ def _normalise_check(d: dict[str, Any]) -> dict[str, Any]:
     d.setdefault("unit", d.get("tolerance", {}).get("unit", ""))
     d["judged"] = bool(d.get("judged", True))
     d["judged_in"] = d.get("judged_in") or ""
-    d["passed"] = bool(d.get("passed", False))
-    d["status"] = _status(d["judged"], d["passed"])
+    d["met"] = bool(d.get("met", d.get("passed", False)))
+    d["passed"] = d["met"] or not d["judged"]
+    d["status"] = _status(d["judged"], d["met"])
     d.setdefault("detail", "")
+    d["note"] = d.get("note") or ""
     return d
 
 
 def check_dict(check: Check) -> dict[str, Any]:
-    """One check as a JSON-ready dict; ``judged``/``judged_in`` default to a judged check."""
+    """One check as a JSON-ready dict.
+
+    ``met``: the criterion holds; ``judged``/``judged_in``/``note``: whether the check decides
+    the report, where it is judged otherwise and why not here (a check without these attributes
+    is a judged one); ``passed``: met or not judged (it does not fail the report); ``status``:
+    ``"pass"``, ``"fail"`` or ``"shown"``.
+    """
     d = check.as_dict()
     d["measured"], d["reference"] = check.measured, check.reference
     d["unit"] = check.tolerance.unit
     d["judged"] = bool(getattr(check, "judged", True))
     d["judged_in"] = getattr(check, "judged_in", "") or ""
+    d["met"] = bool(getattr(check, "met", check.passed))
+    d["note"] = getattr(check, "note", "") or ""
     return _normalise_check(d)
 
 
@@ -113,7 +123,7 @@ def _table_dict(table) -> dict[str, Any]:
 
 def _totals(checks: Sequence[dict[str, Any]]) -> dict[str, Any]:
     judged = [c for c in checks if c["judged"]]
-    n_passed = sum(c["passed"] for c in judged)
+    n_passed = sum(c["met"] for c in judged)
     return {
         "passed": bool(judged) and n_passed == len(judged),
         "n_checks": len(judged),
