@@ -1,5 +1,5 @@
 # Two entry points, each creating/reusing the virtual environment in $(VENV):
-#   make report   regenerate the validation reports (quick mode) into reports/
+#   make report   regenerate the validation reports (quick mode) into reports/ and docs/results.md
 #   make test     run the test suite, benchmarks included (few rounds)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(VENV)/bin/refsuite report --quick --out reports
+	$(VENV)/bin/refsuite report --quick --out reports --results-md docs/results.md
 
 report-full: $(STAMP)
 	$(VENV)/bin/refsuite report --full --out reports

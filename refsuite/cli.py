@@ -23,23 +23,30 @@ __all__ = ["main", "build_parser"]
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from refsuite.report import Mode, RunContext
-    from validation import run_report
+    from refsuite.report.render import value_text
+    from validation import _runner as r
 
-    ctx = RunContext(mode=Mode.FULL if args.full else Mode.QUICK, seed=args.seed, device=args.device)
-    only = [s for item in (args.only or []) for s in item.split(",") if s]
-    try:
-        results = run_report(ctx, args.out, only=only or None, progress=not args.no_progress)
+    try:  # every flag is checked before any study runs
+        only = r.select_studies(args.only, list(r.discover_studies()), name="--only")
+        r.check_seed(args.seed, name="--seed")
+        r.check_device(args.device, name="--device")
+        r.check_output_dir(args.out, name="--out")
+        if args.results_md is not None:
+            r.check_output_file(args.results_md, name="--results-md")
+        ctx = RunContext(mode=Mode.FULL if args.full else Mode.QUICK, seed=args.seed, device=args.device)
+        results = r.run_report(ctx, args.out, only=only, progress=not args.no_progress, results_md=args.results_md)
     except ValueError as exc:
         print(f"refsuite report: {exc}", file=sys.stderr)
         return 2
-    n_fail = results["n_checks"] - results["n_passed"]
+    shown = f", {results['n_shown']} shown only" if results["n_shown"] else ""
     print(
-        f"{results['n_passed']}/{results['n_checks']} checks passed "
-        f"({n_fail} failed) in {results['runtime_s']:.1f} s; report: {args.out}/index.html"
+        f"{results['n_passed']}/{results['n_checks']} judged checks passed "
+        f"({results['n_failed']} failed{shown}) in {results['runtime_s']:.1f} s; report: {args.out}/index.html"
     )
     for c in results["checks"]:
-        if not c["passed"]:
-            print(f"  FAIL {c['study']}: {c['name']}: measured {c['measured']} ({c['tolerance']['text']})")
+        if c["status"] == "fail":
+            measured = value_text(c["measured"], c["unit"], c.get("measured_reason"))
+            print(f"  FAIL {c['study']}: {c['name']}: measured {measured} ({c['tolerance']['text']})")
     return 0 if results["passed"] else 1
 
 
@@ -54,16 +61,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rep = sub.add_parser(
         "report",
         help="run the validation studies and write the HTML report",
-        description="Run the validation studies and write DIR/index.html, one page per study "
-        "and DIR/results.json. Exit status 1 when any check fails.",
+        description="Run the validation studies and write DIR/index.html (failed checks first), one page "
+        "per study, DIR/results.json and DIR/results.md (the key numbers as Markdown). With --only, the "
+        "studies run are merged into the report already in DIR; the others keep their results and pages. "
+        "Exit status 1 when a judged check fails, 2 for a bad flag (checked before any study runs).",
     )
     size = rep.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller runs of the same code (default)")
     size.add_argument("--full", action="store_true", help="the papers' scale (long)")
-    rep.add_argument("--only", action="append", metavar="STUDY", help="run only this study (repeat or comma-separate)")
-    rep.add_argument("--seed", type=int, default=12345, help="random seed of every simulation (default 12345)")
-    rep.add_argument("--device", default="cpu", help="torch device for solvers, e.g. cpu or cuda (default cpu)")
+    rep.add_argument("--only", action="append", metavar="STUDY",
+                     help="run only this study (repeat or comma-separate) and merge it into the report in DIR")
+    rep.add_argument("--seed", type=int, default=12345, help="random seed of every simulation, >= 0 (default 12345)")
+    rep.add_argument("--device", default="cpu", help="torch device for solvers: cpu, cuda or cuda:N (default cpu)")
     rep.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
+    rep.add_argument("--results-md", metavar="FILE", default=None,
+                     help="also write DIR/results.md to FILE, e.g. docs/results.md (what `make report` does)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep.set_defaults(func=_cmd_report)
     for name, (pkg, summary) in COMMANDS.items():

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from refsuite.report import Comparison, RunContext, Section, Tolerance, render_report
+from refsuite.report import Comparison, RunContext, Section, Tolerance, render_report, write_results_markdown
 
 _STUDY_FAILED = Tolerance(
     1.0,
@@ -57,43 +57,159 @@ def run_study(module: ModuleType, ctx: RunContext) -> Section:
     return section
 
 
+def select_studies(values: Sequence[str] | None, known: Sequence[str], *, name: str = "only") -> list[str] | None:
+    """The study names in ``values`` (each may be comma-separated), in order, without repeats.
+
+    None or an empty list selects every study (returns None). A value that names no study
+    (``","``, ``""``) or names an unknown study raises ValueError naming ``name``, the value and
+    the known studies.
+    """
+    if not values:
+        return None
+    given = ",".join(values)
+    names = [n.strip() for item in values for n in item.split(",") if n.strip()]
+    known_text = ", ".join(sorted(known))
+    if not names:
+        raise ValueError(f"{name} {given!r} names no study; known studies: {known_text}")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"{name} {given!r}: unknown stud{'y' if len(unknown) == 1 else 'ies'} "
+                         f"{', '.join(map(repr, unknown))}; known studies: {known_text}")
+    return list(dict.fromkeys(names))
+
+
+def check_seed(seed, *, name: str = "seed") -> int:
+    """A seed numpy accepts: an integer >= 0 (``np.random.default_rng`` refuses negative seeds)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an integer >= 0, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} {seed}: must be an integer >= 0 (numpy random seeds are non-negative)")
+    return seed
+
+
+def check_device(device: str, *, name: str = "device") -> str:
+    """``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` when torch sees that GPU."""
+    import re
+
+    m = re.fullmatch(r"cuda(?::(\d+))?", device) if isinstance(device, str) else None
+    if device != "cpu" and not m:
+        raise ValueError(f"{name} {device!r}: must be 'cpu', 'cuda' or 'cuda:N'")
+    if m:
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(m.group(1) or 0)
+        if index >= n:
+            raise ValueError(f"{name} {device!r}: torch sees {n} CUDA device{'' if n == 1 else 's'} on this machine")
+    return device
+
+
+def check_output_dir(path: str | Path, *, name: str = "out") -> Path:
+    """``path`` is a folder, or can be created as one, and is writable; ValueError otherwise.
+
+    Writability is probed with a temporary file in the nearest existing folder (removed at once),
+    which also catches read-only file systems where permission bits say nothing.
+    """
+    import tempfile
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{name} {str(path)!r}: exists and is not a folder")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=parent, prefix=".refsuite-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{name} {str(path)!r}: folder {str(parent)!r} is not writable ({exc.strerror})") from None
+    return p
+
+
+def check_output_file(path: str | Path, *, name: str) -> Path:
+    """``path`` can be written as a file: not a folder, and its folder can be created and written."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{name} {str(path)!r}: is a folder, expected a file name")
+    check_output_dir(p.parent if str(p.parent) else Path("."), name=name)
+    return p
+
+
+def _previous_results(out: Path, *, merging: bool) -> dict | None:
+    """The results.json already in ``out`` (None if none); a broken one is refused only when merging."""
+    from refsuite.report.results import load_results
+
+    path = out / "results.json"
+    if not path.exists():
+        return None
+    try:
+        return load_results(path)
+    except ValueError as exc:
+        if merging:
+            raise ValueError(f"out {str(out)!r}: cannot merge into it: {exc}; remove the file or choose "
+                             f"another folder") from None
+        return None
+
+
 def run_report(
     ctx: RunContext,
     out_dir: str | Path,
     *,
     only: Sequence[str] | None = None,
     progress: bool = True,
+    results_md: str | Path | None = None,
 ) -> dict:
     """Run the studies (all, or those named in ``only``) and write the report into ``out_dir``.
 
+    Every argument is checked before any study runs (ValueError). With ``only``, the studies
+    run are merged into a report already in ``out_dir``: the other studies' entries and pages
+    are kept (each with its own mode and seed). Pages of studies that no longer exist are
+    removed. Writes ``index.html``, one page per study, ``results.json`` and ``results.md``
+    (and a copy of the latter at ``results_md``, e.g. ``docs/results.md``, linking the
+    per-study documents in ``docs/studies/`` when present).
+
     Returns the results dictionary (also written to ``out_dir/results.json``); its
-    ``"passed"`` entry is False when any check failed.
+    ``"passed"`` entry is False when any judged check failed.
     """
     studies = discover_studies()
-    if only:
-        unknown = sorted(set(only) - set(studies))
-        if unknown:
-            raise ValueError(f"only: unknown stud{'y' if len(unknown) == 1 else 'ies'} {unknown}; available: {sorted(studies)}")
-        studies = {name: studies[name] for name in only}
+    selected = select_studies(only, list(studies))
+    check_seed(ctx.seed)
+    check_device(ctx.device)
+    out = check_output_dir(out_dir)
+    md_path = None if results_md is None else check_output_file(results_md, name="results_md")
+    previous = _previous_results(out, merging=selected is not None)
+    if selected is not None:
+        studies = {name: studies[name] for name in selected}
     start = time.perf_counter()
     sections = []
     bar = tqdm(studies.items(), desc="studies", unit="study", disable=not progress)
     for name, module in bar:
         bar.set_postfix_str(name)
         sections.append(run_study(module, ctx))
-    return render_report(sections, out_dir, ctx, time.perf_counter() - start)
+    results = render_report(sections, out, ctx, time.perf_counter() - start, previous=previous,
+                            keep=set(discover_studies()))
+    docs = Path("docs/studies")
+    write_results_markdown(results, out / "results.md", html_dir=out, docs_dir=docs if docs.is_dir() else None)
+    if md_path is not None:
+        write_results_markdown(results, md_path, html_dir=out, docs_dir=md_path.parent / "studies")
+    return results
 
 
 def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) -> int:
     """``python -m PROG --size S --seed N --out DIR [--work DIR] [--threads N]``: one plan of a study as a report.
 
     ``sizes`` is the study's plan enum (values ``quick``, ``medium``, ``full``; QUICK runs in
-    quick mode, the others in full mode) and ``run(ctx, size=...)`` the study. Prints each check
-    and returns 0 when all pass, 1 otherwise.
+    quick mode, the others in full mode) and ``run(ctx, size=...)`` the study. Writes DIR/index.html,
+    the study's page, results.json and results.md; prints each check and returns 0 when all
+    judged checks pass, 1 otherwise.
     """
     import argparse
 
     from refsuite.report import Mode
+    from refsuite.report.render import value_text
+    from refsuite.report.results import verdict_text
 
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=f"Run one plan of the {prog} study and write its HTML report to DIR.")
     parser.add_argument("--size", choices=[s.value for s in sizes], default="medium")
@@ -107,13 +223,20 @@ def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) ->
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        check_seed(args.seed, name="--seed")
+        check_device(args.device, name="--device")
+        check_output_dir(args.out, name="--out")
+    except ValueError as exc:
+        parser.error(str(exc))
     size = sizes(args.size)
     ctx = RunContext(mode=Mode.QUICK if size.value == "quick" else Mode.FULL, seed=args.seed, device=args.device,
                      work_dir=args.work, threads=args.threads)
     t0 = time.perf_counter()
     section = run(ctx, size=size)
-    render_report([section], args.out, ctx, time.perf_counter() - t0)
-    for c in section.checks:
-        print(f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.measured:.4g} {c.detail}")
+    results = render_report([section], args.out, ctx, time.perf_counter() - t0)
+    write_results_markdown(results, Path(args.out) / "results.md", html_dir=args.out)
+    for c in results["checks"]:
+        print(f"{verdict_text(c)} {c['name']}: {value_text(c['measured'], c['unit'], c.get('measured_reason'))} {c['detail']}")
     print(f"{time.perf_counter() - t0:.0f} s; report in {args.out}")
-    return 0 if section.passed else 1
+    return 0 if results["passed"] else 1

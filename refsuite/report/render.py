@@ -1,25 +1,34 @@
 """Render sections into self-contained HTML pages and a ``results.json``.
 
 Every page embeds its figures (base64 PNG) and its style, so a report opens offline and
-can be mailed as single files. All files are written atomically.
+can be mailed as single files. All files are written atomically. The index opens with the
+failed checks (study, check, measured value, tolerance; each links to its row), then a table
+of studies and every check. Texts written as docstrings (summaries, justifications, notes) are
+rendered from their reST markup (:mod:`refsuite.report.text`); measured and reference values
+carry the unit of their tolerance; a check judged only in another plan reads "shown, judged
+in <plan>" and counts neither as passed nor as failed.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
+import contextlib
 import io
-import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import jinja2
 
 from ..io.atomic import atomic_write_text
 from .model import Figure, RunContext, Section
+from .results import anchor, dumps_results, merge_results, results_dict, verdict_text
+from .text import rst_to_html
 
 __all__ = ["render_report", "figure_from_matplotlib", "results_dict"]
+
+#: tables with more rows than this go after the figures (a figure should not hide below 60 rows)
+LONG_TABLE_ROWS = 12
 
 
 def _fmt(value: Any) -> str:
@@ -46,6 +55,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["fmt"] = _fmt
     env.filters["b64"] = lambda b: base64.b64encode(b).decode("ascii")
+    env.filters["rst"] = rst_to_html
     return env
 
 
@@ -59,53 +69,72 @@ def figure_from_matplotlib(fig, title: str, caption: str = "", *, dpi: int = 110
     return Figure(title=title, png=buf.getvalue(), caption=caption)
 
 
-def results_dict(sections: Sequence[Section], ctx: RunContext, runtime_s: float) -> dict[str, Any]:
-    """The machine-readable summary written to ``results.json``."""
-    checks = [c.as_dict() for s in sections for c in s.checks]
-    from .. import __version__
-
-    return {
-        "refsuite_version": __version__,
-        "mode": ctx.mode.value,
-        "seed": ctx.seed,
-        "device": ctx.device,
-        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "runtime_s": runtime_s,
-        "passed": bool(checks) and all(c["passed"] for c in checks),
-        "n_checks": len(checks),
-        "n_passed": sum(c["passed"] for c in checks),
-        "studies": {
-            s.study: {
-                "title": s.title,
-                "passed": s.passed,
-                "runtime_s": s.runtime_s,
-                "n_checks": len(s.checks),
-                "tables": [{"title": t.title, "columns": t.columns, "rows": t.rows} for t in s.tables],
-            }
-            for s in sections
-        },
-        "checks": checks,
-    }
+def value_text(value: Any, unit: str = "", reason: str | None = None) -> str:
+    """A measured/reference cell: the number and its unit, or why there is no number."""
+    if value is None:
+        return reason.replace("not a finite number: ", "") if reason else "—"
+    text = _fmt(value)
+    return f"{text} {unit}" if unit else text
 
 
-def render_report(sections: Sequence[Section], out_dir: str | Path, ctx: RunContext, runtime_s: float) -> dict:
+def _check_views(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checks of ``results`` with what the templates need: anchors and display cells."""
+    views = []
+    for c in results["checks"]:
+        v = dict(c)
+        v["anchor"] = anchor(c["name"])
+        v["measured_text"] = value_text(c["measured"], c.get("unit", ""), c.get("measured_reason"))
+        v["reference_text"] = value_text(c["reference"], c.get("unit", ""), c.get("reference_reason"))
+        v["verdict"] = verdict_text(c)
+        views.append(v)
+    return views
+
+
+def _long(table) -> bool:
+    return len(table.rows) > LONG_TABLE_ROWS
+
+
+def render_report(
+    sections: Sequence[Section],
+    out_dir: str | Path,
+    ctx: RunContext,
+    runtime_s: float,
+    *,
+    previous: dict[str, Any] | None = None,
+    keep: Collection[str] = (),
+) -> dict:
     """Write ``index.html``, one ``<study>.html`` per section and ``results.json`` into ``out_dir``.
 
+    ``previous``: the results of an earlier report in ``out_dir`` (see
+    :func:`~refsuite.report.results.load_results`); its studies named in ``keep`` that are not in
+    ``sections`` are kept (their pages stay as written) and the index lists them too. Pages of
+    studies of ``previous`` that end up in neither are removed, so no page outlives its entry.
     Returns the results dictionary that was written to ``results.json``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = results_dict(sections, ctx, runtime_s)
-    meta = dict(results)
-    meta["version"] = results["refsuite_version"]
+    if previous is not None:
+        results = merge_results(previous, results, keep=keep)
     env = _environment()
+    views = _check_views(results)
     study_tpl = env.get_template("study.html")
     for s in sections:
-        html = study_tpl.render(title=s.title, s=s, meta=meta)
+        own = [v for v in views if v["study"] == s.study]
+        short = [t for t in s.tables if not _long(t)]
+        long_ = [t for t in s.tables if _long(t)]
+        html = study_tpl.render(title=s.title, s=s, checks=own, study=results["studies"][s.study],
+                                short_tables=short, long_tables=long_)
         atomic_write_text(out / f"{s.study}.html", html)
-    index = env.get_template("index.html").render(title="refsuite validation report", sections=sections, meta=meta)
+    failed = [v for v in views if v["status"] == "fail"]
+    index = env.get_template("index.html").render(title="refsuite validation report", results=results,
+                                                  checks=views, failed=failed)
     atomic_write_text(out / "index.html", index)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default))
+    atomic_write_text(out / "results.json", dumps_results(results))
+    for name in (previous or {}).get("studies", {}):
+        if name not in results["studies"]:
+            with contextlib.suppress(FileNotFoundError):
+                (out / f"{name}.html").unlink()
     return results
 
 
