@@ -68,7 +68,7 @@ def test_plans_judge_generalisation_only_where_it_is_meant_to_hold():
     # weight) and does not judge generalisation; medium and full judge whether the network reads
     # its images, only full whether it beats the image-blind mean training truth
     class Declared(set):
-        def declare(self, name, tolerance):
+        def declare(self, name, tolerance, **shown):
             self.add(name)
 
     def declared(settings):
@@ -146,3 +146,21 @@ def test_a_run_resumed_from_its_work_directory_equals_an_uninterrupted_one(tmp_p
     monkeypatch.setattr(reg, "register", no_registration)
     resumed = _by_name(study.run_with(ctx, tiny_net))
     assert {k: c.measured for k, c in resumed.items()} == pytest.approx({k: c.measured for k, c in reference.items()})
+
+
+def test_quick_plan_shows_the_claims_it_cannot_judge_and_larger_plans_judge_them():
+    from refsuite.report import Section
+
+    def shown(settings):
+        sec = Section(study=study.NAME, title="")
+        study._declare(sec, settings)
+        for name in list(sec._tolerances):
+            sec.check(name, 0.0)
+        return {c.name for c in sec.shown_checks}, sec.checks
+
+    quick, checks = shown(study.QUICK)
+    assert quick == set(study.SHOWN_IN_QUICK) and all(c.note for c in checks if not c.judged)
+    assert "instance: bone rigidity CT-guided / best uniform" not in quick  # the robust half of the claim stays judged
+    assert shown(study.MEDIUM)[0] == shown(study.FULL)[0] == set()
+    with pytest.raises(ValueError, match="shown"):
+        dataclasses.replace(study.QUICK, shown=("no such check",))

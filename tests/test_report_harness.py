@@ -65,6 +65,38 @@ def test_check_needs_a_declared_tolerance():
         s.declare("a", Tolerance(1.0, Comparison.AT_MOST))
 
 
+def test_a_shown_value_is_recorded_with_its_criterion_but_does_not_decide_the_section():
+    s = Section(study="x", title="x")
+    s.declare("judged", Tolerance(1.0, Comparison.AT_MOST))
+    s.declare("shown", Tolerance(1.0, Comparison.AT_MOST), judged=False, judged_in="full plan", note="noise here")
+    s.check("judged", 0.5)
+    shown = s.check("shown", 2.0)
+    assert s.passed and not shown.met and not shown.failed and shown.passed
+    assert [c.name for c in s.shown_checks] == ["shown"] and [c.name for c in s.judged_checks] == ["judged"]
+    d = shown.as_dict()
+    assert (d["judged"], d["met"], d["judged_in"], d["note"]) == (False, False, "full plan", "noise here")
+    assert s.checks[0].as_dict()["judged"] is True
+    s.check("judged", 1.5)  # a failed judged check still turns the section red
+    assert not s.passed and s.checks[-1].failed
+
+
+def test_a_section_with_only_shown_values_is_not_green():
+    s = Section(study="x", title="x")
+    s.declare("shown", Tolerance(1.0, Comparison.AT_MOST), judged=False, note="why")
+    s.check("shown", 0.5)
+    assert not s.passed
+
+
+def test_a_shown_value_needs_a_reason():
+    s = Section(study="x", title="x")
+    with pytest.raises(ValueError, match="without a note"):
+        s.declare("a", Tolerance(1.0, Comparison.AT_MOST), judged=False)
+    with pytest.raises(ValueError, match="judged=False"):
+        s.declare("b", Tolerance(1.0, Comparison.AT_MOST), judged_in="full plan")
+    with pytest.raises(TypeError, match="Tolerance"):
+        s.declare("c", 1.0)
+
+
 def _fake_study(run):
     return SimpleNamespace(NAME="fake", TITLE="Fake study", run=run)
 

@@ -11,9 +11,7 @@ Quick mode is a smaller run of the same code (fewer coincidences, iterations and
 batch): it must still bring a 1 mm misalignment below 150 um (the issue's CI target). Full mode
 is the paper's scale (<= 5e6 coincidences, 200 iterations) with the paper's targets
 (50 um, 0.25 deg) and, reported alongside, a non-TOF run and a run without DOI (the same events
-re-binned into 2 x 2 mm columns, ``planar_2mm``). Measured at quick size (seed 12345, 1.1e5
-coincidences): TOF 15.9 / 39.5 / 17.7 um, no TOF 16.3 / 38.9 / 17.4 um, no DOI 41.8 / 141.3 /
-52.2 um (x / y DOI / z), rotations 0.22 / 0.22 / 0.74 deg worst axis.
+re-binned into 2 x 2 mm columns, ``planar_2mm``). Measured runs: ``docs/studies/alignment.md``.
 
 Full mode also aligns from a tube phantom (a 250 um tube through the point-source positions, in
 order of z) with the same settings, against the issue's tube target (150 um).

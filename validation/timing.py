@@ -14,28 +14,14 @@ model; deeper trees cost more (a depth-20 training of 5 trees at this size was s
 after 6 min and was then killed by the out-of-memory killer at 16 GB, with another job
 running). The full study is therefore ~days on such a CPU and is meant for a CUDA device (``--device cuda``, XGBoost ``device="cuda"``).
 
-Scaled runs (``_study`` with intermediate :class:`Sizes`, depth 8, learning rate 0.2, max_bin
-128, 5000 test events per position, seed 12345; wall times on the shared machine under
-different loads): 18 of 19 checks green at 1e5 rows, 19 of 19 at 2.64e5:
-
-========================  ===========  =============================  ===========================
-training rows x trees      wall         explicit CTR 10/50/100 mm      in-plane 1x1/5x5/33x33 slope
-========================  ===========  =============================  ===========================
-1e5 x 200                  222 s        245.8 / 244.7 / 243.6 ps       15.8 / 6.5 / 1.5 sigma
-2.64e5 x 300 (1/10)        225 s        236.7 / 235.9 / 242.1 ps       6.3 / 0.85 / 1.6 sigma
-========================  ===========  =============================  ===========================
-
-(analytic only 374.1 ps; the red check at 1e5 rows is the explicit 100 mm model's slope, 4.3 sigma
-from 2/c, which passes at 2.64e5 rows with 1.6 sigma).
-
-Depth sweep at 2.64e5 rows x 300 trees (depths 4 / 12 / 20, steps 10 / 50 / 100 mm, grids 1x1 and
-33x33, ``run(ctx, sizes=Sizes(...))``, one thread, 2847 s under load): 45 of 46 checks green; red:
-the explicit 50 mm depth-4 model's slope, 3.2 sigma from 2/c (its neighbours at depths 12 and 20
-are at 0.4 sigma). Explicit CTRs 238-240 ps at depth 4, 237-239 ps at 12, 248-250 ps at 20 (deep
-trees overfit 2.64e5 rows); the implicit 100 mm collapse deepens with depth (chi2_red 88 / 4.8e4 /
-4.4e6). The in-plane 33x33 model's slope is 1.4 / 3.4 / 4.0 sigma off at depths 4 / 12 / 20 (not a
-check). The in-plane slope deviation is not a check: it shrinks with the training
-size, so it reads as a finite-data effect of the single-position model, not a flaw of the method.
+Checks follow the paper's three-fold evaluation: slope of the mean corrected time difference
+against source position equal to 2/c within 3 sigma and reduced chi-square compatible with 1
+(sec. 3.2.2), CTR improvement over the analytic-only calibration (sec. 3.2.3). The simulated
+analytic-only and oracle CTRs are shown as simulator calibration (the detectors are tuned to
+them), not judged. In the quick plan the in-plane models' slope criterion is shown and judged
+in the full plan (the deviation shrinks as the training set grows; at 2e4 training coincidences
+it measures the size of the training set). Units: ps, mm, keV.
+Scaled runs and depth sweeps: ``docs/studies/timing.md``.
 """
 
 from __future__ import annotations
@@ -69,13 +55,15 @@ class Sizes:
     learning_rate: float
     max_bin: int
     n_jobs: int | None
+    #: judge the in-plane models' slope against 2/c (the paper's criterion); False: shown only
+    judge_in_plane_slope: bool = True
 
 
 def _sizes(ctx: RunContext) -> Sizes:
     if ctx.quick:
         return Sizes(n_train=20_000, n_test_per_position=1_000, n_test_iso=10_000, n_calib_per_position=3_000, depths=(6,),
                      steps_mm=(10.0, 50.0, 100.0), grids=(1, 5, 33), n_estimators=150, learning_rate=0.2,
-                     max_bin=64, n_jobs=1)
+                     max_bin=64, n_jobs=1, judge_in_plane_slope=False)
     # the paper's scale: 2.64e6 training coincidences per model, depths 4 ... 20
     return Sizes(n_train=2_640_000, n_test_per_position=20_000, n_test_iso=200_000, n_calib_per_position=100_000,
                  depths=(4, 8, 12, 16, 20), steps_mm=(10.0, 50.0, 100.0), grids=(1, 3, 5, 9, 17, 33),
@@ -92,12 +80,15 @@ def _declare(section: Section, sizes: Sizes) -> None:
         4.0, Comparison.AT_MOST, unit="sigma",
         justification="32 channel offsets with their least-squares standard errors: max |z| > 4 has a "
                       "false-alarm probability of 0.2 % for a correct calibration"))
-    section.declare("analytic-only CTR at iso-centre, 430-590 keV", Tolerance(
+    calibration = dict(judged=False, note="simulator calibration: compares the simulated detectors with the "
+                                          "figure they were tuned to, so it does not validate the calibration method")
+    section.declare("simulator calibration: analytic-only CTR at iso-centre, 430-590 keV", Tolerance(
         30.0, Comparison.ABS_DIFF, unit="ps",
-        justification="simulator jitter and walk set to the paper's detectors: 371 +- 6 ps analytic only"))
-    section.declare("oracle CTR (all deterministic skews removed), 430-590 keV", Tolerance(
+        justification="simulator jitter and walk set to the paper's detectors: 371 +- 6 ps analytic only"), **calibration)
+    section.declare("simulator calibration: oracle CTR (all deterministic skews removed), 430-590 keV", Tolerance(
         25.0, Comparison.ABS_DIFF, unit="ps",
-        justification="issue 8: perfect correction of the simulated detectors gives about 200 ps"))
+        justification="the simulated detectors' jitter is set so that a perfect correction gives about 200 ps"),
+        **calibration)
     for step in sizes.steps_mm:
         for depth in sizes.depths:
             tag = f"explicit {step:g} mm d{depth}"
@@ -118,6 +109,16 @@ def _declare(section: Section, sizes: Sizes) -> None:
     for grid in sizes.grids:
         for depth in sizes.depths:
             tag = f"in-plane {grid}x{grid} d{depth}"
+            section.declare(f"{tag}: slope deviation from 2/c", Tolerance(
+                3.0, Comparison.AT_MOST, unit="sigma",
+                justification="paper sec. 3.2.2 and 4.2.2: every in-plane explicit model (trained at one axial "
+                              "position) passes the physics evaluation, slope equal to 2/c within 3 sigma"),
+                **({} if sizes.judge_in_plane_slope else dict(
+                    judged=False, judged_in="full plan",
+                    note="not reached at this training size: the deviation shrinks with the training set (1x1 "
+                         "model 15.8 / 6.3 sigma at 1e5 / 2.64e5 rows, 33x33 1.5 / 1.6), so at the quick size it "
+                         "measures finite data, and the single-position (1x1) model still misses the criterion at "
+                         "2.64e5 rows; see docs/studies/timing.md")))
             section.declare(f"{tag}: linearity chi-square p-value", Tolerance(
                 1e-3, Comparison.AT_LEAST, justification="paper sec. 4.2.2: all in-plane explicit models are linear"))
             section.declare(f"{tag}: CTR improvement over analytic", Tolerance(
@@ -157,13 +158,13 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
         test = perturb_test(test)
     analytic = T.evaluate_timing(offsets, test, label="analytic only", gate=False)
     a_ctr = analytic.ctr["iso_photopeak"]
-    section.check("analytic-only CTR at iso-centre, 430-590 keV", a_ctr.fwhm, _PAPER_ANALYTIC_CTR_PS,
+    section.check("simulator calibration: analytic-only CTR at iso-centre, 430-590 keV", a_ctr.fwhm, _PAPER_ANALYTIC_CTR_PS,
                   detail=f"{a_ctr.fwhm:.1f} +- {a_ctr.fwhm_err:.1f} ps; 300-700 keV: "
                          f"{analytic.ctr['iso_wide'].fwhm:.1f} ps")
     iso = test["source_mm"][:, 2] == analytic.ctr["iso_position_mm"]
     photo = T.energy_mask(test, (430.0, 590.0))
     oracle = _ctr(test_truth["dt_oracle_ps"][iso & photo])
-    section.check("oracle CTR (all deterministic skews removed), 430-590 keV", oracle.fwhm, _ORACLE_TARGET_PS,
+    section.check("simulator calibration: oracle CTR (all deterministic skews removed), 430-590 keV", oracle.fwhm, _ORACLE_TARGET_PS,
                   detail=f"{oracle.fwhm:.1f} +- {oracle.fwhm_err:.1f} ps (main-channel jitter only)")
 
     from tqdm.auto import tqdm
@@ -216,6 +217,7 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
             bar.update()
             in_plane_rows.append(_row("explicit", f"{grid}x{grid}", depth, ev))
             tag = f"in-plane {grid}x{grid} d{depth}"
+            section.check(f"{tag}: slope deviation from 2/c", ev.linearity["n_sigma"], detail=_lin_text(ev))
             section.check(f"{tag}: linearity chi-square p-value", ev.linearity["p_value"], detail=_lin_text(ev))
             section.check(f"{tag}: CTR improvement over analytic",
                           T.ctr_improvement(a_ctr.fwhm, ev.ctr["iso_photopeak"].fwhm),
@@ -231,15 +233,11 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
         f"per position (31 positions; {sizes.n_test_iso} at the iso-centre), depths {sizes.depths}, {sizes.n_estimators} rounds max (early stopping), "
         f"learning rate {sizes.learning_rate}, max_bin {sizes.max_bin}. Paper: 371 +- 6 ps analytic only, "
         f"281 +- 5 ps best explicit model (430-590 keV).")
-    in_plane_sigma = ", ".join(f"{g}x{g} d{d}: {ev.linearity['n_sigma']:.1f}" for (g, d), ev in in_plane.items())
     section.notes.append(
-        "Finding (not a check): the paper's slope criterion (|slope - 2/c| <= 3 sigma) is not met by every in-plane "
-        f"model here (n_sigma {in_plane_sigma}). A single plane of sources only shows the crystal pairs of z = 0 "
-        "(one centred source pairs each crystal with its mirror only), so a model that has not fully separated the "
-        "two detectors' residuals is biased on the pairs met at other z. In a development run with other seeds the "
-        "1x1 model deviated by 6.7 / 4.5 sigma with 2e4 / 8e4 training coincidences, the 33x33 model by 1.0 / 1.2 "
-        "sigma: a single centred source is the hard case, a dense grid is close to the axial training. "
-        f"The analytic calibration alone also deviates slightly (n_sigma {analytic.linearity['n_sigma']:.1f}): "
+        "In-plane slopes: a single plane of sources only shows the crystal pairs of z = 0 (one centred source pairs "
+        "each crystal with its mirror only), so a model that has not fully separated the two detectors' residuals "
+        "is biased on the pairs met at other z; a dense grid is close to the axial training. "
+        f"The analytic calibration alone also deviates (n_sigma {analytic.linearity['n_sigma']:.1f}): "
         "it equalises per-pair means while the linearity test uses Gaussian-fit peaks of skewed distributions.")
     return section
 

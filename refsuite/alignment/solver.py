@@ -163,9 +163,9 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         Adam step sizes (mm, rad) and the cosine-decayed final fraction.
     model_sigma_mm : float
         Blob smoothing of the tracer model (:func:`refsuite.alignment.blob_model`), mm. It
-        biases the radial (DOI) block positions outwards roughly as ``0.37 mm^-1 sigma^2``
-        (measured: +0.95 mm at 2 mm, +0.24 mm at 1 mm), while too small a blob makes the
-        5-line estimates noisy; 0.25 mm is the measured optimum on ``thull_sim``.
+        biases the radial (DOI) block positions outwards roughly as ``0.37 mm^-1 sigma^2``,
+        while too small a blob makes the 5-line estimates noisy; 0.25 mm is the optimum found
+        on ``thull_sim`` (docs/studies/alignment.md).
     support_radius_mm : float
         Crystal pairs whose blueprint line passes within this distance of a blob enter the
         normalisation (:func:`refsuite.alignment.support.pair_support`), mm.
@@ -199,13 +199,11 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         The Fisher information (for the uncertainty and the polish's metric) is estimated from
         a random subset of at most this many events, scaled to all events (relative noise
         ~``1/sqrt(events per block)``, under 1 % at 1e6 events on 24 blocks), a fifth of the
-        score passes over 5e6 events. Measured on the full-size study data: polish plus
-        uncertainty 482 s with all events (under 4-5x load), ~95 s with 1e6 (lighter load).
+        score passes over 5e6 events.
     polish_steps : int
         Fisher-scoring steps on all events and the whole support after the stochastic phase
         (per-block fits; 0: none). The stochastic phase stops where the noise of its last
-        batches froze it; measured on thull_sim this left per-block errors 2-3 times the
-        statistical floor.
+        batches froze it, above the statistical floor; the polish steps reach it.
     checkpoint : path, optional
         File written (atomically) every ``checkpoint_every`` iterations and at the end.
     resume : bool
@@ -215,12 +213,6 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     callback : callable(iteration, nll, rotations, translations), optional
         Called after every iteration with numpy copies of the parameters (G, 3); it may raise
         (e.g. ``KeyboardInterrupt``) to stop, the last checkpoint staying valid.
-
-    Notes
-    -----
-    A checkpoint holds a state whose NLL has been evaluated finite (parameters, Adam and
-    scheduler state, random streams, NLL history), so resuming reproduces an uninterrupted run
-    exactly and a run that diverges leaves the last good checkpoint in place.
     device : str or torch.device, optional
         Default CUDA when available.
     seed : int
@@ -238,6 +230,12 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     ------
     AlignmentDiverged
         When the NLL or a parameter becomes non-finite (its ``result`` is the last good state).
+
+    Notes
+    -----
+    A checkpoint holds a state whose NLL has been evaluated finite (parameters, Adam and
+    scheduler state, random streams, NLL history), so resuming reproduces an uninterrupted run
+    exactly and a run that diverges leaves the last good checkpoint in place.
     """
     t_start = time.perf_counter()
     if not isinstance(blueprint, Scanner):

@@ -13,45 +13,21 @@ Labels are only needed for training; inference uses the two PET images. The body
 of the total stride and the output cropped back. Training writes an atomic checkpoint (model,
 optimiser, step, configuration) every ``checkpoint_every`` steps and resumes from it.
 
-Three choices keep the CT-guided weight from being drowned out (each measured on pilot pairs
-of the study's quick grid, seeds 1000-1023 / 5000-5002, none of the study's):
+Design choices (why; the pilot runs behind them are in ``docs/studies/registration.md``):
 
-- the DDF head starts at ~0 (weights N(0, 1e-5), VoxelMorph's flow layer): MONAI's default
-  initialisation of a last layer gives a random DDF whose weighted diffusion energy (~14 at
-  weight 100) dominates the first ~100 Adam steps, which then only undo the initialisation;
+- the DDF head starts at ~0 (weights N(0, 1e-5), VoxelMorph's flow layer): a default-initialised
+  last layer gives a random DDF whose regulariser energy dominates the first ~100 Adam steps;
 - the output passes through the [1, 2, 1]/4 binomial filter of the instance optimisation: a
-  stride-2 transposed convolution produces odd-even (checkerboard) patterns, which the central-
-  difference regularisers cannot see (their null space) and the rigidity metric then reports;
-- PET normalisation (99th percentile, clip to [0, 1]) is computed once per pair, not per step.
+  stride-2 transposed convolution produces checkerboard patterns that central-difference
+  regularisers cannot see (their null space) and the rigidity metric then reports;
+- PET normalisation (99th percentile, clip to [0, 1]) is computed once per pair, not per step;
+- the soft Dice uses the squared denominator (``squared_pred=True``; Milletari et al. 2016, V-Net,
+  eq. 1), maximal at a = b whatever the blur of trilinearly warped labels; the plain-sum
+  denominator scores sharp maps higher and so rewarded the identity over the true DDF.
 
-Known limits at small sizes: soft (trilinear) warping of one-hot labels blurs them by as much
-as sub-voxel alignment gains, so on a 15 mm grid the Dice term barely rewards the true DDF
-(plain-sum Dice loss 0.2494 at the truth vs 0.2502 at identity on a pilot pair); and the network fits a
-single pair within ~150 steps (TRE 9.95 -> 5.76 mm) but needs thousands of steps on tens of pairs
-to generalise to held-out pairs (24 pairs, 1000 steps: held-out TRE 9.71 -> 9.28 mm).
-
-Two limits measured on 24 pilot training / 12 pilot test pairs (seeds 800000-800023 /
-900000-900011, quick grid, one thread), and what was done about them:
-
-- MONAI's default soft Dice has the plain-sum denominator ``2 sum(ab) / (sum a + sum b)``, which
-  for soft (trilinearly warped) labels is largest for sharp maps: it scored the true DDF *worse*
-  than the identity (Dice loss 0.225 vs 0.174, 0.221 vs 0.198, 0.238 vs 0.223 on three pairs),
-  i.e. it pulled the network towards the identity. The loss now uses the squared denominator
-  (``squared_pred=True``; Milletari et al. 2016, V-Net, eq. 1), maximal at a = b whatever the
-  blur, which scores the truth better (0.116 vs 0.174, ...). With it, networks trained on a few
-  pairs memorise and move held-out pairs away (held-out TRE / identity 1.03-1.20 after 120 steps
-  on 6 or 24 pairs): the wrong Dice term was what kept them harmless;
-- the networks learned close to the population-mean deformation, not a pair-specific one (120-3000
-  steps, grids, learning rates 1e-3-1e-2, Dice weights 1-5, smoothed labels, a translation head;
-  held-out TRE / identity 0.86-0.93 vs 0.84 for the image-blind mean true DDF of the training
-  pairs; a network's DDF scored its own pair only 1-7 % better than another pair's). The cause
-  measured next (240 training pairs seeds 700000-700239, 12 test pairs seeds 910000-910011) is the
-  regulariser weight: at 30-100, the instance optimisation's best, the training loss is lower at
-  the identity than at the true DDF (weight 100: -0.27 vs +1.18), so the network is taught the
-  mean; at weight 3 the true DDF beats the image-blind mean on 12 of 12 pairs (-0.39 vs -0.32).
-  Trained at weight 3 on those 240 pairs (1500 steps, seed 7) a network reads its images (own /
-  another pair's DDF 0.74) but its held-out TRE is still only that of the image-blind mean (0.952
-  vs 0.938 of identity; on its training pairs 0.897). Weight 1 fits noise (bone rigidity 0.46).
+Limits: a network trained on a few pairs memorises them and does not generalise to held-out pairs;
+at the instance optimisation's best weights (30-100) the training loss prefers the identity to the
+true DDF, so the study's larger plans train the U-Nets at their own, lower weight.
 """
 
 from __future__ import annotations

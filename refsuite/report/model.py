@@ -4,6 +4,12 @@ A study declares every tolerance *before* it measures anything (a :class:`Tolera
 frozen value with its justification), then records measured values against it with
 :meth:`Section.check`. The comparison is done here, once, so that no study can write its
 own pass/fail logic that cannot fail.
+
+A value can be declared *shown, not judged* (``declare(..., judged=False, judged_in=...)``):
+it is measured and compared with its criterion like any check, and the outcome is recorded
+(:attr:`Check.met`), but it does not decide the report. This is for a claim the plan's size
+cannot show (it is judged in a larger plan, named in ``judged_in``), a design property that
+holds by construction, or a calibration of the simulator against its own tuning target.
 """
 
 from __future__ import annotations
@@ -97,15 +103,41 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Check:
-    """One judged measurement: what was measured, against what, with which tolerance."""
+    """One measurement: what was measured, against what, with which tolerance.
+
+    Attributes
+    ----------
+    met : bool
+        The tolerance's criterion holds for ``measured`` (recorded for judged and shown values).
+    judged : bool
+        True: the check decides the report. False: the value is shown with its criterion only.
+    judged_in : str
+        For a shown value: the plan(s) where the same check is judged (e.g. ``"medium and full
+        plans"``); empty when it is never judged (a design property, a simulator calibration).
+    note : str
+        For a shown value: why it is not judged in this plan.
+    """
 
     study: str
     name: str
     measured: float
     reference: float | None
     tolerance: Tolerance
-    passed: bool
+    met: bool
     detail: str = ""
+    judged: bool = True
+    judged_in: str = ""
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """The check does not fail the report: its criterion is met, or it is shown only."""
+        return self.met or not self.judged
+
+    @property
+    def failed(self) -> bool:
+        """A judged check whose criterion is not met."""
+        return self.judged and not self.met
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +153,10 @@ class Check:
                 "text": self.tolerance.describe(),
             },
             "passed": self.passed,
+            "met": self.met,
+            "judged": self.judged,
+            "judged_in": self.judged_in,
+            "note": self.note,
             "detail": self.detail,
         }
 
@@ -181,6 +217,8 @@ class Section:
 
     Tolerances are registered with :meth:`declare` before any measurement; :meth:`check`
     then refuses a name that was not declared, so every check's bound is fixed up front.
+    Values declared with ``judged=False`` are recorded the same way but do not decide
+    :attr:`passed` (see the module docstring).
     """
 
     study: str
@@ -192,12 +230,38 @@ class Section:
     notes: list[str] = field(default_factory=list)
     runtime_s: float = 0.0
     _tolerances: dict[str, Tolerance] = field(default_factory=dict, repr=False)
+    _shown: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
-    def declare(self, name: str, tolerance: Tolerance) -> None:
-        """State the tolerance of check ``name`` before measuring it."""
+    def declare(self, name: str, tolerance: Tolerance, *, judged: bool = True, judged_in: str = "",
+                note: str = "") -> None:
+        """State the tolerance of check ``name`` before measuring it.
+
+        Parameters
+        ----------
+        name : str
+            The check's name (unique in the study).
+        tolerance : Tolerance
+            Its criterion.
+        judged : bool
+            False: the value is shown with its criterion but does not decide the report.
+        judged_in : str
+            Shown values: the plan(s) where the check is judged; "" if never.
+        note : str
+            Shown values: why the value is not judged here. Required when ``judged`` is False.
+        """
         if name in self._tolerances:
             raise ValueError(f"tolerance for check {name!r} declared twice in study {self.study!r}")
+        if not isinstance(tolerance, Tolerance):
+            raise TypeError(f"tolerance of check {name!r} must be a Tolerance, got {type(tolerance).__name__}")
+        if not judged and not note.strip():
+            raise ValueError(f"check {name!r} in study {self.study!r} is declared judged=False without a note "
+                             "saying why it is not judged")
+        if judged and (judged_in or note):
+            raise ValueError(f"check {name!r} in study {self.study!r}: judged_in and note are for shown values "
+                             "(judged=False) only")
         self._tolerances[name] = tolerance
+        if not judged:
+            self._shown[name] = (judged_in, note)
 
     def check(self, name: str, measured: float, reference: float | None = None, detail: str = "") -> Check:
         """Judge ``measured`` against the tolerance declared for ``name`` and record it."""
@@ -210,22 +274,37 @@ class Section:
             ) from None
         measured_f = float(measured)
         reference_f = None if reference is None else float(reference)
+        judged_in, note = self._shown.get(name, ("", ""))
         result = Check(
             study=self.study,
             name=name,
             measured=measured_f,
             reference=reference_f,
             tolerance=tol,
-            passed=tol.passes(measured_f, reference_f),
+            met=tol.passes(measured_f, reference_f),
             detail=detail,
+            judged=name not in self._shown,
+            judged_in=judged_in,
+            note=note,
         )
         self.checks.append(result)
         return result
 
     @property
     def passed(self) -> bool:
-        """True when the study recorded at least one check and all of them passed."""
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        """True when the study judged at least one check and none of its judged checks failed."""
+        judged = [c for c in self.checks if c.judged]
+        return bool(judged) and all(c.met for c in judged)
+
+    @property
+    def judged_checks(self) -> list[Check]:
+        """The checks that decide the report."""
+        return [c for c in self.checks if c.judged]
+
+    @property
+    def shown_checks(self) -> list[Check]:
+        """The values shown with their criterion but not judged in this run."""
+        return [c for c in self.checks if not c.judged]
 
     def undecided(self) -> list[str]:
         """Declared tolerances that were never measured (a study that forgot a check)."""
