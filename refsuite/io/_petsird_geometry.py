@@ -115,7 +115,7 @@ def _element_boxes(det_els, path, k):
     return (lo + hi) / 2, span / 2
 
 
-def _doi_permutation(rot, trans):
+def _doi_permutation(rot, where):
     """Signed axis permutation Q (3, 3) making local Y the outward radial and Z the axial axis.
 
     Our convention (Thull et al., sec. 2.1): local Y is the depth of interaction, pointing
@@ -123,7 +123,7 @@ def _doi_permutation(rot, trans):
     (on average over modules) with the outward radial direction becomes Y, the remaining
     one most aligned with global z becomes Z, and X = Y x Z. Identity for files we write.
     """
-    radial = trans.copy()
+    radial = where.copy()  # global centres of the modules' crystals
     radial[:, 2] = 0.0
     norm = np.linalg.norm(radial, axis=1)
     if not np.any(norm > 1e-9):
@@ -166,7 +166,8 @@ def scanner_from_info(info, path, *, mu_per_mm=None):
     boxes = [_element_boxes(t.object.detecting_elements, path, k) for k, t in enumerate(types)]
     centres = np.concatenate([c for c, _ in boxes])
     half = np.concatenate([h for _, h in boxes])
-    q = _doi_permutation(rot, pos)
+    mid = ((centres - half).min(0) + (centres + half).max(0)) / 2  # crystals' centre, module frame
+    q = _doi_permutation(rot, pos + rot @ mid)
     axes = np.einsum("ij,njk->nik", q, np.swapaxes(rot, 1, 2))  # rows: local X, Y, Z in the global frame
     if not np.array_equal(q, np.eye(3)):
         centres, half = centres @ q.T, np.abs(half @ q.T)

@@ -97,6 +97,15 @@ class PetsirdScan:
 
 
 # ---------------------------------------------------------------------------------- format sniffing
+def _petsird_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("petsird")
+    except PackageNotFoundError:  # pragma: no cover - an unpackaged checkout
+        return "(unknown version)"
+
+
 def _varint(data: bytes, pos: int):
     value = shift = 0
     while True:
@@ -153,7 +162,7 @@ def _check_stream(path: Path, fmt: str) -> None:
                          f"{type(exc).__name__})") from exc
     if version != supported:
         raise ValueError(f"{path}: yardl {fmt} format version {version!r} is not supported (petsird "
-                         f"{petsird.__version__} reads version {supported})")
+                         f"{_petsird_version()} reads version {supported})")
     name = (schema or {}).get("protocol", {}).get("name") if isinstance(schema, dict) else None
     if name != "PETSIRD":
         raise ValueError(f"{path}: a yardl stream of protocol {name!r}, not PETSIRD")
@@ -161,7 +170,7 @@ def _check_stream(path: Path, fmt: str) -> None:
         have = {t.get("name"): t for t in schema.get("types", [])}
         want = {t.get("name"): t for t in expected.get("types", [])}
         diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-        raise ValueError(f"{path}: PETSIRD schema differs from petsird {petsird.__version__}'s (another PETSIRD "
+        raise ValueError(f"{path}: PETSIRD schema differs from petsird {_petsird_version()}'s (another PETSIRD "
                          f"version; types differing: {', '.join(diff[:6]) or 'protocol'}); not supported")
 
 
@@ -460,7 +469,8 @@ def read_petsird(path, *, mu_per_mm: float | None = None) -> PetsirdScan:
         if str(exc).startswith(str(path)):
             raise
         raise ValueError(f"{path}: corrupt or inconsistent PETSIRD data ({exc})") from exc
-    except (EOFError, RuntimeError, KeyError, IndexError, TypeError, OSError, petsird.ProtocolError) as exc:
+    except (EOFError, BufferError, struct.error, RuntimeError, KeyError, IndexError, TypeError, OSError,
+            petsird.ProtocolError) as exc:  # what petsird raises on truncated or damaged streams
         raise ValueError(f"{path}: corrupt or truncated PETSIRD data ({type(exc).__name__}: {exc})") from exc
     info = header.scanner
     attrs = _header_attrs(info, path)
