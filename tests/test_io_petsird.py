@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import struct
@@ -300,8 +301,11 @@ def test_other_petsird_version_is_refused(tmp_path, small_file):
 def test_non_box_elements_and_unshared_modules_are_refused(tmp_path):
     from petsird.helpers import generator as gen
 
+    base = gen.get_scanner_info([gen.mtype0_def])
+    base.detection_efficiencies = petsird.DetectionEfficiencies()  # not needed here; large to write
+
     def write(modify, name):
-        header = petsird.Header(scanner=gen.get_scanner_info([gen.mtype0_def]))
+        header = petsird.Header(scanner=copy.deepcopy(base))
         modify(header.scanner)
         path = tmp_path / name
         with petsird.BinaryPETSIRDWriter(str(path)) as w:
@@ -317,13 +321,17 @@ def test_non_box_elements_and_unshared_modules_are_refused(tmp_path):
         read_petsird(write(wedge, "wedge.petsird"), mu_per_mm=0.087)
     assert "wedge.petsird" in str(err.value)
 
-    two = petsird.Header(scanner=gen.get_scanner_info([gen.mtype0_def, gen.mtype1_def]))
-    path = tmp_path / "two.petsird"
-    with petsird.BinaryPETSIRDWriter(str(path)) as w:
-        w.write_header(two)
-        w.write_time_blocks([])
+    def second_type(info):  # a second module type on other modules (as the generator's insert)
+        other = copy.deepcopy(info.scanner_geometry.replicated_modules[0])
+        other.transforms = other.transforms[:10]
+        info.scanner_geometry.replicated_modules.append(other)
+        info.tof_bin_edges.append(info.tof_bin_edges[0] * 2)
+        info.tof_resolution.append(info.tof_resolution[0] * 2)
+        info.event_energy_bin_edges.append(info.event_energy_bin_edges[0])
+        info.energy_resolution_at_511.append(info.energy_resolution_at_511[0])
+
     with pytest.raises(ValueError, match="placed differently"):
-        read_petsird(path, mu_per_mm=0.087)
+        read_petsird(write(second_type, "two.petsird"), mu_per_mm=0.087)
     with pytest.raises(ValueError, match="mu_per_mm"):  # no material given: ask for the coefficient
         read_petsird(write(lambda info: None, "nomaterial.petsird"))
 
