@@ -231,6 +231,25 @@ def test_header_only_file_for_an_aligned_scanner(tmp_path):
     assert np.abs(scan.scanner.axes - s.axes).max() <= 1e-7
 
 
+def test_gantry_alignment_moves_the_modules(tmp_path):
+    s = _f32_exact_scanner()
+    path = write_petsird(tmp_path / "g.petsird", s)
+    with petsird.BinaryPETSIRDReader(str(path)) as reader:
+        header = reader.read_header()
+        list(reader.read_time_blocks())
+    rz = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    shift = np.array([1.0, 2.0, 3.0])
+    header.scanner.gantry_alignment = petsird.RigidTransformation(
+        matrix=np.concatenate([rz, shift[:, None]], 1).astype(np.float32))
+    moved = tmp_path / "moved.petsird"
+    with petsird.BinaryPETSIRDWriter(str(moved)) as w:
+        w.write_header(header)
+        w.write_time_blocks([])
+    r = read_petsird(moved).scanner
+    np.testing.assert_allclose(r.crystal_centres(), s.crystal_centres() @ rz.T + shift, atol=1e-9)
+    np.testing.assert_allclose(r.axes, s.axes @ rz.T, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------ bad files
 def _binary_with(path, tmp_path, *, version=None, schema=None):
     data = path.read_bytes()

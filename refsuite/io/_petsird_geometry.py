@@ -161,7 +161,8 @@ def scanner_from_info(info, path, *, mu_per_mm=None):
                              f"{len(mats)} modules); refsuite needs every module type on the same modules")
     if info.gantry_alignment is not None:
         g = np.vstack([np.asarray(info.gantry_alignment.matrix, float).reshape(3, 4), [0, 0, 0, 1]])
-        mats = np.einsum("ij,njk->nik", g[:3], np.concatenate([mats, np.tile([[[0, 0, 0, 1.0]]], (len(mats), 1, 1))], 1))
+        homogeneous = np.concatenate([mats, np.tile([[[0, 0, 0, 1.0]]], (len(mats), 1, 1))], 1)
+        mats = np.einsum("ij,njk->nik", g[:3], homogeneous)  # PET gantry -> reference frame
     rot, pos = _rigid(mats, path, "module transform")
     boxes = [_element_boxes(t.object.detecting_elements, path, k) for k, t in enumerate(types)]
     centres = np.concatenate([c for c, _ in boxes])

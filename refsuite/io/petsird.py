@@ -191,7 +191,7 @@ def _tof_edges_mm(events, c_mm_per_ns, width_ps, n_bins):
 
 
 def _scanner_info(scanner, kind, half, *, tof_edges, energy_edges, ctr_ps, energy_resolution, efficiencies,
-                  efficiency_method, element, c_mm_per_ns, has_delayeds):
+                  efficiency_method, c_mm_per_ns, has_delayeds):
     import petsird
 
     n_types = len(half)
@@ -402,7 +402,7 @@ def write_petsird(path, scanner, events=None, *, delayeds=None, efficiencies=Non
     info = _scanner_info(scanner, kind, half, tof_edges=tof_edges, energy_edges=energy_edges, ctr_ps=ctr,
                          energy_resolution=energy_resolution if energy_resolution is not None
                          else attrs.get("energy_resolution"), efficiencies=eff, efficiency_method=efficiency_method,
-                         element=element, c_mm_per_ns=c_mm_per_ns, has_delayeds=delayeds is not None)
+                         c_mm_per_ns=c_mm_per_ns, has_delayeds=delayeds is not None)
     path = Path(path)
     with atomic_open(path, "wb" if format == "binary" else "w") as fh:
         writer_cls = petsird.BinaryPETSIRDWriter if format == "binary" else petsird.NDJsonPETSIRDWriter
