@@ -14,3 +14,8 @@ __all__ = [
     "atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "load_listmode", "read_coincidences",
     "read_events", "save_listmode", "write_coincidences",
 ]
+
+# PETSIRD (ETSI raw-data standard) files; petsird itself is imported only when they are used
+from .petsird import PETSIRD_SUFFIXES, PetsirdScan, petsird_format, read_petsird, write_petsird  # noqa: E402
+
+__all__ += ["PETSIRD_SUFFIXES", "PetsirdScan", "petsird_format", "read_petsird", "write_petsird"]

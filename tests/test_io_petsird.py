@@ -1,0 +1,411 @@
+"""PETSIRD files: round trips, files made with petsird's own writer, the TOF sign, bad files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import struct
+
+import numpy as np
+import pytest
+
+petsird = pytest.importorskip("petsird")
+import petsird.helpers  # noqa: E402  (expand_detection_bin: their reading of a detection bin)
+
+from refsuite.geometry import CrystalLUT, Scanner, preset  # noqa: E402
+from refsuite.io.petsird import petsird_format, read_petsird, write_petsird  # noqa: E402
+from refsuite.mc import SPEED_OF_LIGHT_MM_PER_NS, simulate  # noqa: E402
+from refsuite.phantoms import PointSources  # noqa: E402
+
+IDS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
+SOURCES = np.array([[0.0, 0.0, 0.0], [6.0, -4.0, 10.0], [-8.0, 5.0, -20.0]])
+
+
+@pytest.fixture(scope="module")
+def thull():
+    s = preset("thull_sim")
+    return s, simulate(s, PointSources(SOURCES), n_decays=20_000, seed=3)
+
+
+def _f32_exact_scanner():
+    """Blocks whose poses and crystal boxes are exactly representable in 32-bit floats."""
+    y = np.array([[1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 0], [0, -1.0, 0]])
+    z = np.array([0.0, 0.0, 1.0])
+    axes = np.stack([np.stack([np.cross(v, z), v, z]) for v in y])
+    pos = 80.0 * y + np.array([0.0, 0.0, 2.5])
+    size = np.array([48.0, 10.0, 48.0])
+    return Scanner(pos, axes, size, CrystalLUT.regular(size, (12, 2, 12)), name="square")
+
+
+def _assert_events_match(ours, back, width_ps, block_ms=1, energy_tol_mev=0.1):
+    """Same coincidences after a PETSIRD round trip (single-type scanner, events in time order)."""
+    assert back.n_events == ours.n_events > 100
+    dt0 = 1e3 * (ours["GlobalTime1"] - ours["GlobalTime2"])
+    dt1 = 1e3 * (back["GlobalTime1"] - back["GlobalTime2"])
+    # t1 - t2 comes back as its TOF bin centre: within half a bin (+ float32 rounding of the edges)
+    assert np.all(np.abs(dt1 - dt0) <= width_ps / 2 + 1e-3)
+    # absolute time: the start of the (1 ms) time block of the earlier single
+    early = np.minimum(ours["GlobalTime1"], ours["GlobalTime2"])
+    assert np.all((back["GlobalTime1"] <= early) & (early - back["GlobalTime1"] < block_ms * 1e6))
+    centre = np.abs(dt1) < 1e-9  # the bin centred on 0 does not say which single came first
+    same = np.all([back[k] == ours[k] for k in IDS], axis=0)
+    assert same[~centre].all(), "crystal ids (ordered: earlier single first) must survive off the centre bin"
+    swapped = ((back["BlockID1"] == ours["BlockID2"]) & (back["CrystalID1"] == ours["CrystalID2"])
+               & (back["BlockID2"] == ours["BlockID1"]) & (back["CrystalID2"] == ours["CrystalID1"]))
+    assert np.all(same | swapped)
+    assert np.all(np.abs(dt0[centre]) <= width_ps / 2 + 1e-3)
+    # each single's energy comes back as its energy bin's centre (one 450-650 keV bin: 550 keV)
+    e1 = np.where(same, ours["TotalEnergyDeposit1"], ours["TotalEnergyDeposit2"])
+    e2 = np.where(same, ours["TotalEnergyDeposit2"], ours["TotalEnergyDeposit1"])
+    assert np.all(np.abs(back["TotalEnergyDeposit1"] - e1) <= energy_tol_mev + 1e-6)
+    assert np.all(np.abs(back["TotalEnergyDeposit2"] - e2) <= energy_tol_mev + 1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["binary", "ndjson"])
+def test_round_trip_ring_scanner(thull, tmp_path, fmt):
+    s, ev = thull
+    eff = np.random.default_rng(0).uniform(0.5, 1.5, (s.n_blocks, s.n_crystals))
+    path = write_petsird(tmp_path / "scan.petsird", s, ev, format=fmt, efficiencies=eff, tof_bin_width_ps=25.0)
+    assert petsird_format(path) == fmt
+    scan = read_petsird(path)
+    r = scan.scanner
+    # PETSIRD floats are 32-bit: poses to float32 rounding (~6e-8 relative), LUT exact here
+    assert np.abs(r.positions - s.positions).max() <= 2.0**-23 * np.abs(s.positions).max()
+    assert np.abs(r.axes - s.axes).max() <= 1e-7
+    assert np.array_equal(r.block_size, s.block_size) and r.crystals.equals(s.crystals)
+    assert r.material == s.material and r.mu_per_mm == s.mu_per_mm and r.name == s.name
+    _assert_events_match(ev, scan.prompts, 25.0)
+    assert scan.delayeds.n_events == 0
+    assert np.allclose(scan.efficiencies, eff, rtol=1e-7, atol=0)
+    assert scan.prompts.attrs["ctr_ps"] == pytest.approx(ev.attrs["ctr_ps"], rel=1e-6)
+    assert scan.prompts.attrs["energy_window_kev"] == [450.0, 650.0]
+    assert np.allclose(scan.prompts["PostPosition_X1"],
+                       s.crystal_positions(scan.prompts["BlockID1"], scan.prompts["CrystalID1"])[:, 0])
+
+
+@pytest.mark.parametrize("fmt", ["binary", "ndjson"])
+def test_round_trip_float32_exact_poses(tmp_path, fmt):
+    s = _f32_exact_scanner()
+    ev = simulate(s, PointSources(SOURCES[:2]), n_decays=20_000, seed=5)
+    scan = read_petsird(write_petsird(tmp_path / "sq.petsird", s, ev, format=fmt, n_energy_bins=4))
+    r = scan.scanner
+    assert np.abs(r.positions - s.positions).max() <= 1e-9
+    assert np.abs(r.axes - s.axes).max() <= 1e-9
+    assert np.abs(r.block_size - s.block_size).max() <= 1e-9
+    assert np.abs(r.crystals.centres - s.crystals.centres).max() <= 1e-9
+    _assert_events_match(ev, scan.prompts, 25.0, energy_tol_mev=0.025)  # four 50 keV energy bins
+
+
+def test_prompts_and_delayeds_kept_apart(thull, tmp_path):
+    s, ev = thull
+    half = ev.n_events // 2
+    prompts = type(ev)({k: v[:half] for k, v in ev.items()}, attrs=ev.attrs)
+    delayeds = type(ev)({k: v[half:] for k, v in ev.items()})
+    scan = read_petsird(write_petsird(tmp_path / "pd.petsird", s, prompts, delayeds=delayeds))
+    _assert_events_match(prompts, scan.prompts, 25.0)
+    _assert_events_match(delayeds, scan.delayeds, 25.0)
+
+
+def test_several_crystal_sizes_become_module_types(tmp_path):
+    s = preset("thull_halfrings")
+    ev = simulate(s, PointSources(SOURCES), n_decays=20_000, seed=2)
+    path = write_petsird(tmp_path / "hr.petsird", s, ev)
+    with petsird.BinaryPETSIRDReader(str(path)) as reader:
+        header = reader.read_header()
+        for _ in reader.read_time_blocks():
+            pass
+    assert len(header.scanner.scanner_geometry.replicated_modules) == 3  # three needle heights
+    scan = read_petsird(path)
+    r = scan.scanner
+    assert np.abs(r.crystals.centres - s.crystals.centres).max() <= 1e-6
+    assert np.abs(r.crystals.half_sizes - s.crystals.half_sizes).max() <= 1e-6
+    # events are regrouped by module-type pair inside a time block: compare as sets of id tuples
+    def rows(e):
+        return sorted(zip(*(np.asarray(e[k]).tolist() for k in IDS)))
+    back = scan.prompts
+    dt = back["GlobalTime1"] - back["GlobalTime2"]
+    assert back.n_events == ev.n_events
+    unordered = sorted(tuple(sorted([(a, b), (c, d)])) for a, b, c, d in rows(ev))
+    assert unordered == sorted(tuple(sorted([(a, b), (c, d)])) for a, b, c, d in rows(back))
+    off = np.abs(dt) > 0  # off the centre TOF bin the earlier single comes first, as in ours
+    assert off.sum() > 0.5 * back.n_events
+    assert set(rows({k: back[k][off] for k in IDS})) <= set(rows(ev))
+
+
+def test_tof_sign_follows_petsird(tmp_path):
+    """PETSIRD: TOF value (t1 - t2) c / 2 with t1 at the event's first detection bin."""
+    s = _f32_exact_scanner()
+    ev = simulate(s, PointSources(SOURCES[1:2]), n_decays=20_000, seed=7)
+    path = write_petsird(tmp_path / "tof.petsird", s, ev, tof_bin_width_ps=10.0)
+    with petsird.BinaryPETSIRDReader(str(path)) as reader:
+        header = reader.read_header()
+        blocks = [tb.value for tb in reader.read_time_blocks()]
+    info = header.scanner
+    n_el = s.n_crystals
+    edges = np.asarray(info.tof_bin_edges[0][0].edges, float)
+    stored = [e for block in blocks for e in block.prompt_events[0][0]]  # one module type: our order
+    assert len(stored) == ev.n_events > 100
+    kept = 0
+    for i, e in enumerate(stored):
+        first, second = (petsird.helpers.expand_detection_bin(info, 0, b) for b in e.detection_bins)
+        a = (first.module_index, first.element_index)
+        b = (second.module_index, second.element_index)
+        ours = [(ev["BlockID1"][i], ev["CrystalID1"][i]), (ev["BlockID2"][i], ev["CrystalID2"][i])]
+        s_mm = SPEED_OF_LIGHT_MM_PER_NS * (ev["GlobalTime1"][i] - ev["GlobalTime2"][i]) / 2
+        if [a, b] == ours:  # our single 1 first: t_first - t_second = t1 - t2
+            expect, kept = s_mm, kept + 1
+        else:  # swapped by PETSIRD's ordering rule: t_first - t_second = t2 - t1
+            assert [b, a] == ours
+            expect = -s_mm
+        value = (edges[e.tof_idx] + edges[e.tof_idx + 1]) / 2
+        assert abs(value - expect) <= (edges[1] - edges[0]) / 2 + 1e-4
+        assert e.detection_bins[0] >= e.detection_bins[1]
+    assert 0.2 < kept / len(stored) < 0.8  # both orders occur, so both branches were checked
+
+
+def _generator_file(path, n_events=300):
+    """A file built the way petsird's example generator builds one (petsird.helpers.generator),
+    with one module type, written by petsird's own BinaryPETSIRDWriter."""
+    from petsird.helpers import generator as gen
+
+    random.seed(11)
+    header = petsird.Header(scanner=gen.get_scanner_info([gen.mtype0_def]))
+    events = list(gen.get_events(header, petsird.TypeOfModulePair((0, 0)), n_events))
+    delayed = list(gen.get_events(header, petsird.TypeOfModulePair((0, 0)), 40))
+    header.scanner.delayed_event_policy = petsird.CoincidencePolicy.REJECT_HIGHER_MULTIPLES
+    with petsird.BinaryPETSIRDWriter(str(path)) as w:
+        w.write_header(header)
+        w.write_time_blocks([petsird.TimeBlock.EventTimeBlock(petsird.EventTimeBlock(
+            time_interval=petsird.TimeInterval(start=3, stop=4), prompt_events=[[events]],
+            delayed_events=[[delayed]]))])
+    return header, events, delayed
+
+
+def test_reads_a_file_made_with_petsirds_writer(tmp_path):
+    from petsird.helpers import generator as gen
+    from petsird.helpers.geometry import get_detecting_box
+
+    path = tmp_path / "generator.petsird"
+    header, events, delayed = _generator_file(path)
+    info = header.scanner
+    scan = read_petsird(path, mu_per_mm=0.087)
+    s = scan.scanner
+    d = gen.mtype0_def
+    assert s.n_blocks == d.num_modules_along_ring * d.num_modules_along_axis == 40
+    assert s.n_crystals == int(np.prod(d.num_crystals_per_module)) == 56
+    # every crystal's centre equals the centre of petsird's own detecting box
+    for m in (0, 7, 39):
+        for el in (0, 13, 55):
+            box = get_detecting_box(info, 0, petsird.ExpandedDetectionBin(module_index=m, element_index=el))
+            centre = np.mean([c.c for c in box.corners], axis=0)
+            assert np.abs(s.crystal_positions(m, el) - centre).max() <= 1e-3
+    # our convention: local Y (DOI) points outwards, Z along the scanner axis
+    radial = s.positions[:, :2] / np.linalg.norm(s.positions[:, :2], axis=1, keepdims=True)
+    assert np.all(np.einsum("ni,ni->n", s.axes[:, 1, :2], radial) > 0.999)
+    assert np.allclose(s.axes[:, 2], [0, 0, 1])
+    assert np.allclose(s.block_size, [16.0, 40.0, 28.0])  # tangential 4 x 4, radial (DOI) 2 x 20, axial 7 x 4 mm
+    edges_e = np.asarray(info.event_energy_bin_edges[0].edges, float)
+    edges_t = np.asarray(info.tof_bin_edges[0][0].edges, float)
+    for table, raw in ((scan.prompts, events), (scan.delayeds, delayed)):
+        assert table.n_events == len(raw)
+        for i, e in enumerate(raw):
+            x = [petsird.helpers.expand_detection_bin(info, 0, b) for b in e.detection_bins]
+            value = (edges_t[e.tof_idx] + edges_t[e.tof_idx + 1]) / 2
+            order = x[::-1] if value > 0 else x  # earlier detection first
+            got = [(table["BlockID1"][i], table["CrystalID1"][i]), (table["BlockID2"][i], table["CrystalID2"][i])]
+            assert got == [(o.module_index, o.element_index) for o in order]
+            kev = [(edges_e[o.energy_index] + edges_e[o.energy_index + 1]) / 2 for o in order]
+            assert np.allclose([table["TotalEnergyDeposit1"][i], table["TotalEnergyDeposit2"][i]], np.array(kev) / 1e3)
+            dt = table["GlobalTime1"][i] - table["GlobalTime2"][i]
+            assert dt == pytest.approx(-2 * abs(value) / SPEED_OF_LIGHT_MM_PER_NS, abs=1e-9)
+            assert table["GlobalTime1"][i] == 3e6  # block start, 3 ms
+    assert np.all(scan.efficiencies == 1.0)  # the generator writes detection-bin efficiencies of 1
+
+
+def test_header_only_file_for_an_aligned_scanner(tmp_path):
+    s = preset("thull_sim").transform(np.full((24, 3), 0.01), np.full((24, 3), 0.3))
+    scan = read_petsird(write_petsird(tmp_path / "aligned.petsird", s))
+    assert scan.prompts.n_events == 0 and scan.delayeds.n_events == 0
+    assert np.abs(scan.scanner.positions - s.positions).max() <= 2.0**-23 * np.abs(s.positions).max()
+    assert np.abs(scan.scanner.axes - s.axes).max() <= 1e-7
+
+
+def test_gantry_alignment_moves_the_modules(tmp_path):
+    s = _f32_exact_scanner()
+    path = write_petsird(tmp_path / "g.petsird", s)
+    with petsird.BinaryPETSIRDReader(str(path)) as reader:
+        header = reader.read_header()
+        list(reader.read_time_blocks())
+    rz = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    shift = np.array([1.0, 2.0, 3.0])
+    header.scanner.gantry_alignment = petsird.RigidTransformation(
+        matrix=np.concatenate([rz, shift[:, None]], 1).astype(np.float32))
+    moved = tmp_path / "moved.petsird"
+    with petsird.BinaryPETSIRDWriter(str(moved)) as w:
+        w.write_header(header)
+        w.write_time_blocks([])
+    r = read_petsird(moved).scanner
+    np.testing.assert_allclose(r.crystal_centres(), s.crystal_centres() @ rz.T + shift, atol=1e-9)
+    np.testing.assert_allclose(r.axes, s.axes @ rz.T, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ bad files
+def _binary_with(path, tmp_path, *, version=None, schema=None):
+    data = path.read_bytes()
+    n, pos, shift = 0, 9, 0
+    while True:
+        b = data[pos]
+        n |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            break
+    head, body = data[:5], data[pos + n:]
+    old_schema = data[pos:pos + n]
+    new_schema = old_schema if schema is None else schema(old_schema.decode()).encode()
+    varint, m = b"", len(new_schema)
+    while True:
+        varint += bytes([(m & 0x7F) | (0x80 if m > 0x7F else 0)])
+        m >>= 7
+        if not m:
+            break
+    out = tmp_path / "patched.petsird"
+    out.write_bytes(head + struct.pack("<i", 1 if version is None else version) + varint + new_schema + body)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory, thull):
+    s, ev = thull
+    return write_petsird(tmp_path_factory.mktemp("p") / "ok.petsird", s, ev)
+
+
+def test_bad_files_fail_in_one_line(tmp_path, small_file):
+    garbage = tmp_path / "garbage.petsird"
+    garbage.write_bytes(np.random.default_rng(1).bytes(500))
+    cases = {
+        garbage: "not a PETSIRD file",
+        tmp_path / "missing.petsird": "no such file",
+        _binary_with(small_file, tmp_path, version=2): "format version 2 is not supported",
+    }
+    for path, msg in cases.items():
+        with pytest.raises(ValueError, match=msg) as err:
+            read_petsird(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    truncated = tmp_path / "truncated.petsird"
+    truncated.write_bytes(small_file.read_bytes()[: small_file.stat().st_size // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated") as err:
+        read_petsird(truncated)
+    assert str(truncated) in str(err.value)
+
+
+def test_other_petsird_version_is_refused(tmp_path, small_file):
+    # a schema with a changed type, as another PETSIRD release would write
+    patched = _binary_with(small_file, tmp_path, schema=lambda s: s.replace(
+        '{"name":"tofIdx","type":"uint32"}', '{"name":"tofIdx","type":"uint64"}'))
+    with pytest.raises(ValueError, match=r"schema differs .* CoincidenceEvent") as err:
+        read_petsird(patched)
+    assert str(patched) in str(err.value)
+    s = _f32_exact_scanner()
+    nd = write_petsird(tmp_path / "x.ndjson", s, format="ndjson")
+    lines = nd.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["yardl"]["schema"]["types"] = [t for t in first["yardl"]["schema"]["types"] if t["name"] != "AnnulusShape"]
+    nd.write_text("\n".join([json.dumps(first)] + lines[1:]) + "\n")
+    with pytest.raises(ValueError, match="schema differs .* AnnulusShape"):
+        read_petsird(nd)
+
+
+def test_non_box_elements_and_unshared_modules_are_refused(tmp_path):
+    from petsird.helpers import generator as gen
+
+    base = gen.get_scanner_info([gen.mtype0_def])
+    base.detection_efficiencies = petsird.DetectionEfficiencies()  # not needed here; large to write
+
+    def write(modify, name):
+        header = petsird.Header(scanner=copy.deepcopy(base))
+        modify(header.scanner)
+        path = tmp_path / name
+        with petsird.BinaryPETSIRDWriter(str(path)) as w:
+            w.write_header(header)
+            w.write_time_blocks([])
+        return path
+
+    def wedge(info):  # move one corner: the box becomes a wedge
+        shape = info.scanner_geometry.replicated_modules[0].object.detecting_elements.object.shape
+        shape.corners[6].c = shape.corners[6].c + np.float32([0.0, 1.5, 0.0])
+
+    with pytest.raises(ValueError, match="is not a rectangular box") as err:
+        read_petsird(write(wedge, "wedge.petsird"), mu_per_mm=0.087)
+    assert "wedge.petsird" in str(err.value)
+
+    def second_type(info):  # a second module type on other modules (as the generator's insert)
+        other = copy.deepcopy(info.scanner_geometry.replicated_modules[0])
+        other.transforms = other.transforms[:10]
+        info.scanner_geometry.replicated_modules.append(other)
+        info.tof_bin_edges.append(info.tof_bin_edges[0] * 2)
+        info.tof_resolution.append(info.tof_resolution[0] * 2)
+        info.event_energy_bin_edges.append(info.event_energy_bin_edges[0])
+        info.energy_resolution_at_511.append(info.energy_resolution_at_511[0])
+
+    with pytest.raises(ValueError, match="placed differently"):
+        read_petsird(write(second_type, "two.petsird"), mu_per_mm=0.087)
+    with pytest.raises(ValueError, match="mu_per_mm"):  # no material given: ask for the coefficient
+        read_petsird(write(lambda info: None, "nomaterial.petsird"))
+
+
+def test_write_validates_before_writing(thull, tmp_path):
+    s, ev = thull
+    out = tmp_path / "never.petsird"
+    no_ids = {k: v for k, v in ev.items() if not k.startswith("CrystalID")}
+    with pytest.raises(ValueError, match="CrystalID1"):
+        write_petsird(out, s, no_ids)
+    with pytest.raises(ValueError, match="efficiencies"):
+        write_petsird(out, s, ev, efficiencies=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="format"):
+        write_petsird(out, s, ev, format="hdf5")
+    with pytest.raises(ValueError, match="energy outside energy_window_kev"):
+        write_petsird(out, s, ev, energy_window_kev=(500.0, 520.0))
+    with pytest.raises(ValueError, match="beyond the TOF range"):
+        write_petsird(out, s, ev, n_tof_bins=3)
+    with pytest.raises(TypeError, match="Scanner"):
+        write_petsird(out, "thull_sim", ev)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_align_from_petsird_equals_align_from_root(tmp_path):
+    """The ML alignment sees the same data through PETSIRD as through ROOT.
+
+    PETSIRD keeps crystal ids and the TOF bin; with 25 ps bins centred on 0 (align's own
+    binning) every event's TOF bin is the same. The one thing PETSIRD does not keep is which
+    single came first inside the bin centred on 0; with the ROOT events put in the file's
+    order there, the float64 alignment is identical.
+    """
+    import torch
+
+    from refsuite.alignment import align
+    from refsuite.geometry import perturb
+    from refsuite.io import read_coincidences, write_coincidences
+
+    rng = np.random.default_rng(11)
+    bp = preset("thull_sim", binning="4mm")
+    truth = perturb(bp, sigma_t_mm=1.0, sigma_r_deg=0.5, rng=rng)
+    src = PointSources.random(10, fov_radius_mm=40.0, fov_half_length_mm=50.0, rng=rng)
+    ev = simulate(truth, src, n_decays=100_000, seed=5)
+    root = read_coincidences(write_coincidences(tmp_path / "scan.root", ev))
+    pet = read_petsird(write_petsird(tmp_path / "scan.petsird", bp, ev, tof_bin_width_ps=25.0)).prompts
+    swapped = root["BlockID1"] != pet["BlockID1"]
+    dt_root = 1e3 * (root["GlobalTime1"] - root["GlobalTime2"])
+    assert 0 < swapped.sum() and np.all(np.abs(dt_root[swapped]) <= 12.5 + 1e-6)  # only in the centre bin
+    for col in ("BlockID", "CrystalID", "GlobalTime"):
+        one, two = root[f"{col}1"].copy(), root[f"{col}2"].copy()
+        root[f"{col}1"], root[f"{col}2"] = np.where(swapped, two, one), np.where(swapped, one, two)
+    kw = dict(n_iter=6, batch_size=20_000, model_sigma_mm=0.5, support_radius_mm=4.5, max_support=200_000,
+              progress=False, uncertainty=False, dtype=torch.float64, ctr_ps=250.0)
+    a, b = align(root, bp, src, **kw), align(pet, bp, src, **kw)
+    assert np.abs(a.translations_mm).max() > 0.5  # the solver moved the blocks
+    np.testing.assert_array_equal(a.translations_mm, b.translations_mm)
+    np.testing.assert_array_equal(a.rotations_rad, b.rotations_rad)
+    np.testing.assert_array_equal(a.nll_history, b.nll_history)
