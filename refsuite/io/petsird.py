@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from refsuite._checks import check_choice, check_finite, check_positive
+from refsuite.constants import SPEED_OF_LIGHT_MM_PER_NS
+from refsuite.events import Events
 
 from ._petsird_geometry import crystal_types, scanner_from_info, scanner_geometry
 from .atomic import atomic_open
@@ -53,13 +55,6 @@ __all__ = ["PetsirdScan", "write_petsird", "read_petsird", "petsird_format", "PE
 #: File names ``refsuite`` treats as PETSIRD when writing (reading goes by content).
 PETSIRD_SUFFIXES = (".petsird", ".bin", ".ndjson")
 _ID_COLUMNS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
-
-
-def _event_api():
-    """The event table type and the speed of light (mm/ns): the one place they are imported."""
-    from refsuite.mc.montecarlo import SPEED_OF_LIGHT_MM_PER_NS, Events
-
-    return Events, SPEED_OF_LIGHT_MM_PER_NS
 
 
 @dataclass(frozen=True, eq=False)
@@ -365,7 +360,7 @@ def write_petsird(path, scanner, events=None, *, delayeds=None, efficiencies=Non
 
     from refsuite.geometry import Scanner
 
-    Events, c_mm_per_ns = _event_api()
+    c_mm_per_ns = SPEED_OF_LIGHT_MM_PER_NS
     if not isinstance(scanner, Scanner):
         raise TypeError(f"scanner must be a refsuite.geometry.Scanner, got {type(scanner).__name__}")
     check_choice("format", format, ("binary", "ndjson"))
@@ -490,7 +485,7 @@ def _collect(out, start_ms, matrix):
 
 
 def _header_attrs(info, path):
-    _, c_mm_per_ns = _event_api()
+    c_mm_per_ns = SPEED_OF_LIGHT_MM_PER_NS
     edges = np.asarray(info.tof_bin_edges[0][0].edges, float) if info.tof_bin_edges else np.zeros(0)
     en = np.asarray(info.event_energy_bin_edges[0].edges, float) if info.event_energy_bin_edges else np.zeros(0)
     attrs = {"engine": "petsird", "file": str(path)}
@@ -508,7 +503,7 @@ def _header_attrs(info, path):
 
 def _decode(chunks, info, scanner, crystal_ids, attrs, path):
     """Events (our columns) from collected (start_ms, type1, type2, [bin1, bin2, tof_idx]) chunks."""
-    Events, c_mm_per_ns = _event_api()
+    c_mm_per_ns = SPEED_OF_LIGHT_MM_PER_NS
     n = sum(len(ch[3]) for ch in chunks)
     cols = {"block": np.zeros((2, n), np.int32), "crystal": np.zeros((2, n), np.int32),
             "energy": np.zeros((2, n)), "s": np.zeros(n), "start": np.zeros(n)}
