@@ -23,7 +23,8 @@ def builtin_options(run: Run, *, n_decays: int | None = None) -> dict:
     """Keyword arguments of :func:`refsuite.mc.iter_simulate` for a run.
 
     ``n_decays`` overrides the scenario's acquisition (the decay rate, and so the time
-    stamps, stay those of the phantom's activity).
+    stamps, stay those of the phantom's activity). ``allow_overlap`` follows the scenario's
+    ``misalignment.allow_overlaps``.
     """
     sc, dig = run.scenario, run.scenario.digitizer
     n = run.n_decays if n_decays is None else int(n_decays)
@@ -33,7 +34,8 @@ def builtin_options(run: Run, *, n_decays: int | None = None) -> dict:
                 attenuation=True, energy_resolution=float(dig.energy_resolution),
                 energy_window_kev=tuple(map(float, dig.energy_window_kev)), ctr_ps=float(dig.ctr_ps),
                 coincidence_window_ps=float(dig.coincidence_window_ns) * 1000.0,
-                activity_bq=float(run.phantom.total_activity))
+                activity_bq=float(run.phantom.total_activity),
+                allow_overlap=bool(sc.misalignment is not None and sc.misalignment.allow_overlaps))
 
 
 def truth_paths(out) -> tuple[Path, Path]:

@@ -72,13 +72,15 @@ class ScannerSpec(_Model):
 
 
 class MisalignmentSpec(_Model):
-    """Gaussian block misalignment (:func:`refsuite.geometry.perturb`)."""
+    """Gaussian block misalignment (:func:`refsuite.geometry.perturb`); clear blocks unless ``allow_overlaps``."""
 
     seed: int
     sigma_t_mm: float = Field(ge=0.0)
     sigma_r_deg: float = Field(ge=0.0)
     groups: bool = False  #: share the noise within the scanner's groups (rings, half-rings)
-    allow_overlaps: bool = False  #: accept blocks pushed into each other (GATE would reject them)
+    #: draw without perturb's clearance rule and accept blocks pushed into each other (GATE rejects
+    #: such a geometry; the built-in MC then counts a shared volume for both blocks)
+    allow_overlaps: bool = False
 
 
 class PointsSpec(_Model):
@@ -235,7 +237,8 @@ class Scenario(_Model):
         m = self.misalignment
         if m is not None and (m.sigma_t_mm > 0 or m.sigma_r_deg > 0):
             scan = perturb(scan, sigma_t_mm=m.sigma_t_mm, sigma_r_deg=m.sigma_r_deg,
-                           groups=True if m.groups else None, rng=np.random.default_rng(m.seed))
+                           groups=True if m.groups else None, rng=np.random.default_rng(m.seed),
+                           min_clearance_mm=None if m.allow_overlaps else 0.0)
         return scan
 
     def runs(self) -> list["Run"]:
@@ -317,13 +320,12 @@ def _nearest_neighbour_order(points) -> np.ndarray:
 
 
 def check_blocks_disjoint(scanner) -> None:
-    """Raise ValueError when blocks of ``scanner`` intersect (Geant4 rejects overlapping volumes)."""
-    from refsuite.geometry import overlapping_blocks
+    """Raise ValueError naming the deepest pair when blocks of ``scanner`` intersect (Geant4
+    rejects overlapping volumes); :func:`refsuite.geometry.check_block_clearance`."""
+    from refsuite.geometry import check_block_clearance
 
-    pairs = overlapping_blocks(scanner)
-    if len(pairs):
-        raise ValueError(f"{len(pairs)} pairs of detector blocks overlap (e.g. {pairs[:3].tolist()}); choose "
-                         "another misalignment seed, smaller sigmas, wider gaps, or set allow_overlaps = true")
+    check_block_clearance(scanner, hint="use a scanner file with clear blocks, or set allow_overlaps = true "
+                                        "in [misalignment]")
 
 
 def check_phantom_clear_of_blocks(scanner, phantom, *, n_samples: int = 10000, seed: int = 0) -> None:

@@ -217,7 +217,8 @@ def test_image_quality_check_flags_a_wrong_geometry():
     assert ref.passed and ref.figures["PVR 2 mm"] > ref.figures["PVR 0.8 mm"]
     again = simulate(s, ph, n_decays=1_500_000, seed=4)
     assert check_image_quality(again, s, ph, spec, baseline=ref.state).passed
-    wrong = perturb(s, sigma_t_mm=1.0, sigma_r_deg=1.0, rng=np.random.default_rng(1))
+    # a reconstruction geometry only (never simulated): the unconstrained draw this test was sized on
+    wrong = perturb(s, sigma_t_mm=1.0, sigma_r_deg=1.0, rng=np.random.default_rng(1), min_clearance_mm=None)
     bad = check_image_quality(again, wrong, ph, spec, baseline=ref.state)
     assert not bad.passed and bad.offenders and "rod_diameter_mm" in bad.summary()
 

@@ -181,13 +181,14 @@ def test_perturb_statistics(seed, sigma_t, sigma_r):
 
     Hypothesis draws many seeds (and replays failures), so each example's interval is
     1 - 2e-6 wide: a false alarm stays below 1e-4 per run while a sigma 10 % off (variance
-    ratio 0.81 or 1.21) still falls outside (the interval is about +-13 % of the variance)."""
+    ratio 0.81 or 1.21) still falls outside (the interval is about +-13 % of the variance).
+    The Gaussian itself, i.e. without the clearance rule (which truncates it by design)."""
     from scipy import stats
 
     rng = np.random.default_rng(seed)
     rots, trans = [], []
     for _ in range(40):
-        m = perturb(SMALL, sigma_t_mm=sigma_t, sigma_r_deg=sigma_r, rng=rng).misalignment
+        m = perturb(SMALL, sigma_t_mm=sigma_t, sigma_r_deg=sigma_r, rng=rng, min_clearance_mm=None).misalignment
         rots.append(m.rotations_rad)
         trans.append(m.translations_mm)
     n = 40 * SMALL.n_blocks * 3
@@ -202,6 +203,58 @@ def test_perturb_validates():
         perturb(SMALL, sigma_t_mm=-1, sigma_r_deg=1, rng=np.random.default_rng(0))
     with pytest.raises(TypeError, match="rng"):
         perturb(SMALL, sigma_t_mm=1, sigma_r_deg=1, rng=0)
+    with pytest.raises(ValueError, match="min_clearance_mm"):
+        perturb(SMALL, sigma_t_mm=1, sigma_r_deg=1, rng=np.random.default_rng(0), min_clearance_mm=float("nan"))
+
+
+@pytest.mark.parametrize("name, groups, motion", [
+    ("thull_sim", None, GroupMotion.RIGID), ("thull_sim", True, GroupMotion.RIGID),
+    ("thull_halfrings", None, GroupMotion.RIGID), ("thull_halfrings", True, GroupMotion.SHARED_LOCAL)])
+def test_perturb_keeps_blocks_clear(name, groups, motion):
+    """Unconstrained draws at 2 mm / 2 deg overlap; the default rule resamples them clear,
+    reproducibly, with a truth that still reproduces the scanner."""
+    from refsuite.geometry import min_block_clearance
+
+    blue = preset(name, binning="planar_4mm") if name == "thull_sim" else preset(name)
+    kw = dict(sigma_t_mm=2.0, sigma_r_deg=2.0, groups=groups, group_motion=motion)
+    n_overlapping = 0
+    for seed in range(4):
+        free = perturb(blue, rng=np.random.default_rng(seed), min_clearance_mm=None, **kw)
+        n_overlapping += min_block_clearance(free) < 0
+        assert free.misalignment.min_clearance_mm is None
+        for lim in (0.0, 0.5):
+            s = perturb(blue, rng=np.random.default_rng(seed), min_clearance_mm=lim, **kw)
+            assert min_block_clearance(s) >= lim - 1e-9 and s.misalignment.min_clearance_mm == lim
+            assert s.equals(perturb(blue, rng=np.random.default_rng(seed), min_clearance_mm=lim, **kw))
+            m = s.misalignment
+            np.testing.assert_allclose(blue.transform(m.rotations_rad, m.translations_mm).positions, s.positions,
+                                       atol=1e-12)
+    assert n_overlapping >= 2
+    assert perturb(blue, rng=np.random.default_rng(0), **kw).misalignment.min_clearance_mm == 0.0  # the default
+
+
+def test_perturb_rule_changes_nothing_when_the_draw_is_clear():
+    from refsuite.geometry import overlapping_blocks
+
+    n_clear = 0
+    for seed in range(10):
+        free = perturb(SMALL, sigma_t_mm=0.3, sigma_r_deg=0.3, rng=np.random.default_rng(seed), min_clearance_mm=None)
+        ruled = perturb(SMALL, sigma_t_mm=0.3, sigma_r_deg=0.3, rng=np.random.default_rng(seed))
+        clear = len(overlapping_blocks(free)) == 0
+        n_clear += clear
+        assert np.array_equal(free.positions, ruled.positions) == clear
+    assert n_clear >= 5
+
+
+def test_perturb_gives_up_with_a_clear_error(monkeypatch):
+    import refsuite.geometry.misalignment as mis
+
+    # zero sigmas cannot move the blueprint's 2 mm ring gap to 3 mm: no rounds at all
+    with pytest.raises(ValueError, match=r"min_clearance_mm=3 mm.*blueprint's smallest clearance is 2 mm"):
+        perturb(SMALL, sigma_t_mm=0.0, sigma_r_deg=0.0, rng=np.random.default_rng(0), min_clearance_mm=3.0)
+    monkeypatch.setattr(mis, "MAX_RESAMPLE_ROUNDS", 2)
+    with pytest.raises(ValueError, match=r"after 2 rounds of resampling \(last draw: blocks \d+ and \d+ at"):
+        perturb(SMALL, sigma_t_mm=0.5, sigma_r_deg=0.5, rng=np.random.default_rng(0), min_clearance_mm=20.0)
 
 
 # ------------------------------------------------------------------ Procrustes
@@ -233,28 +286,6 @@ def test_procrustes_detects_single_block_error():
     assert e["rotation_deg_max"][0] == pytest.approx(1.0, abs=0.1)
     assert e["rotation_deg_max"][2] < 0.1
     assert np.argmax(e["rotation_deg"][:, 0]) == 5
-
-
-def test_overlapping_blocks_matches_point_sampling():
-    from refsuite.geometry import overlapping_blocks
-
-    rng = np.random.default_rng(4)
-    size = np.array([10.0, 4.0, 10.0])
-    lut = CrystalLUT.regular(size, (1, 1, 1))
-    agree = 0
-    for trial in range(30):
-        pos = np.array([[0.0, 0, 0], rng.uniform(-12, 12, 3)])
-        axes = np.stack([np.eye(3), euler_to_matrix(rng.uniform(-1, 1, 3)).T])
-        s = Scanner(pos, axes, size, lut)
-        pts = s.to_global(rng.uniform(-1, 1, (100_000, 3)) * size / 2, np.zeros(100_000, int))
-        inside = np.all(np.abs(s.to_local(pts, np.ones(100_000, int))) <= size / 2, axis=1).any()
-        found = len(overlapping_blocks(s)) == 1
-        if inside:  # sampling can miss a thin overlap, never invent one
-            assert found
-        agree += inside == found
-    assert agree >= 27
-    for name in ("thull_sim", "lin_clinical", "thull_halfrings"):
-        assert len(overlapping_blocks(preset(name))) == 0
 
 
 def test_pose_points_matches_transform_numpy_and_torch():

@@ -93,15 +93,25 @@ def test_tube_in_drawn_order_overshoots_into_the_blocks_and_is_refused():
         scenario_from_dict(d).runs()
 
 
-def test_overlapping_misaligned_blocks_are_refused_unless_allowed():
-    d = _dict("thull_points")
-    d["scanner"]["options"]["axial_gap_mm"] = 2.0  # sigma = 2 mm / 2 deg then pushes rings into each other
-    with pytest.raises(ValueError, match="pairs of detector blocks overlap"):
-        scenario_from_dict(d).runs()
-    d["misalignment"]["allow_overlaps"] = True
-    from refsuite.geometry import overlapping_blocks
+def test_overlapping_blocks_are_redrawn_or_refused_unless_allowed(tmp_path):
+    from refsuite.geometry import min_block_clearance, overlapping_blocks, preset
 
-    assert len(overlapping_blocks(scenario_from_dict(d).runs()[0].scanner)) > 0
+    d = _dict("thull_points")
+    d["scanner"]["options"]["axial_gap_mm"] = 2.0  # this seed's sigma = 2 mm / 2 deg draw pushes rings together
+    run = scenario_from_dict(d).runs()[0]  # perturb's clearance rule redraws the offending blocks
+    assert min_block_clearance(run.scanner) >= 0 and builtin_options(run)["allow_overlap"] is False
+    d["misalignment"]["allow_overlaps"] = True  # the unconstrained draw, accepted as it is
+    run = scenario_from_dict(d).runs()[0]
+    assert len(overlapping_blocks(run.scanner)) > 0 and builtin_options(run)["allow_overlap"] is True
+    # explicit poses that overlap are refused with the pair and depth, unless allowed
+    t = np.zeros((24, 3))
+    t[9, 2] = -2.5
+    preset("thull_sim").transform(np.zeros_like(t), t).save(tmp_path / "bad.json")
+    d = _dict("thull_points")
+    d["scanner"] = {"file": str(tmp_path / "bad.json")}
+    del d["misalignment"]
+    with pytest.raises(ValueError, match=r"blocks 1 and 9 interpenetrate by 0\.5 mm.*allow_overlaps = true"):
+        scenario_from_dict(d).runs()
 
 
 def test_line_source_inside_the_blocks_is_refused():

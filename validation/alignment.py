@@ -1,7 +1,8 @@
 """Study ``alignment``: maximum-likelihood detector alignment (Thull et al.) on built-in MC data.
 
 A ``thull_sim`` scanner (24 blocks, 2 x 2 x 2 mm crystal voxels with DOI) is perturbed with
-sigma_T = 1 mm, sigma_R = 1 deg (the truth is recorded by :func:`refsuite.geometry.perturb`);
+sigma_T = 1 mm, sigma_R = 1 deg (the truth is recorded by :func:`refsuite.geometry.perturb`, whose
+clearance rule redraws blocks that would overlap, so the truth is a physically possible scanner);
 10 point sources are simulated into the *perturbed* scanner with 250 ps CTR, crystal
 efficiencies come from the fan sums of a cylindrical-shell acquisition of the same scanner
 (Thull et al., sec. 2.2), and :func:`refsuite.alignment.align` starts from the blueprint.

@@ -6,11 +6,14 @@ axes ``axes[d]`` whose rows are the unit vectors X (planar), Y (depth of interac
 and Z (planar, along the scanner axis for rings). A crystal voxel ``(d, cr)`` is at
 ``positions[d] + crystals.centres[cr] @ axes[d]``. Rotations are angles (rad) about a block's
 own axes, order X, Y, Z (:mod:`refsuite.geometry.rotations`); translations are global (mm).
+Blocks are boxes that must not interpenetrate: :mod:`refsuite.geometry.clearance` measures
+their exact gaps and overlaps, and :func:`perturb` draws only clear misalignments by default.
 """
 
 from .assign import assign_crystals
+from .clearance import block_clearances, check_block_clearance, min_block_clearance, overlapping_blocks
 from .lut import CrystalLUT
-from .misalignment import GroupMotion, apply_rigid, overlapping_blocks, perturb, procrustes_errors, rigid_fit
+from .misalignment import GroupMotion, apply_rigid, perturb, procrustes_errors, rigid_fit
 from .presets import PRESETS, THULL_BINNINGS, preset, ring_axes
 from .rotations import axis_angle_matrix, euler_to_matrix, matrix_to_euler, pose_points
 from .scanner import Misalignment, Scanner, TranslationFrame
@@ -18,7 +21,8 @@ from .tracing import IdealCylinder, trace_blocks, trace_cylinder, trace_pairs
 
 __all__ = [
     "CrystalLUT", "GroupMotion", "IdealCylinder", "Misalignment", "PRESETS", "Scanner", "THULL_BINNINGS",
-    "TranslationFrame", "apply_rigid", "assign_crystals", "axis_angle_matrix", "euler_to_matrix", "matrix_to_euler",
-    "overlapping_blocks", "perturb", "pose_points", "preset", "procrustes_errors", "rigid_fit", "ring_axes",
-    "trace_blocks", "trace_cylinder", "trace_pairs",
+    "TranslationFrame", "apply_rigid", "assign_crystals", "axis_angle_matrix", "block_clearances",
+    "check_block_clearance", "euler_to_matrix", "matrix_to_euler", "min_block_clearance", "overlapping_blocks",
+    "perturb", "pose_points", "preset", "procrustes_errors", "rigid_fit", "ring_axes", "trace_blocks",
+    "trace_cylinder", "trace_pairs",
 ]

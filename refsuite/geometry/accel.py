@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .clearance import overlapping_blocks
+
 _MARGIN_MM = 1e-3
 _MARGIN_RAD = 1e-6  # pseudo-angle units (d pseudo / d azimuth is in [1/2, 1]: >= 1e-6 rad)
 _TURN = 4.0  # one turn of the pseudo-angle
@@ -256,28 +258,13 @@ def _path_bound(t_a, t_b, z0, z1, adz, zlo, zhi):
 
 
 def _blocks_overlap(scanner, tol_mm=1e-9):
-    """Whether any two blocks overlap by more than ``tol_mm`` (separating-axis test).
+    """Whether any two blocks overlap by more than ``tol_mm`` (exact penetration depth,
+    :func:`refsuite.geometry.overlapping_blocks`).
 
     Boxes that merely touch (shared faces, up to rounding) do not count: a ray can only run
     along a shared face on a set of measure zero.
     """
-    pos, axes = scanner.positions, scanner.axes  # axes[b, k]: local axis k of block b (global)
-    half = np.asarray(scanner.block_size, float) / 2
-    i, j = np.triu_indices(len(pos), 1)
-    t = pos[j] - pos[i]
-    near = np.einsum("pk,pk->p", t, t) <= (2 * np.linalg.norm(half) + tol_mm) ** 2
-    i, j, t = i[near], j[near], t[near]
-    a, b = axes[i], axes[j]  # (p, 3, 3)
-    cross = np.cross(a[:, :, None, :], b[:, None, :, :]).reshape(len(i), 9, 3)
-    cands = np.concatenate([a, b, cross], 1)  # (p, 15, 3) separating axis candidates
-    norm = np.linalg.norm(cands, axis=-1)
-    ok = norm > 1e-9  # parallel edge pairs give no axis (a face axis covers them)
-    L = cands / np.where(ok, norm, 1.0)[..., None]
-    r_a = np.abs(np.einsum("pak,pmk->pam", L, a)) @ half
-    r_b = np.abs(np.einsum("pak,pmk->pam", L, b)) @ half
-    gap = np.abs(np.einsum("pak,pk->pa", L, t)) - r_a - r_b
-    separated = ((gap > -tol_mm) & ok).any(1)
-    return bool(not separated.all())
+    return len(overlapping_blocks(scanner, tolerance_mm=tol_mm)) > 0
 
 
 def _axis_distance(xy):

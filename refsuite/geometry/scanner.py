@@ -58,6 +58,9 @@ class Misalignment:
         Group label of each block when the noise was shared per group.
     group_motion : str or None
         ``"rigid"`` or ``"shared_local"`` (see :class:`refsuite.geometry.GroupMotion`).
+    min_clearance_mm : float or None
+        The clearance rule of the draw (:func:`refsuite.geometry.perturb`): every pair of
+        blocks is at least this far apart, mm; ``None``: unconstrained (may overlap).
     """
 
     rotations_rad: np.ndarray
@@ -66,6 +69,7 @@ class Misalignment:
     sigma_r_deg: float = 0.0
     groups: np.ndarray | None = None
     group_motion: str | None = None
+    min_clearance_mm: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -75,6 +79,7 @@ class Misalignment:
             "sigma_r_deg": float(self.sigma_r_deg),
             "groups": None if self.groups is None else np.asarray(self.groups).tolist(),
             "group_motion": self.group_motion,
+            "min_clearance_mm": None if self.min_clearance_mm is None else float(self.min_clearance_mm),
         }
 
     @classmethod
@@ -84,7 +89,7 @@ class Misalignment:
             np.asarray(d["translations_mm"], float).reshape(-1, 3),
             d.get("sigma_t_mm", 0.0), d.get("sigma_r_deg", 0.0),
             None if d.get("groups") is None else np.asarray(d["groups"], np.int64),
-            d.get("group_motion"),
+            d.get("group_motion"), d.get("min_clearance_mm"),
         )
 
 

@@ -34,7 +34,7 @@ class Engine(enum.Enum):
 # options that describe the simulation and so cannot be combined with a scenario file
 _SCENARIO_CONFLICTS = ("scanner", "binning", "phantom", "n_sources", "sigma_t_mm", "sigma_r_deg",
                        "group_misalignment", "ctr_ps", "energy_resolution", "energy_window", "acollinearity_deg",
-                       "no_attenuation")
+                       "no_attenuation", "allow_overlap")
 
 
 def register(subparsers) -> None:
@@ -70,6 +70,10 @@ def register(subparsers) -> None:
                    help="energy window, keV")
     p.add_argument("--acollinearity-deg", type=float, default=0.0, help="acollinearity FWHM, degrees")
     p.add_argument("--no-attenuation", action="store_true", help="ignore attenuation in the phantom")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="accept interpenetrating blocks: draw the misalignment without the clearance rule and "
+                        "simulate the overlap (each block counts the shared volume; GATE would reject it). "
+                        "Default: misalignments keep blocks clear and an overlapping scanner is refused")
     p.add_argument("--out", required=True, help="output .root file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_simulate, _defaults={k: p.get_default(k) for k in _SCENARIO_CONFLICTS})
@@ -101,7 +105,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from refsuite.geometry import perturb
+    from refsuite.geometry import check_block_clearance, perturb
     from refsuite.io import CoincidenceWriter
     from refsuite.mc import iter_simulate
 
@@ -116,7 +120,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         phantom = _phantom(args, rng)
         if args.sigma_t_mm or args.sigma_r_deg:
             scanner = perturb(scanner, sigma_t_mm=args.sigma_t_mm, sigma_r_deg=args.sigma_r_deg,
-                              groups=True if args.group_misalignment else None, rng=rng)
+                              groups=True if args.group_misalignment else None, rng=rng,
+                              min_clearance_mm=None if args.allow_overlap else 0.0)
+        if not args.allow_overlap:
+            check_block_clearance(scanner, hint="pass --allow-overlap to simulate it anyway")
         n = int(args.n_decays)
         if n != args.n_decays:
             raise ValueError(f"--n-decays must be an integer, got {args.n_decays}")
@@ -127,7 +134,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     stem = out.with_suffix("")
     kw = dict(n_decays=n, seed=args.seed, chunk_size=args.chunk_size, acollinearity_fwhm_deg=args.acollinearity_deg,
               attenuation=not args.no_attenuation, energy_resolution=args.energy_resolution,
-              energy_window_kev=tuple(args.energy_window), ctr_ps=args.ctr_ps, progress=not args.no_progress)
+              energy_window_kev=tuple(args.energy_window), ctr_ps=args.ctr_ps, progress=not args.no_progress,
+              allow_overlap=args.allow_overlap)
     totals: dict = {}
     try:
         with CoincidenceWriter(out) as w:

@@ -244,17 +244,22 @@ def _options(detector, *, n_decays, seed, chunk_size, acollinearity_fwhm_deg, at
 def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
                   acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
                   energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
-                  activity_bq: float | None = None, progress: bool = False):
+                  activity_bq: float | None = None, progress: bool = False, allow_overlap: bool = False):
     """Run the Monte Carlo chunk by chunk; yields ``(columns, counts)`` per chunk.
 
-    Same parameters as :func:`simulate`. Memory is bounded by ``chunk_size`` (a few hundred
-    bytes per decay), whatever ``n_decays``.
+    Same parameters as :func:`simulate` (the checks run at the first chunk). Memory is
+    bounded by ``chunk_size`` (a few hundred bytes per decay), whatever ``n_decays``.
     """
     act = phantom.total_activity if activity_bq is None else activity_bq
     opt = _options(scanner, n_decays=n_decays, seed=seed, chunk_size=chunk_size,
                    acollinearity_fwhm_deg=acollinearity_fwhm_deg, attenuation=attenuation,
                    energy_resolution=energy_resolution, energy_window_kev=energy_window_kev, ctr_ps=ctr_ps,
                    coincidence_window_ps=coincidence_window_ps, activity_bq=act)
+    if not allow_overlap and not isinstance(scanner, IdealCylinder):
+        from refsuite.geometry import check_block_clearance
+
+        check_block_clearance(scanner, hint="pass allow_overlap=True to simulate it anyway (each block then "
+                                            "counts the shared volume)")
     starts, durations, sizes = _block_start_times(int(seed), int(n_decays), act)
     per_chunk = max(1, -(-int(chunk_size) // SEED_BLOCK))
     ranges = range(0, len(sizes), per_chunk)
@@ -279,7 +284,7 @@ def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int
 def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
              acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
              energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
-             activity_bq: float | None = None, progress: bool = False) -> Events:
+             activity_bq: float | None = None, progress: bool = False, allow_overlap: bool = False) -> Events:
     """Simulate back-to-back 511 keV pairs from a phantom into a scanner (built-in MC).
 
     Parameters
@@ -316,6 +321,10 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DE
         Decay rate for the time stamps; default ``phantom.total_activity``.
     progress : bool
         Show a tqdm progress bar.
+    allow_overlap : bool
+        Simulate a scanner whose blocks interpenetrate. Default: ValueError naming the
+        deepest pair (:func:`refsuite.geometry.check_block_clearance`), since a photon in the
+        shared volume would count for both blocks and GATE rejects such a geometry.
 
     Returns
     -------
@@ -338,7 +347,7 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DE
                                       acollinearity_fwhm_deg=acollinearity_fwhm_deg, attenuation=attenuation,
                                       energy_resolution=energy_resolution, energy_window_kev=energy_window_kev,
                                       ctr_ps=ctr_ps, coincidence_window_ps=coincidence_window_ps,
-                                      activity_bq=activity_bq, progress=progress):
+                                      activity_bq=activity_bq, progress=progress, allow_overlap=allow_overlap):
         chunks.append(cols)
         for key, v in counts.items():
             totals[key] = totals.get(key, 0) + v
