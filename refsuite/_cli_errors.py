@@ -198,7 +198,7 @@ def reading(path, flag: str, what: str) -> Iterator[None]:
 
 def _reader_message(exc: BaseException) -> str:
     """What a third-party reader said, without native stack traces and log prefixes (XGBoost)."""
-    text = str(exc).split("Stack trace:")[0]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).split("Stack trace:")[0])
     text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
     return one_line(f"{type(exc).__name__}: {text}", 200)
 

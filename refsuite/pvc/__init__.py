@@ -5,7 +5,10 @@ Simulation (:mod:`.phantoms`, :mod:`.spect` - PyTomography's SPECT model, batche
 :mod:`.training`). Volumes are ``(nz, ny, nx)`` arrays, lengths mm, concentrations kBq/mL.
 """
 
-from .dataset import DatasetConfig, acquire_and_reconstruct, image_key, load_dataset, simulate_cases, simulate_dataset
+from .dataset import (
+    DatasetConfig, IncompleteDatasetError, acquire_and_reconstruct, image_key, load_dataset, simulate_cases,
+    simulate_dataset,
+)
 from .networks import Architecture, R2UNet, ResidualPVC, build_network
 from .phantoms import BodyRegion, activity_distribution, attenuation_map, cube_phantom, random_shape
 from .spect import (
@@ -24,7 +27,7 @@ from .training import Loss, Schedule, TrainConfig, TrainResult, correct, load_mo
 from .yang import gaussian_blur, iterative_yang, matched_filter_fwhm
 
 __all__ = [
-    "Architecture", "BodyRegion", "acquire_and_reconstruct", "Collimator", "DatasetConfig", "Loss", "MELP_208KEV", "R2UNet", "Schedule",
+    "Architecture", "BodyRegion", "acquire_and_reconstruct", "Collimator", "DatasetConfig", "IncompleteDatasetError", "Loss", "MELP_208KEV", "R2UNet", "Schedule",
     "Reconstruction", "ResidualPVC", "SpectGeometry", "TrainConfig", "TrainResult", "activity_distribution",
     "attenuation_map", "back_project", "build_network", "contour_orbit", "correct", "cube_phantom",
     "forward_project", "gaussian_blur", "image_key", "iterative_yang", "load_dataset", "load_model",

@@ -8,7 +8,6 @@ is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 
 from refsuite._cli_errors import (
     UsageError, check_memory, count, device, finite_float, input_file, nonnegative_int, output_file, positive_float,
@@ -172,27 +171,6 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(v):
-    """``v`` as strict-JSON-able Python (arrays to lists, named tuples to dicts, NaN/inf to None)."""
-    import math
-
-    import numpy as np
-
-    if isinstance(v, np.ndarray):
-        return [_plain(x) for x in v.tolist()]
-    if hasattr(v, "_asdict"):
-        return {k: _plain(x) for k, x in v._asdict().items()}
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, (np.floating, np.integer, np.bool_)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     from refsuite import timing as T
 
@@ -216,8 +194,8 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"300-700 keV {ctr['iso_wide'].fwhm:.1f} ps, mean along axis {ctr['axis_mean_ctr_ps']:.1f} ps")
     if args.json:
         from refsuite.io.atomic import atomic_write_text
+        from refsuite.io.jsonsafe import dumps_strict
 
-        doc = {"label": ev.label, "kind": ev.kind, "passed": ev.passed, "mae": _plain(ev.mae),
-               "linearity": _plain(lin), "ctr": _plain(ctr)}
-        atomic_write_text(args.json, json.dumps(doc, indent=1, allow_nan=False))
+        doc = {"label": ev.label, "kind": ev.kind, "passed": ev.passed, "mae": ev.mae, "linearity": lin, "ctr": ctr}
+        atomic_write_text(args.json, dumps_strict(doc, indent=1))
     return 0
