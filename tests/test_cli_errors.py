@@ -282,9 +282,9 @@ FORMATS = {  # input file -> (argv with {file} and {out}, text the line names)
     "model.json": (["timing", "apply", "{file}", I + "/events.npz", "--out", O + "/a.npz"], "{file}"),
     "img.nii.gz": ([*PVC_CORRECT[:2], "{file}", *PVC_CORRECT[3:]], "{file}"),
     "fixed.nii.gz": (["register", "--fixed", "{file}", *REG[3:], *REG_OUT], "{file}"),
-    "acc/plan.toml": (["acceptance", "{file}", "--out", O + "/acc"], "{file}"),
-    "trunc_results.json": (["acceptance", I + "/acc/plan.toml", "--out", O + "/acc", "--baseline", "{file}"],
-                           "{file}"),
+    "acc/plan.toml": (["acceptance", "{file}", "--out", O + "/acc", "--no-progress"], "{file}"),
+    "trunc_results.json": (["acceptance", I + "/acc/plan.toml", "--out", O + "/acc", "--baseline", "{file}",
+                            "--no-progress"], "{file}"),
 }
 _VALID = {"trunc_results.json": json.dumps({"acceptance": {"format": "refsuite-acceptance/1", "checks": {}}}).encode()}
 
@@ -295,7 +295,7 @@ def test_malformed_bytes_are_one_line(inputs, tmp_path_factory, name):
     raw = _VALID.get(name) or (inputs / name).read_bytes()
     work = tmp_path_factory.mktemp("malformed")
 
-    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=int(os.environ.get("REFSUITE_MALFORMED_EXAMPLES", 12)), deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
     @given(content=_mutations(raw))
     def check(content):
         target = work / Path(name).name
@@ -310,9 +310,10 @@ def test_malformed_bytes_are_one_line(inputs, tmp_path_factory, name):
         if code == 0:  # a mutation the format tolerates (e.g. a flipped bit in stored data) is no error
             return
         lines = err.strip().splitlines()
-        assert code in (1, 2) and len(lines) == 1, err
-        if code == 2:
-            assert names.replace("{file}", str(target)) in lines[0] or str(target.name) in lines[0], lines[0]
+        if code == 1 and name in ("acc/plan.toml", "trunc_results.json"):
+            return  # a mutation that is still a valid plan/baseline: the run happens, its (bogus) scan fails
+        assert code == 2 and len(lines) == 1, err
+        assert names.replace("{file}", str(target)) in lines[0] or str(target.name) in lines[0], lines[0]
         for p in out.iterdir():
             assert p.name in ("acc",) or not p.name.startswith("."), p  # no temporary file left behind
 
