@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["UsageError", "CliParser", "positive_int", "nonnegative_int", "count", "positive_float",
+__all__ = ["UsageError", "CliParser", "positive_int", "nonnegative_int", "positive_int_list", "count", "positive_float",
            "finite_float", "nonnegative_float", "input_file", "input_dir", "output_file", "output_dir",
            "reading", "available_memory_bytes", "check_memory", "one_line", "device", "require_device"]
 
@@ -51,26 +51,35 @@ def _number(text: str, kind: str) -> float:
         raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (``argparse`` type)."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+        v = low - 1
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``argparse`` type)."""
+    return _int_at_least(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (``argparse`` type)."""
+    return _int_at_least(text, 0)
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """Comma-separated integers >= 1, e.g. ``16,32,64`` (``argparse`` type)."""
     try:
-        v = int(text)
+        values = tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
 
 
 def count(text: str) -> int:

@@ -295,7 +295,8 @@ def test_malformed_bytes_are_one_line(inputs, tmp_path_factory, name):
     raw = _VALID.get(name) or (inputs / name).read_bytes()
     work = tmp_path_factory.mktemp("malformed")
 
-    @settings(max_examples=int(os.environ.get("REFSUITE_MALFORMED_EXAMPLES", 12)), deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=int(os.environ.get("REFSUITE_MALFORMED_EXAMPLES", 12)), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow], database=None)
     @given(content=_mutations(raw))
     def check(content):
         target = work / Path(name).name

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("plan", nargs="?", help="acceptance plan (.toml)")
     p.add_argument("--out", metavar="DIR", help="output folder (index.html, results.json, accepted_geometry.json)")
     p.add_argument("--baseline", metavar="FILE", help="results.json of the last accepted state")
-    p.add_argument("--device", type=device, default=None, help="torch device of the alignment (default cuda when available)")
+    p.add_argument("--device", type=device, default=None,
+                   help="torch device of the alignment (default cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--write-demo", metavar="DIR", help="write the demonstration scans and plans into DIR and exit")
     p.add_argument("--full", action="store_true", help="with --write-demo: the papers' scan sizes (long)")

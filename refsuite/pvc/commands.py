@@ -11,21 +11,11 @@ import json
 
 from refsuite._cli_errors import (
     UsageError, check_memory, count, device, input_dir, input_file, nonnegative_int, output_dir, output_file,
-    positive_float, positive_int, reading, require_device,
+    positive_float, positive_int, positive_int_list, reading, require_device,
 )
 
 _MODEL = "a DL-PVC model from 'refsuite pvc train' (.pt)"
 _NIFTI = "a 3-D NIfTI image (.nii or .nii.gz)"
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(f) for f in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
-    return values
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -54,7 +44,8 @@ def register(subparsers) -> None:
     t.add_argument("--out", required=True, metavar="MODEL.pt")
     t.add_argument("--checkpoint-dir", metavar="DIR")
     t.add_argument("--arch", choices=["r2unet", "unet"], default="r2unet")
-    t.add_argument("--features", type=_int_list, default=(16, 32, 64, 128), help="channels per level, comma-separated")
+    t.add_argument("--features", type=positive_int_list, default=(16, 32, 64, 128),
+                   help="channels per level, comma-separated")
     t.add_argument("--inputs", type=_name_list, default=("RR_n", "RR_nf"), help="dataset images used as inputs")
     t.add_argument("--epochs", type=positive_int, default=50)
     t.add_argument("--batch-size", type=positive_int, default=2)

@@ -218,7 +218,8 @@ def load_dataset(path, *, keys=None, allow_incomplete: bool = False) -> dict[str
         voxel_mm = float(manifest["config"]["voxel_mm"])
         finished = _finished_cases(manifest)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"{str(manifest_path)!r} is not a DL-PVC dataset manifest ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{str(manifest_path)!r} is not a DL-PVC dataset manifest "
+                         f"({type(exc).__name__}: {exc})") from None
     if not allow_incomplete and (finished < n_cases or manifest.get("complete") is False):
         raise IncompleteDatasetError(
             f"dataset {str(manifest_path.parent)!r} is incomplete: {finished} of {n_cases} cases were written "

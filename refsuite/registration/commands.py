@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from refsuite._cli_errors import (
-    UsageError, check_memory, device, input_file, nonnegative_float, output_file, positive_float, reading,
-    require_device,
+    UsageError, check_memory, device, input_file, nonnegative_float, output_file, positive_float,
+    positive_int_list, reading, require_device,
 )
 
 _NIFTI = "a 3-D NIfTI volume (.nii or .nii.gz)"
@@ -20,17 +20,6 @@ _SUFFIXES = (".nii", ".nii.gz")
 # gradient, LNCC local moments, warped image and autograd buffers (float32), rounded up from
 # the peak RSS growth of a 64^3 registration (diffeomorphic off; scaling and squaring adds ~2x).
 _BYTES_PER_VOXEL = 600
-
-
-def _iterations(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated step counts >= 1 (one per level, coarsest "
-                                         f"first), got {text!r}")
-    return values
 
 
 def register(subparsers) -> None:
@@ -53,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--resample", action="store_true",
                    help="resample MOVING and the CT onto the fixed grid when the grids differ (else an error)")
     p.add_argument("--similarity", choices=["lncc", "mi"], default="lncc", help="image similarity (default lncc)")
-    p.add_argument("--iterations", type=_iterations, default=(80, 60, 40),
+    p.add_argument("--iterations", type=positive_int_list, default=(80, 60, 40),
                    help="Adam steps per level (>= 1 each), coarsest first (default 80,60,40)")
     p.add_argument("--diffeomorphic", action="store_true", help="optimise a velocity field (scaling and squaring)")
     p.add_argument("--device", type=device, default="cpu", help="torch device (default cpu)")

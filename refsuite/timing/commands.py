@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     s.add_argument("--n-per-position", type=count, required=True,
                    help="coincidences per source position (memory grows with it; refused if it would not fit)")
     s.add_argument("--seed", type=nonnegative_int, default=0, help="event seed (default 0)")
-    s.add_argument("--detector-seed", type=nonnegative_int, default=0, help="seed of the per-channel constants (default 0)")
+    s.add_argument("--detector-seed", type=nonnegative_int, default=0,
+                   help="seed of the per-channel constants (default 0)")
     s.set_defaults(func=_simulate)
 
     c = sub.add_parser("calibrate", help="analytic skew calibration + GBDT correction -> model file")
