@@ -90,6 +90,9 @@ def inputs(tmp_path_factory):
     # pvc: datasets, a model trained at 4.8 mm, images
     _fake_pvc_dataset(d / "ds", 2)
     _fake_pvc_dataset(d / "ds_part", 3, drop_last=True)
+    _fake_pvc_dataset(d / "ds_badchunk", 2)
+    raw = (d / "ds_badchunk" / "chunk_00001.npz").read_bytes()
+    (d / "ds_badchunk" / "chunk_00001.npz").write_bytes(raw[:100])
     data = load_dataset(d / "ds")
     result = train(data, config=TrainConfig(features=(2, 4), inputs=("RR_n",), epochs=1, val_fraction=0.0),
                    progress=False)
@@ -97,6 +100,8 @@ def inputs(tmp_path_factory):
     raw = (d / "m.pt").read_bytes()
     (d / "trunc.pt").write_bytes(raw[: len(raw) // 2])
     torch.save({"config": {}, "model": np.arange(3)}, d / "pickle.pt")  # needs arbitrary unpickling
+    (d / "ckpt").mkdir()
+    (d / "ckpt" / "last.pt").write_bytes(raw[: len(raw) // 3])  # a checkpoint cut short by a kill
     image = data["RR_n"][0].transpose(2, 1, 0)
     _nifti(d / "img.nii.gz", image, 4.8)
     _nifti(d / "img2mm.nii.gz", image, 2.0)
@@ -199,6 +204,8 @@ CASES = [
      "--checkpoint-dir"),
     ("pvc-train-incomplete", ["pvc", "train", "--data", I + "/ds_part", "--out", O + "/m.pt", "--features", "2,4"],
      "ds_part"),
+    ("pvc-train-bad-chunk", ["pvc", "train", "--data", I + "/ds_badchunk", "--out", O + "/m.pt"], "chunk_00001.npz"),
+    ("pvc-train-trunc-ckpt", [*PVC_TRAIN, "--out", O + "/m.pt", "--checkpoint-dir", I + "/ckpt"], "last.pt"),
     ("pvc-train-inputs", ["pvc", "train", "--data", I + "/ds", "--out", O + "/m.pt", "--inputs", "nope"], "--inputs"),
     ("pvc-train-features", [*PVC_TRAIN, "--out", O + "/m.pt", "--features", "2,x"], "--features"),
     ("pvc-train-no-data", ["pvc", "train", "--data", I + "/adir", "--out", O + "/m.pt"], "adir"),

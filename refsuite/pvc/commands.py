@@ -146,7 +146,7 @@ def _train(args: argparse.Namespace) -> int:
 
     output_file(args.out, "--out")
     if args.checkpoint_dir:
-        output_dir(args.checkpoint_dir, "--checkpoint-dir")
+        _check_checkpoint(output_dir(args.checkpoint_dir, "--checkpoint-dir") / "last.pt")
     require_device(args.device)
     if args.patch is not None and args.patch < 8:
         raise UsageError(f"--patch {args.patch}: expected None or >= 8 voxels")
@@ -169,6 +169,18 @@ def _train(args: argparse.Namespace) -> int:
     save_model(args.out, result)
     print(f"model: {args.out} (final train loss {result.history[-1]['train_loss']:.4g})")
     return 0
+
+
+def _check_checkpoint(last) -> None:
+    """A checkpoint to resume from must load (a truncated one from a killed run is named, not a traceback)."""
+    if not last.exists():
+        return
+    import torch
+
+    what = "a DL-PVC training checkpoint (delete it to start afresh)"
+    input_file(last, "--checkpoint-dir", what)
+    with reading(last, "--checkpoint-dir", what):
+        torch.load(last, map_location="cpu", weights_only=True)
 
 
 def _check_inputs(data_dir, inputs) -> None:
