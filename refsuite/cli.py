@@ -7,7 +7,12 @@ Solver sub-packages add their own sub-commands: ``refsuite/<pkg>/commands.py`` d
 ``register(subparsers)``, and :data:`COMMANDS` names the command and its package. Only the
 package of the command being run is imported (importing a package runs its ``__init__``,
 which for the solvers means torch, MONAI or xgboost: seconds per package), so
-``refsuite --help`` and each command start quickly.
+``refsuite --help`` and each command start quickly (the solver packages export lazily).
+
+Errors take one path (:mod:`refsuite._cli_errors`): each command checks its inputs and output
+location before any work and raises ``UsageError`` (or the library's ``ValueError``/``TypeError``/
+``OSError``); :func:`main` prints one line on stderr and returns 2. Failed checks return 1.
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
