@@ -285,7 +285,8 @@ def _mutations(raw: bytes):
 
 
 FORMATS = {  # input file -> (argv with {file} and {out}, text the line names)
-    "events.npz": (["timing", "calibrate", "{file}", "--out", O + "/m.json"], "{file}"),
+    "events.npz": (["timing", "calibrate", "{file}", "--out", O + "/m.json", "--max-depth", "2", "--n-estimators",
+                    "5", "--device", "cpu"], "{file}"),
     "model.json": (["timing", "apply", "{file}", I + "/events.npz", "--out", O + "/a.npz"], "{file}"),
     "img.nii.gz": ([*PVC_CORRECT[:2], "{file}", *PVC_CORRECT[3:]], "{file}"),
     "fixed.nii.gz": (["register", "--fixed", "{file}", *REG[3:], *REG_OUT], "{file}"),
