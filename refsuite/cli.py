@@ -7,7 +7,12 @@ Solver sub-packages add their own sub-commands: ``refsuite/<pkg>/commands.py`` d
 ``register(subparsers)``, and :data:`COMMANDS` names the command and its package. Only the
 package of the command being run is imported (importing a package runs its ``__init__``,
 which for the solvers means torch, MONAI or xgboost: seconds per package), so
-``refsuite --help`` and each command start quickly.
+``refsuite --help`` and each command start quickly (the solver packages export lazily).
+
+Errors take one path (:mod:`refsuite._cli_errors`): each command checks its inputs and output
+location before any work and raises ``UsageError`` (or the library's ``ValueError``/``TypeError``/
+``OSError``); :func:`main` prints one line on stderr and returns 2. Failed checks return 1.
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import importlib
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from refsuite._cli_errors import CliParser, UsageError, one_line
 
 __all__ = ["main", "build_parser"]
 
@@ -52,10 +59,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; the sub-parser of ``command`` (if any) is built in full."""
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="refsuite",
-        description="Analytic and simulation reference suite for PET and quantitative SPECT.",
+        description="Analytic and simulation reference suite for PET and quantitative SPECT. "
+        "Exit status: 0 success, 1 a check failed (or an unexpected error), 2 a bad input.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (may also follow the command)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rep = sub.add_parser(
@@ -108,10 +118,47 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _prefix(args: argparse.Namespace) -> str:
+    """``refsuite COMMAND [ACTION]`` of the parsed arguments, for one-line messages."""
+    words = ["refsuite", str(getattr(args, "command", "") or "")]
+    words += [v for k, v in sorted(vars(args).items()) if k.endswith("_command") and isinstance(v, str)]
+    return " ".join(w for w in words if w)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 ok, 1 failed checks or an unexpected error, 2 bad input).
+
+    A bad input (:class:`~refsuite._cli_errors.UsageError`, and the ``ValueError``,
+    ``TypeError`` and ``OSError`` the library raises for bad arguments or files) is one line
+    on stderr; any other error is one line too, with exit status 1. ``--debug`` (anywhere on
+    the command line) re-raises instead, showing the traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_command_of(argv)).parse_args(argv)
-    return args.func(args)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = build_parser(_command_of(argv)).parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    prefix = _prefix(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, OSError) as exc:
+        if debug:
+            raise
+        print(f"{prefix}: {one_line(exc, 1000)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 (one line, not a traceback; --debug shows it)
+        if debug:
+            raise
+        print(f"{prefix}: error: {one_line(f'{type(exc).__name__}: {exc}', 1000)} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

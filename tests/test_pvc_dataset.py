@@ -66,15 +66,10 @@ def test_dataset_is_chunked_resumable_and_seeded(tmp_path):
 
 
 def main(argv):
-    """``refsuite pvc ...`` through this package's own sub-command registration."""
-    import argparse
+    """``refsuite pvc ...`` through the command's error path (exit status 2 for bad input)."""
+    from refsuite.cli import main as cli_main
 
-    from refsuite.pvc.commands import register
-
-    parser = argparse.ArgumentParser(prog="refsuite")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return cli_main(argv)
 
 
 def test_cli_correct_keeps_affine_and_rejects_mismatch(tmp_path):

@@ -267,18 +267,8 @@ def test_network_rejects_bad_training_inputs(pair):
 # ---- NIfTI and CLI ----------------------------------------------------------------------------
 
 def test_cli_register_writes_outputs_and_rejects_mismatched_grids(pair, tmp_path):
-    import argparse
-
-    from refsuite.registration import commands
+    from refsuite.cli import main  # builds only this sub-command's parser
     from refsuite.registration.nifti import load_volume, save_volume
-
-    # only this sub-command's parser: refsuite.cli would also import the other packages' commands
-    parser = argparse.ArgumentParser(prog="refsuite")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-
-    def main(argv):
-        args = parser.parse_args(argv)
-        return args.func(args)
 
     aff = np.diag(list(pair.spacing) + [1.0])
     paths = {k: tmp_path / f"{k}.nii.gz" for k in ("fixed", "moving", "ct", "shifted")}

@@ -7,14 +7,12 @@ sums, timing by skew calibration and CTR, sensitivity by a line-source sweep), c
 page and ``results.json``. The same plan runs as pytest tests: ``pytest --acceptance PLAN``.
 """
 
-from .checks import (CheckResult, Criterion, check_efficiency, check_geometry, check_image_quality,
-                     check_sensitivity, check_timing)
-from .plan import AcceptancePlan, PlanError, load_plan, plan_from_dict
-from .quantities import Dimension, Quantity, parse_quantity
-from .runner import AcceptanceRun, BaselineError, load_baseline, read_events, run_acceptance
+from refsuite._lazy import lazy_exports
 
-__all__ = [
-    "AcceptancePlan", "AcceptanceRun", "BaselineError", "CheckResult", "Criterion", "Dimension", "PlanError",
-    "Quantity", "check_efficiency", "check_geometry", "check_image_quality", "check_sensitivity", "check_timing", "load_baseline", "load_plan",
-    "parse_quantity", "plan_from_dict", "read_events", "run_acceptance",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".checks": ("CheckResult", "Criterion", "check_efficiency", "check_geometry", "check_image_quality",
+                "check_sensitivity", "check_timing"),
+    ".plan": ("AcceptancePlan", "PlanError", "load_plan", "plan_from_dict"),
+    ".quantities": ("Dimension", "Quantity", "parse_quantity"),
+    ".runner": ("AcceptanceRun", "BaselineError", "load_baseline", "read_events", "run_acceptance"),
+})

@@ -18,6 +18,7 @@ compares against (the baseline).
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -79,9 +80,27 @@ class CheckResult:
         return f"{self.name}: FAILED: {'; '.join(bad)}" + (f"; offending: {where}{more}" if where else "")
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        """Plain, strict-JSON data: a non-finite figure becomes None and ``"nonfinite"`` maps its
+        path (e.g. ``"criteria[0].measured"``) to the reason (the criterion's detail)."""
+        from refsuite.io.jsonsafe import strict
+
+        replaced: list[str] = []
+        d = strict(asdict(self), replaced=replaced)
         d["passed"] = self.passed
+        if replaced:
+            d["nonfinite"] = {p: "not a finite number" + _reason(self, p) for p in replaced}
         return d
+
+
+def _reason(result: CheckResult, path: str) -> str:
+    m = re.match(r"criteria\[(\d+)\]", path)
+    detail = result.criteria[int(m.group(1))].detail if m else ""
+    return f" ({detail})" if detail else " (not measured)"
+
+
+def _num(value) -> float:
+    """A baseline figure as float; ``None`` (a NaN in the baseline's strict JSON) is NaN."""
+    return math.nan if value is None else float(value)
 
 
 def _label(o: dict) -> str:
@@ -282,7 +301,7 @@ def check_timing(events, scanner, sources_mm, spec, *, baseline=None) -> CheckRe
                               "change removed"))
         offenders += [{"channel": int(c), "skew_change_ps": float(d[c]), "offset_ps": float(cal.offsets_ps[c]),
                        "baseline_offset_ps": float(old[c])} for c in np.flatnonzero(moved)]
-        change = {"skew_change_ps": d.tolist(), "ctr_change_ps": float(ctr.fwhm - baseline.get("ctr_ps", np.nan))}
+        change = {"skew_change_ps": d.tolist(), "ctr_change_ps": float(ctr.fwhm - _num(baseline.get("ctr_ps")))}
     figures = {"ctr_ps": float(ctr.fwhm), "ctr_err_ps": float(ctr.fwhm_err), "channels": int(cal.offsets_ps.size),
                "offset_rms_ps": float(np.sqrt(np.mean(cal.offsets_ps**2)))}
     return CheckResult("timing", "Timing (skew calibration and CTR of the timing scan)", crit, offenders, figures,
@@ -326,7 +345,7 @@ def check_sensitivity(offsets_mm, counts, exposure, scanner, spec, *, source_len
     state = {"offsets_mm": off.tolist(), "deviation": cmp.deviation.tolist(), "efficiency": cmp.efficiency}
     change = None
     if baseline is not None and baseline.get("offsets_mm") == off.tolist():
-        change = {"efficiency_ratio": cmp.efficiency / baseline["efficiency"],
+        change = {"efficiency_ratio": cmp.efficiency / _num(baseline["efficiency"]),
                   "largest_deviation_change_percent": float(100 * np.abs(cmp.deviation -
                                                                            np.asarray(baseline["deviation"])).max())}
     figures = {"points": len(off), "fitted_efficiency": cmp.efficiency, "chi2": cmp.chi2, "dof": cmp.dof,
@@ -363,7 +382,7 @@ def check_image_quality(events, scanner, phantom, spec, *, baseline=None, device
     figures = {f"PVR {d:g} mm": v for d, v in sorted(pvr.items(), reverse=True)}
     figures["events"] = int(len(events["BlockID1"]))
     offenders, change = [], None
-    old = {float(k): v for k, v in (baseline or {}).get("pvr", {}).items()}
+    old = {float(k): _num(v) for k, v in (baseline or {}).get("pvr", {}).items()}
     if old:
         ratio = {d: pvr[d] / old[d] for d in pvr if d in old and old[d] > 0}
         worst = min(ratio, key=ratio.get)

@@ -6,7 +6,8 @@ Only argparse code at import; the checks are imported inside the handler.
 from __future__ import annotations
 
 import argparse
-import sys
+
+from refsuite._cli_errors import UsageError, device, input_file, nonnegative_int, output_dir, require_device
 
 __all__ = ["register"]
 
@@ -26,36 +27,33 @@ def register(subparsers) -> None:
     p.add_argument("plan", nargs="?", help="acceptance plan (.toml)")
     p.add_argument("--out", metavar="DIR", help="output folder (index.html, results.json, accepted_geometry.json)")
     p.add_argument("--baseline", metavar="FILE", help="results.json of the last accepted state")
-    p.add_argument("--device", default=None, help="torch device of the alignment (default cuda when available)")
+    p.add_argument("--device", type=device, default=None,
+                   help="torch device of the alignment (default cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--write-demo", metavar="DIR", help="write the demonstration scans and plans into DIR and exit")
     p.add_argument("--full", action="store_true", help="with --write-demo: the papers' scan sizes (long)")
-    p.add_argument("--seed", type=int, default=2026, help="with --write-demo: random seed (default 2026)")
+    p.add_argument("--seed", type=nonnegative_int, default=2026, help="with --write-demo: random seed (default 2026)")
     p.set_defaults(func=_cmd_acceptance)
 
 
 def _cmd_acceptance(args: argparse.Namespace) -> int:
+    require_device(args.device)
     if args.write_demo:
-        from .demo import FULL, QUICK, write_demo
-
-        plans = write_demo(args.write_demo, sizes=FULL if args.full else QUICK, seed=args.seed,
-                           progress=not args.no_progress)
-        for name, path in plans.items():
-            print(f"{name}: {path}")
-        return 0
+        return _write_demo(args)
     if not args.plan or not args.out:
-        print("refsuite acceptance: needs PLAN and --out DIR (or --write-demo DIR)", file=sys.stderr)
-        return 2
+        raise UsageError("needs PLAN and --out DIR (or --write-demo DIR)")
     from .plan import PlanError, load_plan
     from .runner import BaselineError, load_baseline, run_acceptance
 
+    input_file(args.plan, "PLAN", "an acceptance plan (.toml)")
+    output_dir(args.out, "--out")
     try:
         plan = load_plan(args.plan)
         if args.baseline:
+            input_file(args.baseline, "--baseline", "the results.json of an accepted run")
             load_baseline(args.baseline)  # fail before any work
     except (PlanError, BaselineError) as exc:
-        print(f"refsuite acceptance: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     run = run_acceptance(plan, out_dir=args.out, baseline=args.baseline, device=args.device,
                          progress=not args.no_progress)
     for r in run.results:
@@ -63,3 +61,23 @@ def _cmd_acceptance(args: argparse.Namespace) -> int:
     print(f"{'ACCEPTED' if run.passed else 'NOT ACCEPTED'} ({len(run.results) - len(run.failed)}/{len(run.results)} "
           f"checks passed) in {run.seconds:.0f} s; report: {run.files['html']}")
     return 0 if run.passed else 1
+
+
+def _write_demo(args: argparse.Namespace) -> int:
+    """Write the demo; a folder this call created is removed again if it fails (no partial demo)."""
+    import shutil
+    from pathlib import Path
+
+    from .demo import FULL, QUICK, write_demo
+
+    out = output_dir(args.write_demo, "--write-demo")
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    try:
+        plans = write_demo(out, sizes=FULL if args.full else QUICK, seed=args.seed, progress=not args.no_progress)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(Path(created), ignore_errors=True)
+        raise
+    for name, path in plans.items():
+        print(f"{name}: {path}")
+    return 0

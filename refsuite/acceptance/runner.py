@@ -207,6 +207,7 @@ def run_acceptance(plan, *, out_dir, baseline=None, device=None, progress: bool 
 def write_outputs(run: AcceptanceRun, out: Path, *, baseline=None) -> dict:
     """``index.html`` / ``acceptance.html`` in the report style and ``results.json``."""
     from refsuite.io import atomic_write_text
+    from refsuite.io.jsonsafe import strict
     from refsuite.report import Comparison, RunContext, Section, Table, Tolerance
     from refsuite.report.render import _json_default, render_report
 
@@ -240,7 +241,12 @@ def write_outputs(run: AcceptanceRun, out: Path, *, baseline=None) -> dict:
         "baseline": None if baseline is None else str(baseline),
         "checks": {r.name: r.as_dict() for r in run.results},
     }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default))
+    replaced: list[str] = []  # strict JSON (the next run's baseline): NaN/inf -> null, listed with the reason
+    results = strict(results, replaced=replaced)
+    if replaced:
+        results["nonfinite"] = {p: "not a finite number (a check that did not measure it; see its detail)"
+                                for p in replaced}
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default, allow_nan=False))
     return {"html": out / "index.html", "results": out / "results.json"}
 
 

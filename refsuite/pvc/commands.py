@@ -1,10 +1,28 @@
-"""``refsuite pvc simulate|train|correct|evaluate`` (heavy imports inside the handlers)."""
+"""``refsuite pvc simulate|train|correct|evaluate`` (heavy imports inside the handlers).
+
+Each handler checks its inputs and output location first (:mod:`refsuite._cli_errors`): a bad
+input is one line on stderr and exit status 2, and nothing is written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from refsuite._cli_errors import (
+    UsageError, check_memory, count, device, input_dir, input_file, nonnegative_int, output_dir, output_file,
+    positive_float, positive_int, positive_int_list, reading, require_device,
+)
+
+_MODEL = "a DL-PVC model from 'refsuite pvc train' (.pt)"
+_NIFTI = "a 3-D NIfTI image (.nii or .nii.gz)"
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    values = tuple(t.strip() for t in text.split(","))
+    if not all(values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values
 
 
 def register(subparsers) -> None:
@@ -14,11 +32,11 @@ def register(subparsers) -> None:
 
     s = sub.add_parser("simulate", help="generate (or resume) a dataset directory")
     s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--cases", type=int, required=True)
+    s.add_argument("--cases", type=count, required=True, help="number of cases (>= 1)")
     s.add_argument("--quick", action="store_true", help="the quick study's 16x24x24 / 24-view configuration")
-    s.add_argument("--seed", type=int, default=12345)
-    s.add_argument("--chunk-size", type=int, default=8)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--seed", type=nonnegative_int, default=12345)
+    s.add_argument("--chunk-size", type=positive_int, default=8, help="cases per chunk file (default 8)")
+    s.add_argument("--device", type=device, default="cpu")
     s.set_defaults(func=_simulate)
 
     t = sub.add_parser("train", help="train DL-PVC on a dataset (checkpoints, resume)")
@@ -26,84 +44,207 @@ def register(subparsers) -> None:
     t.add_argument("--out", required=True, metavar="MODEL.pt")
     t.add_argument("--checkpoint-dir", metavar="DIR")
     t.add_argument("--arch", choices=["r2unet", "unet"], default="r2unet")
-    t.add_argument("--features", default="16,32,64,128", help="channels per level, comma-separated")
-    t.add_argument("--inputs", default="RR_n,RR_nf")
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--batch-size", type=int, default=2)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--patch", type=int, default=None, help="train on patches of this edge (voxels)")
+    t.add_argument("--features", type=positive_int_list, default=(16, 32, 64, 128),
+                   help="channels per level, comma-separated")
+    t.add_argument("--inputs", type=_name_list, default=("RR_n", "RR_nf"), help="dataset images used as inputs")
+    t.add_argument("--epochs", type=positive_int, default=50)
+    t.add_argument("--batch-size", type=positive_int, default=2)
+    t.add_argument("--lr", type=positive_float, default=1e-3)
+    t.add_argument("--patch", type=positive_int, default=None,
+                   help="train on patches of this edge (voxels; 8 ... the images' largest edge)")
     t.add_argument("--loss", choices=["mse", "l1"], default="l1")
     t.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="learning-rate schedule")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--seed", type=nonnegative_int, default=0)
+    t.add_argument("--device", type=device, default="cpu")
     t.set_defaults(func=_train)
 
-    c = sub.add_parser("correct", help="correct a NIfTI SPECT image (affine kept)")
+    c = sub.add_parser("correct", help="correct a NIfTI SPECT image (affine kept)",
+                       description="Correct a SPECT image (activity concentration >= 0, in the unit the model was "
+                                   "trained on). --method dl refuses an image whose voxel size differs from the "
+                                   "model's (resample it first).")
     c.add_argument("image", metavar="IN.nii[.gz]")
     c.add_argument("output", metavar="OUT.nii[.gz]")
     c.add_argument("--method", choices=["dl", "iy"], default="dl")
     c.add_argument("--model", metavar="MODEL.pt", help="for --method dl")
-    c.add_argument("--patch", type=int, default=None)
+    c.add_argument("--patch", type=positive_int, default=None, help="sliding-window edge (voxels)")
     c.add_argument("--labels", metavar="LABELS.nii[.gz]", help="region labels for --method iy")
-    c.add_argument("--fwhm-mm", type=float, help="PSF FWHM for --method iy (mm)")
-    c.add_argument("--iterations", type=int, default=10)
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--fwhm-mm", type=positive_float, help="PSF FWHM for --method iy (mm)")
+    c.add_argument("--iterations", type=positive_int, default=10, help="IY-PVC iterations (>= 1)")
+    c.add_argument("--device", type=device, default="cpu")
     c.set_defaults(func=_correct)
 
     e = sub.add_parser("evaluate", help="metrics of none / IY-PVC / DL-PVC on a dataset (JSON)")
     e.add_argument("--data", required=True, metavar="DIR")
     e.add_argument("--model", required=True, metavar="MODEL.pt")
     e.add_argument("--key", default="RR_n")
-    e.add_argument("--fwhm-mm", type=float, help="IY-PVC resolution; default: matched-filter estimate")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--fwhm-mm", type=positive_float, help="IY-PVC resolution; default: matched-filter estimate")
+    e.add_argument("--device", type=device, default="cpu")
     e.set_defaults(func=_evaluate)
 
 
-def _fail(msg: str) -> int:
-    print(f"refsuite pvc: {msg}", file=sys.stderr)
-    return 2
+# Peak memory per voxel of one simulated case (float64 projections, OSEM of noisy and noise-free
+# data together, PSF kernels), and per voxel and feature channel (sum over levels of features /
+# 8**level) of one training sample (activations and gradients of the R2U-Net, float32): peak
+# RSS growth measured on the quick configuration (16x24x24, chunks of 8 and 16 cases; batches
+# of 2 and 4), rounded up. Used only to refuse runs that cannot fit, before they start.
+_SIM_BYTES_PER_VOXEL = 2500
+_TRAIN_BYTES_PER_VOXEL_CHANNEL = 700
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import DatasetConfig, simulate_dataset
 
+    output_dir(args.out, "--out")
+    require_device(args.device)
     cfg = DatasetConfig(shape=(16, 24, 24), n_views=24, time_per_view_s=150.0) if args.quick else DatasetConfig()
-    try:
-        path = simulate_dataset(args.out, args.cases, config=cfg, seed=args.seed, chunk_size=args.chunk_size,
-                                device=args.device)
-    except ValueError as exc:
-        return _fail(str(exc))
+    chunk = min(args.chunk_size, args.cases)
+    check_memory(chunk * int(np.prod(cfg.shape)) * _SIM_BYTES_PER_VOXEL, "--chunk-size", args.chunk_size,
+                 f"cases of {'x'.join(map(str, cfg.shape))} voxels are simulated a chunk at a time; use a smaller "
+                 "--chunk-size")
+    _check_disk(args.out, args.cases * int(np.prod(cfg.shape)) * 4 * (6 + 2 * len(cfg.recons)), "--cases", args.cases)
+    path = simulate_dataset(args.out, args.cases, config=cfg, seed=args.seed, chunk_size=args.chunk_size,
+                            device=args.device)
     print(f"dataset: {path}")
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from . import TrainConfig, load_dataset, save_model, train
+def _check_disk(out, need_bytes: float, flag: str, value) -> None:
+    """Refuse a dataset whose uncompressed size (float32 images) exceeds the free disk space."""
+    import shutil
+    from pathlib import Path
 
-    try:
-        cfg = TrainConfig(arch=args.arch, features=tuple(int(f) for f in args.features.split(",")),
-                          inputs=tuple(args.inputs.split(",")), epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.lr, patch=args.patch, loss=args.loss,
-                          schedule=args.schedule, seed=args.seed)
-        data = load_dataset(args.data)
-        result = train(data, config=cfg, checkpoint_dir=args.checkpoint_dir, device=args.device)
-    except (ValueError, KeyError) as exc:
-        return _fail(str(exc))
+    probe = Path(out)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need_bytes > free:
+        raise UsageError(f"{flag} {value}: the dataset needs up to {need_bytes / 1e9:.3g} GB on disk, "
+                         f"{free / 1e9:.3g} GB free in {str(probe)!r}; simulate fewer cases")
+
+
+def _load_dataset(path, flag: str = "--data", keys=None) -> dict:
+    from . import load_dataset
+
+    input_dir(path, flag, "a DL-PVC dataset directory from 'refsuite pvc simulate'")
+    return load_dataset(path, keys=keys)
+
+
+def _load_model(path, device: str, flag: str = "--model"):
+    from . import load_model
+
+    input_file(path, flag, _MODEL)
+    with reading(path, flag, _MODEL):
+        return load_model(path, device=device)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import TrainConfig, save_model, train
+
+    output_file(args.out, "--out")
+    if args.checkpoint_dir:
+        _check_checkpoint(output_dir(args.checkpoint_dir, "--checkpoint-dir") / "last.pt")
+    require_device(args.device)
+    if args.patch is not None and args.patch < 8:
+        raise UsageError(f"--patch {args.patch}: expected None or >= 8 voxels")
+    cfg = TrainConfig(arch=args.arch, features=args.features, inputs=args.inputs, epochs=args.epochs,
+                      batch_size=args.batch_size, learning_rate=args.lr, patch=args.patch, loss=args.loss,
+                      schedule=args.schedule, seed=args.seed)
+    _check_inputs(args.data, args.inputs)
+    data = _load_dataset(args.data, keys=["truth", *dict.fromkeys(args.inputs)])
+    shape = data["truth"].shape[1:]
+    if args.patch is not None and args.patch > max(shape):
+        raise UsageError(f"--patch {args.patch}: larger than the dataset's images ({' x '.join(map(str, shape))} "
+                         f"voxels); expected 8 ... {max(shape)}")
+    voxels = args.patch ** 3 if args.patch is not None else int(np.prod(shape))
+    channels = sum(f / 8 ** level for level, f in enumerate(args.features))
+    check_memory(args.batch_size * voxels * channels * _TRAIN_BYTES_PER_VOXEL_CHANNEL + data["truth"].nbytes
+                 * (1 + len(args.inputs)), "--batch-size", args.batch_size,
+                 f"training {'patches' if args.patch else 'whole images'} of {voxels} voxels, features "
+                 f"{','.join(map(str, args.features))}; use a smaller --batch-size, --patch or --features")
+    result = train(data, config=cfg, checkpoint_dir=args.checkpoint_dir, device=args.device)
     save_model(args.out, result)
     print(f"model: {args.out} (final train loss {result.history[-1]['train_loss']:.4g})")
     return 0
 
 
-def _read_nifti(path):
+def _check_checkpoint(last) -> None:
+    """A checkpoint to resume from must load (a truncated one from a killed run is named, not a traceback)."""
+    if not last.exists():
+        return
+    import torch
+
+    what = "a DL-PVC training checkpoint (delete it to start afresh)"
+    input_file(last, "--checkpoint-dir", what)
+    with reading(last, "--checkpoint-dir", what):
+        torch.load(last, map_location="cpu", weights_only=True)
+
+
+def _check_inputs(data_dir, inputs) -> None:
+    """The dataset is complete and holds the images ``inputs`` (looked up in its first chunk)."""
+    import numpy as np
+
+    from pathlib import Path
+
+    _load_dataset(data_dir, keys=[])  # directory, manifest and completeness checks; reads only case indices
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    first = Path(data_dir) / manifest["chunks"][sorted(manifest["chunks"])[0]]["file"]
+    with reading(first, "--data", "a DL-PVC dataset chunk (.npz)"), np.load(first, allow_pickle=False) as z:
+        have = set(z.files)
+    missing = [k for k in inputs if k not in have]
+    if missing:
+        images = sorted(k for k in have if k.startswith(("RR", "noRR")))
+        raise UsageError(f"--inputs {','.join(inputs)}: the dataset has no image {missing[0]!r}; it has "
+                         f"{', '.join(images)}")
+
+
+def _read_nifti(path, flag: str):
+    """``(image, data (nz, ny, nx) float64, voxel size (3,) mm along (z, y, x))`` of a 3-D NIfTI file."""
     import nibabel as nib
     import numpy as np
 
-    img = nib.load(path)
-    data = np.asarray(img.dataobj, dtype=np.float64)
+    input_file(path, flag, _NIFTI)
+    with reading(path, flag, _NIFTI):
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float64)
+        zooms = np.array(img.header.get_zooms()[:3], dtype=np.float64)
+        unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
     if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3-D image, got shape {data.shape}")
-    zooms = np.array(img.header.get_zooms()[:3], dtype=np.float64)
+        raise UsageError(f"{flag} {str(path)!r}: expected a 3-D image, found shape {data.shape}")
+    zooms = zooms * {"meter": 1000.0, "micron": 1e-3}.get(unit, 1.0)
+    if not (np.all(np.isfinite(zooms)) and np.all(zooms > 0)):
+        raise UsageError(f"{flag} {str(path)!r}: voxel size {zooms.tolist()} mm; expected finite sizes > 0")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise UsageError(f"{flag} {str(path)!r}: {int(bad.sum())} voxels are NaN or infinite; expected finite values")
     return img, data.transpose(2, 1, 0), zooms[::-1]  # (x, y, z) -> (nz, ny, nx)
+
+
+def _check_activity(data, path, flag: str) -> None:
+    neg = data < 0
+    if neg.any():
+        raise UsageError(f"{flag} {str(path)!r}: {int(neg.sum())} voxels are negative (min {data.min():.4g}); "
+                         "expected activity concentrations >= 0 (clip or rescale the reconstruction first)")
+    if not data.sum() > 0:
+        raise UsageError(f"{flag} {str(path)!r}: the image is all zero; expected a positive total activity")
+
+
+def _check_model_grid(model, zooms, path) -> None:
+    import numpy as np
+
+    if model.voxel_mm is None:
+        raise UsageError("--model: the file records no voxel size (written before refsuite stored it); retrain it "
+                         "with 'refsuite pvc train' so that images can be checked against it")
+    if not np.allclose(zooms, model.voxel_mm, rtol=0.01):
+        size = " x ".join(f"{z:g}" for z in zooms[::-1])
+        raise UsageError(f"IN {str(path)!r}: voxel size {size} mm, the model was trained at {model.voxel_mm:g} mm; "
+                         f"resample the image to {model.voxel_mm:g} mm voxels first (e.g. nibabel.processing."
+                         f"resample_to_output(img, voxel_sizes={model.voxel_mm:g}))")
 
 
 def _correct(args: argparse.Namespace) -> int:
@@ -112,31 +253,38 @@ def _correct(args: argparse.Namespace) -> int:
 
     from ..io.atomic import atomic_path
 
-    try:
-        img, data, zooms = _read_nifti(args.image)
-        if args.method == "dl":
-            if not args.model:
-                return _fail("--model is required for --method dl")
-            from . import correct, load_model
+    output_file(args.output, "OUT", suffixes=(".nii", ".nii.gz"))
+    require_device(args.device)
+    if args.method == "dl" and not args.model:
+        raise UsageError("--model is required for --method dl")
+    if args.method == "iy" and (not args.labels or args.fwhm_mm is None):
+        raise UsageError("--labels and --fwhm-mm are required for --method iy")
+    img, data, zooms = _read_nifti(args.image, "IN")
+    _check_activity(data, args.image, "IN")
+    if args.method == "dl":
+        from . import correct
 
-            out = correct(data, load_model(args.model, device=args.device), patch=args.patch, device=args.device)
-        else:
-            if not args.labels or args.fwhm_mm is None:
-                return _fail("--labels and --fwhm-mm are required for --method iy")
-            from . import iterative_yang
+        model = _load_model(args.model, args.device)
+        _check_model_grid(model, zooms, args.image)
+        if args.patch is not None and (args.patch % model.multiple or args.patch > max(data.shape) + model.multiple):
+            raise UsageError(f"--patch {args.patch}: expected a multiple of {model.multiple} of at most "
+                             f"{-(-max(data.shape) // model.multiple) * model.multiple} (the image is "
+                             f"{' x '.join(map(str, data.shape[::-1]))} voxels)")
+        out = correct(data, model, patch=args.patch, device=args.device)
+    else:
+        from . import iterative_yang
 
-            lab, labels, _ = _read_nifti(args.labels)
-            if labels.shape != data.shape or not np.allclose(lab.affine, img.affine, atol=1e-4):
-                return _fail(f"--labels must match the image grid: shape {labels.shape} vs {data.shape}, "
+        lab, labels, _ = _read_nifti(args.labels, "--labels")
+        if labels.shape != data.shape or not np.allclose(lab.affine, img.affine, atol=1e-4):
+            raise UsageError(f"--labels must match the image grid: shape {labels.shape} vs {data.shape}, "
                              f"affine equal: {np.allclose(lab.affine, img.affine, atol=1e-4)}")
-            out = iterative_yang(data, np.rint(labels).astype(np.int64), fwhm_mm=args.fwhm_mm,
-                                 voxel_size_mm=zooms, n_iter=args.iterations)
-    except (ValueError, TypeError, OSError) as exc:
-        return _fail(str(exc))
+        out = iterative_yang(data, np.rint(labels).astype(np.int64), fwhm_mm=args.fwhm_mm,
+                             voxel_size_mm=zooms, n_iter=args.iterations)
     suffix = ".nii.gz" if str(args.output).endswith(".gz") else ".nii"
     with atomic_path(args.output, suffix=suffix) as tmp:
         nib.save(nib.Nifti1Image(out.transpose(2, 1, 0).astype(np.float32), img.affine, img.header), str(tmp))
-    print(f"corrected: {args.output}")
+    unit = getattr(locals().get("model"), "image_unit", None)
+    print(f"corrected: {args.output}" + (f" (in the input's unit; model trained on {unit} images)" if unit else ""))
     return 0
 
 
@@ -144,32 +292,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..metrics.pvc import activity_deviation, nrmse, ssim, vaa, wilcoxon_paired
-    from . import correct, iterative_yang, load_dataset, load_model, matched_filter_fwhm
+    from . import correct, iterative_yang, matched_filter_fwhm
 
-    try:
-        data = load_dataset(args.data)
-        if args.key not in data:
-            return _fail(f"--key {args.key!r} not in the dataset")
-        model = load_model(args.model, device=args.device)
-        voxel = float(data["voxel_mm"])
-        nf_key = args.key[:-2] + "_nf" if args.key.endswith("_n") else args.key
-        fwhm = args.fwhm_mm if args.fwhm_mm is not None else matched_filter_fwhm(
-            data[nf_key], data["truth"], voxel_size_mm=voxel)
-        rows = {"none": [], "IY-PVC": [], "DL-PVC": []}
-        for i in range(len(data["truth"])):
-            g, t, m = data[args.key][i].astype(float), data["truth"][i].astype(float), data["mask"][i]
-            for name, img in (("none", g), ("IY-PVC", iterative_yang(g, m.astype(int), fwhm_mm=fwhm, voxel_size_mm=voxel)),
-                              ("DL-PVC", correct(g, model, device=args.device))):
-                rows[name].append([ssim(img, t, m), 100 * nrmse(img, t, m), 100 * vaa(img, t, m),
-                                   100 * activity_deviation(img, t)])
-    except (ValueError, KeyError) as exc:
-        return _fail(str(exc))
+    require_device(args.device)
+    data = _load_dataset(args.data)
+    if args.key not in data:
+        images = sorted(k for k in data if k.startswith(("RR", "noRR")))
+        raise UsageError(f"--key {args.key!r}: not an image of the dataset; it has {', '.join(images)}")
+    model = _load_model(args.model, args.device)
+    voxel = float(data["voxel_mm"])
+    if model.voxel_mm is not None and not np.isclose(model.voxel_mm, voxel, rtol=0.01):
+        raise UsageError(f"--model {args.model!r}: trained at {model.voxel_mm:g} mm voxels, the dataset has "
+                         f"{voxel:g} mm")
+    nf_key = args.key[:-2] + "_nf" if args.key.endswith("_n") else args.key
+    fwhm = args.fwhm_mm if args.fwhm_mm is not None else matched_filter_fwhm(
+        data[nf_key], data["truth"], voxel_size_mm=voxel)
+    rows = {"none": [], "IY-PVC": [], "DL-PVC": []}
+    for i in range(len(data["truth"])):
+        g, t, m = data[args.key][i].astype(float), data["truth"][i].astype(float), data["mask"][i]
+        for name, img in (("none", g), ("IY-PVC", iterative_yang(g, m.astype(int), fwhm_mm=fwhm, voxel_size_mm=voxel)),
+                          ("DL-PVC", correct(g, model, device=args.device))):
+            rows[name].append([ssim(img, t, m), 100 * nrmse(img, t, m), 100 * vaa(img, t, m),
+                               100 * activity_deviation(img, t)])
     names = ["ssim", "nrmse_pct", "vaa_pct", "ad_pct"]
     summary = {name: dict(zip(names, np.mean(v, 0).tolist())) for name, v in rows.items()}
     # Paired two-sided Wilcoxon of DL-PVC against each other method (the paper's Table 1 tests).
     dl = np.array(rows["DL-PVC"])
     pvalues = {other: {names[j]: wilcoxon_paired(dl[:, j], np.array(rows[other])[:, j]) for j in range(3)}
                for other in ("none", "IY-PVC")} if len(dl) >= 2 else None
-    print(json.dumps({"key": args.key, "fwhm_mm": fwhm, "n_cases": len(data["truth"]), "mean": summary,
-                      "wilcoxon_p_dl_vs": pvalues}, indent=1))
+    from ..io.jsonsafe import dumps_strict
+
+    print(dumps_strict({"key": args.key, "fwhm_mm": fwhm, "n_cases": len(data["truth"]), "mean": summary,
+                        "wilcoxon_p_dl_vs": pvalues}, indent=1))
     return 0

@@ -6,7 +6,8 @@ Poisson-sampled counts: ``n``) and OSEM reconstructions without (``noRR``) and w
 (``RR``) resolution modelling. Case ``i`` is generated from ``numpy.random.default_rng([seed, i])``
 so the data do not depend on the chunk size or on interruptions.
 
-On disk: ``DIR/manifest.json`` (configuration, units, finished chunks) and
+On disk: ``DIR/manifest.json`` (configuration, units, finished chunks, and ``"complete": true``
+once every case is written: the completion marker) and
 ``DIR/chunk_00000.npz`` ... holding arrays stacked over the chunk's cases:
 ``truth``, ``mask``, ``mu``, ``radii_mm``, ``region``, ``total_activity_mbq``, and one
 image per reconstruction and noise level, e.g. ``RR_n``, ``RR_nf``, ``noRR_n``, ``noRR_nf``
@@ -27,10 +28,14 @@ from .phantoms import BodyRegion, activity_distribution, attenuation_map
 from .spect import MELP_208KEV, Reconstruction, SpectGeometry, contour_orbit, forward_project, osem
 
 __all__ = ["DatasetConfig", "simulate_dataset", "load_dataset", "simulate_cases", "image_key",
-           "acquire_and_reconstruct"]
+           "acquire_and_reconstruct", "IncompleteDatasetError"]
 
 _FORMAT = 1
 _REGIONS = list(BodyRegion)
+
+
+class IncompleteDatasetError(ValueError):
+    """A dataset directory whose simulation was interrupted (not every case is written)."""
 
 
 def image_key(recon: Reconstruction, noisy: bool) -> str:
@@ -139,8 +144,13 @@ def simulate_dataset(out_dir, n_cases: int, *, config: DatasetConfig = DatasetCo
         raise ValueError(f"n_cases and chunk_size must be >= 1, got {n_cases}, {chunk_size}")
     for r in config.recons:
         Reconstruction(r)
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
     header = {"format": _FORMAT, "seed": int(seed), "n_cases": n_cases, "chunk_size": int(chunk_size),
               "config": config.as_json(),
@@ -153,11 +163,25 @@ def simulate_dataset(out_dir, n_cases: int, *, config: DatasetConfig = DatasetCo
         if old != header:
             raise ValueError(f"out_dir {str(out)!r} holds a different dataset (manifest {manifest_path}); "
                              "use another directory or the same arguments to resume")
-    else:
-        manifest = dict(header, chunks={})
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-    starts = range(0, n_cases, int(chunk_size))
-    todo = [s for s in starts if f"{s // chunk_size:05d}" not in manifest["chunks"]]
+    else:  # written with the first finished chunk: an early failure leaves no manifest without data
+        manifest = dict(header, chunks={}, complete=False)
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        _simulate_chunks(out, manifest, n_cases=n_cases, config=config, seed=seed, chunk_size=int(chunk_size),
+                         device=device, progress=progress)
+    except BaseException:
+        for d in created:  # folders this call made and left empty
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
+    return manifest_path
+
+
+def _simulate_chunks(out: Path, manifest: dict, *, n_cases, config, seed, chunk_size, device, progress) -> None:
+    """Simulate the chunks the manifest lacks; the manifest records each, then completion."""
+    todo = [s for s in range(0, n_cases, chunk_size) if f"{s // chunk_size:05d}" not in manifest["chunks"]]
+    if todo:
+        manifest["complete"] = False
     for start in tqdm(todo, desc="pvc dataset", unit="chunk", disable=not progress):
         idx = list(range(start, min(start + chunk_size, n_cases)))
         arrays = simulate_cases(idx, config, seed=seed, device=device)
@@ -165,22 +189,56 @@ def simulate_dataset(out_dir, n_cases: int, *, config: DatasetConfig = DatasetCo
         with atomic_path(out / name) as tmp:
             np.savez_compressed(tmp, case_index=np.array(idx), **arrays)
         manifest["chunks"][f"{start // chunk_size:05d}"] = {"file": name, "cases": [idx[0], idx[-1] + 1]}
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-    return manifest_path
+        atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+    if not manifest.get("complete"):
+        manifest["complete"] = True
+        atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
 
 
-def load_dataset(path, *, keys=None) -> dict[str, np.ndarray]:
-    """Load a dataset directory (or its manifest) into arrays stacked over all finished cases."""
+def _finished_cases(manifest: dict) -> int:
+    return sum(int(c["cases"][1]) - int(c["cases"][0]) for c in manifest["chunks"].values())
+
+
+def load_dataset(path, *, keys=None, allow_incomplete: bool = False) -> dict[str, np.ndarray]:
+    """Load a dataset directory (or its manifest) into arrays stacked over its cases.
+
+    An interrupted simulation (not every case written, or no completion marker) raises
+    :class:`IncompleteDatasetError` saying how to resume it, unless ``allow_incomplete``
+    (then the finished cases are loaded). The result also holds ``voxel_mm`` (mm) and
+    ``image_unit`` (the unit of the images, ``"kBq/mL"``).
+    """
     path = Path(path)
     manifest_path = path / "manifest.json" if path.is_dir() else path
-    manifest = json.loads(manifest_path.read_text())
+    if not manifest_path.is_file():
+        raise ValueError(f"{str(path)!r} is not a DL-PVC dataset (no manifest.json; make one with "
+                         "`refsuite pvc simulate`)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        n_cases, chunks = int(manifest["n_cases"]), manifest["chunks"]
+        voxel_mm = float(manifest["config"]["voxel_mm"])
+        finished = _finished_cases(manifest)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"{str(manifest_path)!r} is not a DL-PVC dataset manifest "
+                         f"({type(exc).__name__}: {exc})") from None
+    if not allow_incomplete and (finished < n_cases or manifest.get("complete") is False):
+        raise IncompleteDatasetError(
+            f"dataset {str(manifest_path.parent)!r} is incomplete: {finished} of {n_cases} cases were written "
+            f"(an interrupted simulation); resume it with the same arguments (--out {manifest_path.parent} "
+            f"--cases {n_cases} --seed {manifest.get('seed')} --chunk-size {manifest.get('chunk_size')}, same "
+            "configuration) to finish it")
     parts: dict[str, list] = {}
-    for key in sorted(manifest["chunks"]):
-        with np.load(manifest_path.parent / manifest["chunks"][key]["file"]) as data:
-            for k in data.files if keys is None else ["case_index", *keys]:
-                parts.setdefault(k, []).append(data[k])
+    for key in sorted(chunks):
+        chunk = manifest_path.parent / chunks[key]["file"]
+        try:
+            with np.load(chunk, allow_pickle=False) as data:
+                for k in data.files if keys is None else ["case_index", *keys]:
+                    parts.setdefault(k, []).append(data[k])
+        except Exception as exc:  # noqa: BLE001 (BadZipFile, EOFError, KeyError, OSError: a damaged chunk)
+            raise ValueError(f"dataset chunk {str(chunk)!r} cannot be read ({type(exc).__name__}: {exc}); "
+                             "delete it and its manifest entry, then resume the simulation") from None
     if not parts:
         raise ValueError(f"dataset {str(path)!r} has no finished chunk")
     out = {k: np.concatenate(v) for k, v in parts.items()}
-    out["voxel_mm"] = np.float64(manifest["config"]["voxel_mm"])
+    out["voxel_mm"] = np.float64(voxel_mm)
+    out["image_unit"] = np.str_(manifest.get("units", {}).get("images", "kBq/mL"))
     return out

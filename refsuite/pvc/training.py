@@ -95,9 +95,18 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """A trained network, its configuration and what it was trained on.
+
+    ``voxel_mm`` (mm) and ``image_unit`` (e.g. ``"kBq/mL"``) come from the training data
+    (``data["voxel_mm"]``, ``data["image_unit"]``; None when the data lack them) and are stored
+    in the model file, so that images of another voxel size can be refused.
+    """
+
     model: ResidualPVC
     config: TrainConfig
     history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss
+    voxel_mm: float | None = None
+    image_unit: str | None = None
 
 
 def normalise_pair(image: np.ndarray, truth: np.ndarray | None = None):
@@ -262,7 +271,7 @@ def train(data: dict, *, config: TrainConfig = TrainConfig(), checkpoint_dir=Non
     start_epoch = 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and resume and (ckpt / "last.pt").exists():
-        state = torch.load(ckpt / "last.pt", map_location=dev, weights_only=False)
+        state = torch.load(ckpt / "last.pt", map_location=dev, weights_only=True)
         if state["config"] != config.as_json():
             raise ValueError(f"checkpoint {ckpt / 'last.pt'} was trained with another configuration; "
                              "use resume=False or another checkpoint_dir")
@@ -298,7 +307,10 @@ def train(data: dict, *, config: TrainConfig = TrainConfig(), checkpoint_dir=Non
                 best = val
                 _save(ckpt / "best.pt", state)
     model.eval()
-    return TrainResult(model=model, config=config, history=history)
+    voxel = data.get("voxel_mm")
+    unit = data.get("image_unit")
+    return TrainResult(model=model, config=config, history=history,
+                       voxel_mm=None if voxel is None else float(voxel), image_unit=None if unit is None else str(unit))
 
 
 @torch.no_grad()
@@ -317,19 +329,31 @@ def _save(path: Path, state: dict) -> None:
 
 
 def save_model(path, result: TrainResult) -> None:
-    """Write the trained network and its configuration (atomic)."""
+    """Write the trained network, its configuration, voxel size (mm) and image unit (atomic).
+
+    Everything is tensors or plain dicts/lists/numbers/strings, so the file loads with
+    ``torch.load(weights_only=True)`` (no pickled code runs on load).
+    """
     _save(Path(path), {"config": result.config.as_json(), "model": result.model.state_dict(),
-                       "history": result.history})
+                       "history": result.history, "voxel_mm": result.voxel_mm, "image_unit": result.image_unit})
 
 
 def load_model(path, *, device="cpu") -> ResidualPVC:
-    """Load a network written by :func:`save_model` (or a training checkpoint)."""
-    state = torch.load(Path(path), map_location=_device(device), weights_only=False)
+    """Load a network written by :func:`save_model` (or a training checkpoint).
+
+    The returned module carries ``train_config`` (JSON), ``voxel_mm`` (mm, None if the file
+    does not record it) and ``image_unit`` (None likewise). Loaded with ``weights_only=True``.
+    """
+    state = torch.load(Path(path), map_location=_device(device), weights_only=True)
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise ValueError(f"{str(path)!r} is not a DL-PVC model file (expected keys 'config' and 'model')")
     cfg = state["config"]
     model = build_network(Architecture(cfg["arch"]), features=cfg["features"]).to(_device(device))
     model.load_state_dict(state["model"])
     model.eval()
     model.train_config = json.dumps(cfg)
+    model.voxel_mm = None if state.get("voxel_mm") is None else float(state["voxel_mm"])
+    model.image_unit = state.get("image_unit")
     return model
 
 

@@ -11,22 +11,16 @@ DDF convention (MONAI): ``(B, 3, D, H, W)`` in voxel units, channel ``i`` along 
 order.
 """
 
-from .anatomy import BONE_LABELS, LABELS, SOFT_ORGAN_LABELS, Tracer
-from .evaluation import evaluate_registration
-from .network import NetworkConfig, RegistrationUNet, load_network, predict_ddf, train_network, training_loss
-from .optimize import Regularizer, Similarity, optimise_ddf, register
-from .regularizers import weighted_bending_energy, weighted_diffusion
-from .synthetic import SyntheticPair, simulate_pet_ct_pair
-from .transforms import integrate_velocity, limited_threads, map_points, resize_ddf, warp, warp_labels
-from .weights import check_ct_hu, ct_regularization_map
+from refsuite._lazy import lazy_exports
 
-__all__ = [
-    "BONE_LABELS", "LABELS", "SOFT_ORGAN_LABELS", "Tracer",
-    "evaluate_registration",
-    "NetworkConfig", "RegistrationUNet", "load_network", "predict_ddf", "train_network", "training_loss",
-    "Regularizer", "Similarity", "optimise_ddf", "register",
-    "weighted_bending_energy", "weighted_diffusion",
-    "SyntheticPair", "simulate_pet_ct_pair",
-    "integrate_velocity", "limited_threads", "map_points", "resize_ddf", "warp", "warp_labels",
-    "check_ct_hu", "ct_regularization_map",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".anatomy": ("BONE_LABELS", "LABELS", "SOFT_ORGAN_LABELS", "Tracer"),
+    ".evaluation": ("evaluate_registration",),
+    ".network": ("NetworkConfig", "RegistrationUNet", "load_network", "predict_ddf", "train_network",
+                 "training_loss"),
+    ".optimize": ("Regularizer", "Similarity", "optimise_ddf", "register"),
+    ".regularizers": ("weighted_bending_energy", "weighted_diffusion"),
+    ".synthetic": ("SyntheticPair", "simulate_pet_ct_pair"),
+    ".transforms": ("integrate_velocity", "limited_threads", "map_points", "resize_ddf", "warp", "warp_labels"),
+    ".weights": ("check_ct_hu", "ct_regularization_map"),
+})

@@ -1,12 +1,25 @@
 """``refsuite register``: CT-guided deformable registration of two PET NIfTI volumes.
 
-Only argparse-level code here; the solver is imported inside the handler.
+Only argparse-level code here; the solver is imported inside the handler. Inputs, numbers and
+both output paths are checked before any work (:mod:`refsuite._cli_errors`), and the warped
+image and its DDF are written together: both files or neither.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+
+from refsuite._cli_errors import (
+    UsageError, check_memory, device, input_file, nonnegative_float, output_file, positive_float,
+    positive_int_list, reading, require_device,
+)
+
+_NIFTI = "a 3-D NIfTI volume (.nii or .nii.gz)"
+_SUFFIXES = (".nii", ".nii.gz")
+# Peak memory per voxel of the finest level: images, weight map, DDF, its Adam moments and
+# gradient, LNCC local moments, warped image and autograd buffers (float32), rounded up from
+# the peak RSS growth of a 64^3 registration (diffeomorphic off; scaling and squaring adds ~2x).
+_BYTES_PER_VOXEL = 600
 
 
 def register(subparsers) -> None:
@@ -15,63 +28,106 @@ def register(subparsers) -> None:
         help="deformable PET-to-PET registration with CT-guided (or uniform) regularisation",
         description="Register MOVING PET onto FIXED PET (NIfTI). The regulariser weight is the CT-derived map "
         "(--fixed-ct, the default) or a uniform weight (--uniform-weight). Writes the warped moving PET and the "
-        "DDF (D, H, W, 3), voxel units of the fixed grid, both with the fixed affine.",
+        "DDF (D, H, W, 3), voxel units of the fixed grid, both with the fixed affine; both files or neither.",
     )
     p.add_argument("--fixed", required=True, help="fixed PET (NIfTI)")
     p.add_argument("--moving", required=True, help="moving PET (NIfTI)")
     p.add_argument("--fixed-ct", help="CT (HU) paired with the fixed PET, on its grid unless --resample")
-    p.add_argument("--uniform-weight", type=float, help="use this uniform regulariser weight instead of the CT map")
-    p.add_argument("--soft-weight", type=float, default=30.0, help="CT map weight of soft tissue (default 30)")
-    p.add_argument("--bone-weight", type=float, default=300.0, help="CT map weight of bone (default 300)")
-    p.add_argument("--smoothing-mm", type=float, default=4.0, help="Gaussian sigma of the CT map, mm (default 4)")
+    p.add_argument("--uniform-weight", type=nonnegative_float,
+                   help="use this uniform regulariser weight (>= 0) instead of the CT map")
+    p.add_argument("--soft-weight", type=positive_float, default=30.0, help="CT map weight of soft tissue (default 30)")
+    p.add_argument("--bone-weight", type=positive_float, default=300.0, help="CT map weight of bone (default 300)")
+    p.add_argument("--smoothing-mm", type=nonnegative_float, default=4.0,
+                   help="Gaussian sigma of the CT map, mm (default 4)")
     p.add_argument("--resample", action="store_true",
                    help="resample MOVING and the CT onto the fixed grid when the grids differ (else an error)")
     p.add_argument("--similarity", choices=["lncc", "mi"], default="lncc", help="image similarity (default lncc)")
-    p.add_argument("--iterations", default="80,60,40", help="Adam steps per level, coarsest first (default 80,60,40)")
+    p.add_argument("--iterations", type=positive_int_list, default=(80, 60, 40),
+                   help="Adam steps per level (>= 1 each), coarsest first (default 80,60,40)")
     p.add_argument("--diffeomorphic", action="store_true", help="optimise a velocity field (scaling and squaring)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", type=device, default="cpu", help="torch device (default cpu)")
     p.add_argument("--out-warped", required=True, help="output: warped moving PET (NIfTI)")
     p.add_argument("--out-ddf", required=True, help="output: DDF (NIfTI, D x H x W x 3, voxel units)")
     p.set_defaults(func=_run)
+
+
+def _load(path, flag: str, *, hu: bool = False):
+    """``(data (D, H, W) float32, affine (4, 4))``, finite, with a finite invertible affine."""
+    import numpy as np
+
+    from refsuite.registration.nifti import load_volume
+
+    input_file(path, flag, _NIFTI)
+    with reading(path, flag, _NIFTI):
+        data, affine = load_volume(path)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise UsageError(f"{flag} {str(path)!r}: its affine is singular or not finite; expected voxel sizes > 0 mm")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise UsageError(f"{flag} {str(path)!r}: {int(bad.sum())} voxels are NaN or infinite; expected finite "
+                         f"{'HU' if hu else 'activity'} values")
+    if min(data.shape) < 4:
+        raise UsageError(f"{flag} {str(path)!r}: shape {data.shape}; expected at least 4 voxels along each axis")
+    return data, affine
+
+
+def _check_outputs(args) -> None:
+    from pathlib import Path
+
+    output_file(args.out_warped, "--out-warped", suffixes=_SUFFIXES)
+    output_file(args.out_ddf, "--out-ddf", suffixes=_SUFFIXES)
+    if Path(args.out_warped).resolve() == Path(args.out_ddf).resolve():
+        raise UsageError(f"--out-warped and --out-ddf are the same file {args.out_warped!r}; expected two files")
+    if args.uniform_weight is None and not args.fixed_ct:
+        raise UsageError("give --fixed-ct (CT-guided map) or --uniform-weight")
+    require_device(args.device)
 
 
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from refsuite.io.atomic import atomic_path
     from refsuite.registration import Similarity, ct_regularization_map, register, warp
-    from refsuite.registration.nifti import load_volume, resample_to_reference, same_grid, save_ddf, save_volume, spacing_of
+    from refsuite.registration.nifti import resample_to_reference, same_grid, save_ddf, save_volume, spacing_of
 
-    try:
-        fixed, fa = load_volume(args.fixed)
-        moving, ma = load_volume(args.moving)
-        if not same_grid(fixed.shape, fa, moving.shape, ma):
+    _check_outputs(args)
+    fixed, fa = _load(args.fixed, "--fixed")
+    moving, ma = _load(args.moving, "--moving")
+    if not same_grid(fixed.shape, fa, moving.shape, ma):
+        if not args.resample:
+            raise UsageError(f"--moving grid {moving.shape} does not match --fixed grid {fixed.shape} "
+                             "(shape or affine); pass --resample to resample it onto the fixed grid")
+        moving = resample_to_reference(moving, ma, fixed.shape, fa)
+    check_memory(fixed.size * _BYTES_PER_VOXEL * (2 if args.diffeomorphic else 1), "--fixed", repr(args.fixed),
+                 f"a {' x '.join(map(str, fixed.shape))} volume; register on a coarser grid (resample both images)")
+    spacing = spacing_of(fa)
+    if args.uniform_weight is not None:
+        weight = float(args.uniform_weight)
+    else:
+        ct, ca = _load(args.fixed_ct, "--fixed-ct", hu=True)
+        if not same_grid(ct.shape, ca, fixed.shape, fa):
             if not args.resample:
-                raise ValueError(f"--moving grid {moving.shape} does not match --fixed grid {fixed.shape} "
-                                 "(shape or affine); pass --resample to resample it onto the fixed grid")
-            moving = resample_to_reference(moving, ma, fixed.shape, fa)
-        spacing = spacing_of(fa)
-        if args.uniform_weight is not None:
-            weight = float(args.uniform_weight)
-        elif args.fixed_ct:
-            ct, ca = load_volume(args.fixed_ct)
-            if not same_grid(ct.shape, ca, fixed.shape, fa):
-                if not args.resample:
-                    raise ValueError(f"--fixed-ct grid {ct.shape} does not match --fixed grid {fixed.shape}; "
-                                     "pass --resample")
-                ct = resample_to_reference(ct, ca, fixed.shape, fa, cval=-1000.0)
+                raise UsageError(f"--fixed-ct grid {ct.shape} does not match --fixed grid {fixed.shape}; "
+                                 "pass --resample")
+            ct = resample_to_reference(ct, ca, fixed.shape, fa, cval=-1000.0)
+        try:
             weight = ct_regularization_map(ct, spacing=spacing, soft_weight=args.soft_weight,
                                            bone_weight=args.bone_weight, smoothing_mm=args.smoothing_mm)
-        else:
-            raise ValueError("give --fixed-ct (CT-guided map) or --uniform-weight")
-        iters = tuple(int(x) for x in args.iterations.split(","))
-        ddf = register(fixed, moving, weight_map=weight, spacing=spacing, similarity=Similarity(args.similarity),
-                       levels=len(iters), iterations=iters, diffeomorphic=args.diffeomorphic, device=args.device)
-    except (ValueError, OSError) as exc:
-        print(f"refsuite register: {exc}", file=sys.stderr)
-        return 2
+        except ValueError as exc:
+            raise UsageError(f"--fixed-ct {str(args.fixed_ct)!r}: {exc}") from exc
+    iters = args.iterations
+    ddf = register(fixed, moving, weight_map=weight, spacing=spacing, similarity=Similarity(args.similarity),
+                   levels=len(iters), iterations=iters, diffeomorphic=args.diffeomorphic, device=args.device)
     warped = warp(torch.as_tensor(moving)[None, None], ddf)[0, 0].numpy()
-    save_volume(args.out_warped, warped, fa)
-    save_ddf(args.out_ddf, ddf, fa)
+    # both temporary files are complete before either replaces its target: both outputs or neither
+    with atomic_path(args.out_warped, suffix=_suffix(args.out_warped)) as tmp_w, \
+            atomic_path(args.out_ddf, suffix=_suffix(args.out_ddf)) as tmp_d:
+        save_volume(tmp_w, warped, fa)
+        save_ddf(tmp_d, ddf, fa)
     print(f"wrote {args.out_warped} and {args.out_ddf} (max |ddf| {float(np.abs(ddf.numpy()).max()):.2f} voxels)")
     return 0
+
+
+def _suffix(path) -> str:
+    return ".nii.gz" if str(path).endswith(".gz") else ".nii"

@@ -163,7 +163,7 @@ def train_network(
     history: list[float] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
         if state["config"] != asdict(config):
             raise ValueError(f"checkpoint {checkpoint} was saved with config {state['config']}, not {asdict(config)}")
         model.load_state_dict(state["model"])
@@ -270,7 +270,7 @@ def _save(path, model, opt, step, history) -> None:
 
 def load_network(path, *, device="cpu") -> RegistrationUNet:
     """A trained :class:`RegistrationUNet` from a checkpoint written by :func:`train_network`."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = torch.load(path, map_location=device, weights_only=True)
     cfg = state["config"]
     cfg = NetworkConfig(**{**cfg, "channels": tuple(cfg["channels"]), "strides": tuple(cfg["strides"])})
     model = RegistrationUNet(cfg).to(device)
