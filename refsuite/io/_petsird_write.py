@@ -83,10 +83,12 @@ def _encode(events, which, kind, element, n_el, tof_edges, energy_edges, c_mm_pe
     e_kev = [1e3 * np.asarray(events[f"TotalEnergyDeposit{k}"], float) for k in (1, 2)]
     n_en = len(energy_edges) - 1
     en = []
+    # the edges are float32: an energy inside the window but within its rounding of an end is inside
+    tol = 1e-6 * float(np.abs(energy_edges).max())
     for k in (1, 2):
         idx = np.searchsorted(energy_edges, e_kev[k - 1], side="right") - 1
-        idx[e_kev[k - 1] == energy_edges[-1]] = n_en - 1
-        en.append(idx)
+        inside = (e_kev[k - 1] >= energy_edges[0] - tol) & (e_kev[k - 1] <= energy_edges[-1] + tol)
+        en.append(np.where(inside, np.clip(idx, 0, n_en - 1), -1))
     bad = (en[0] < 0) | (en[0] >= n_en) | (en[1] < 0) | (en[1] >= n_en)
     if bad.any():
         raise ValueError(f"{which}: {int(bad.sum())} events have an energy outside energy_window_kev "
