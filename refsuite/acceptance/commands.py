@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--write-demo", metavar="DIR", help="write the demonstration scans and plans into DIR and exit")
     p.add_argument("--full", action="store_true", help="with --write-demo: the papers' scan sizes (long)")
     p.add_argument("--seed", type=int, default=2026, help="with --write-demo: random seed (default 2026)")
+    p.add_argument("--scan-format", choices=("npz", "petsird"), default="npz",
+                   help="with --write-demo: scans as refsuite .npz (default) or PETSIRD files (slower to write)")
     p.set_defaults(func=_cmd_acceptance)
 
 
@@ -39,7 +41,7 @@ def _cmd_acceptance(args: argparse.Namespace) -> int:
         from .demo import FULL, QUICK, write_demo
 
         plans = write_demo(args.write_demo, sizes=FULL if args.full else QUICK, seed=args.seed,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, scan_format=args.scan_format)
         for name, path in plans.items():
             print(f"{name}: {path}")
         return 0
