@@ -279,7 +279,9 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
                  f"{d.skew_change_ps:g} ps"}
     checks = dict(DEMO_TOLERANCES, geometry={**DEMO_TOLERANCES["geometry"], "n_iter": sizes.n_iter,
                                              "batch_size": sizes.batch_size})
-    manifest = {"sizes": asdict(sizes), "seed": seed, "defects": asdict(d), "format": 2, "scan_format": scan_format}
+    manifest = {"sizes": asdict(sizes), "seed": seed, "defects": asdict(d), "format": 2}
+    if scan_format != "npz":  # (npz demos written before the option stay valid)
+        manifest["scan_format"] = scan_format
     plans = {name: out / name / "plan.toml" for name in ("baseline", "a", "b")}
     done = out / "demo.json"
     if done.is_file() and json.loads(done.read_text()) == manifest and all(p.is_file() for p in plans.values()):
