@@ -250,6 +250,76 @@ def test_gantry_alignment_moves_the_modules(tmp_path):
     np.testing.assert_allclose(r.axes, s.axes @ rz.T, atol=1e-12)
 
 
+def test_streamed_file_equals_the_one_written_at_once(thull, tmp_path):
+    """PetsirdWriter, fed chunks in time order, writes blocks as they complete: same content as
+    write_petsird; an event older than a written block is refused; a failure leaves no file."""
+    from refsuite.io import PetsirdWriter
+
+    s, ev = thull
+    ev = ev.take(np.argsort(np.minimum(ev["GlobalTime1"], ev["GlobalTime2"]), kind="stable"))
+    stretch = 39.0 * np.minimum(ev["GlobalTime1"], ev["GlobalTime2"])  # 40 times longer: ~40 time blocks
+    ev["GlobalTime1"], ev["GlobalTime2"] = ev["GlobalTime1"] + stretch, ev["GlobalTime2"] + stretch
+    whole = read_petsird(write_petsird(tmp_path / "whole.petsird", s, ev, n_tof_bins=401))
+    kw = dict(n_tof_bins=401, ctr_ps=ev.attrs["ctr_ps"], energy_resolution=ev.attrs["energy_resolution"])
+    with PetsirdWriter(tmp_path / "streamed.petsird", s, **kw) as w:
+        for part in np.array_split(np.arange(ev.n_events), 7):
+            w.write(ev.take(part))
+            written = w._written_below
+    assert written is not None and written > 10  # blocks went out before the end
+    assert w.n_prompts == ev.n_events
+    streamed = read_petsird(tmp_path / "streamed.petsird")
+    for k in whole.prompts:
+        np.testing.assert_array_equal(streamed.prompts[k], whole.prompts[k])
+    late = tmp_path / "late.petsird"
+    with pytest.raises(ValueError, match="came after block .* was written: events must come in time order"):
+        with PetsirdWriter(late, s, **kw) as w:
+            w.write(ev.take(np.arange(ev.n_events // 2, ev.n_events)))
+            w.write(ev.take(np.arange(10)))
+    assert not late.exists() and not list(tmp_path.glob(".late*"))
+
+
+# ------------------------------------------------------------------------------------------ read_events
+@pytest.mark.parametrize("fmt", ["binary", "ndjson"])
+def test_read_events_recognises_petsird_and_returns_the_prompts(thull, tmp_path, fmt):
+    from refsuite.io import read_events
+
+    s, ev = thull
+    half = ev.n_events // 2
+    prompts = type(ev)({k: v[:half] for k, v in ev.items()}, attrs=ev.attrs)
+    delayeds = type(ev)({k: v[half:] for k, v in ev.items()})
+    path = write_petsird(tmp_path / "scan.data", s, prompts, delayeds=delayeds, format=fmt)  # by content, not name
+    scan = read_petsird(path)
+    got = read_events(path)
+    assert got.n_events == half and scan.delayeds.n_events == ev.n_events - half
+    for k in scan.prompts:
+        np.testing.assert_array_equal(got[k], scan.prompts[k])
+    assert got.attrs["ctr_ps"] == pytest.approx(ev.attrs["ctr_ps"], rel=1e-6)
+    kept = read_events(path, s)  # "keep": the file's ids on a scanner of the same shape
+    for k in IDS:
+        np.testing.assert_array_equal(kept[k], scan.prompts[k])
+
+
+def test_read_events_assigns_petsird_ids_on_another_scanner(thull, tmp_path):
+    """crystal_ids="assign" places the file's events (at its crystal centres) on the given scanner."""
+    from refsuite.io import read_events
+
+    s, ev = thull
+    path = write_petsird(tmp_path / "scan.petsird", s, ev)
+    same = read_events(path, s, crystal_ids="assign")
+    for k in IDS:  # crystal centres lie in their own crystals
+        np.testing.assert_array_equal(same[k], read_petsird(path).prompts[k])
+    perm = np.roll(np.arange(s.n_blocks), 5)  # the same blocks, numbered differently
+    renumbered = Scanner(s.positions[perm], s.axes[perm], s.block_size, s.crystals, name="renumbered")
+    moved = read_events(path, renumbered, crystal_ids="assign")
+    inverse = np.argsort(perm)
+    for k in (1, 2):
+        np.testing.assert_array_equal(moved[f"BlockID{k}"], inverse[same[f"BlockID{k}"]])
+        np.testing.assert_array_equal(moved[f"CrystalID{k}"], same[f"CrystalID{k}"])
+    other = preset("thull_sim", binning="4mm")
+    with pytest.raises(ValueError, match=r"scan.petsird: the PETSIRD file's scanner has 24 modules x \d+ .*'assign'"):
+        read_events(path, other)
+
+
 # ------------------------------------------------------------------------------------------ bad files
 def _binary_with(path, tmp_path, *, version=None, schema=None):
     data = path.read_bytes()

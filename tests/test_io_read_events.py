@@ -121,8 +121,9 @@ def test_unknown_layout_names_the_layouts_and_branches(tmp_path):
         read_events(half)
     text = tmp_path / "ev.txt"
     text.write_text("1 2 3\n")
-    with pytest.raises(RootFileError, match="neither a ROOT file nor an npz archive"):
+    with pytest.raises(RootFileError, match="neither a ROOT file, an npz archive nor a PETSIRD stream") as err:
         read_events(text)
+    assert "petsird: PETSIRD binary or NDJSON" in str(err.value)
 
 
 def test_crystal_id_policy(tmp_path):

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--write-demo", metavar="DIR", help="write the demonstration scans and plans into DIR and exit")
     p.add_argument("--full", action="store_true", help="with --write-demo: the papers' scan sizes (long)")
     p.add_argument("--seed", type=nonnegative_int, default=2026, help="with --write-demo: random seed (default 2026)")
+    p.add_argument("--scan-format", choices=("npz", "petsird"), default="npz",
+                   help="with --write-demo: scans as refsuite .npz (default) or PETSIRD files (slower to write)")
     p.set_defaults(func=_cmd_acceptance)
 
 
@@ -73,7 +75,8 @@ def _write_demo(args: argparse.Namespace) -> int:
     out = output_dir(args.write_demo, "--write-demo")
     created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     try:
-        plans = write_demo(out, sizes=FULL if args.full else QUICK, seed=args.seed, progress=not args.no_progress)
+        plans = write_demo(out, sizes=FULL if args.full else QUICK, seed=args.seed, progress=not args.no_progress,
+                           scan_format=args.scan_format)
     except BaseException:
         if created is not None:
             shutil.rmtree(Path(created), ignore_errors=True)

@@ -1,7 +1,9 @@
 """The acceptance demonstration: built-in MC scans of ``thull_sim`` before and after a module swap.
 
 Three acquisitions of the same calibration scans (point sources, cylindrical shell, timing
-sources, line-source sweep), each written as ``.npz`` list-mode files with an acceptance plan next to them:
+sources, line-source sweep), each written as ``.npz`` list-mode files (or, with
+``scan_format="petsird"``, as PETSIRD files holding the blueprint and the readout's crystal ids)
+with an acceptance plan next to them:
 
 * ``baseline/`` — the scanner as accepted (the blueprint, its own per-channel clock skews);
   its results.json is the baseline of the other two (no line-source sweep: that check has an
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refsuite._checks import check_positive
+from refsuite._checks import check_choice, check_positive
 
 __all__ = ["DemoSizes", "QUICK", "FULL", "write_demo", "DEMO_TOLERANCES", "calibration_points"]
 
@@ -118,14 +120,18 @@ def _toml_value(v):
     return repr(v)
 
 
-def _plan_text(name, description, checks: dict, sweep: bool) -> str:
+#: file suffix of the demo's scans per ``scan_format``
+SCAN_SUFFIXES = {"npz": ".npz", "petsird": ".petsird"}
+
+
+def _plan_text(name, description, checks: dict, sweep: bool, ext: str = ".npz") -> str:
     lines = [f"name = {_toml_value(name)}", f"description = {_toml_value(description)}", "",
              "[scanner]", 'file = "../blueprint.json"', "", "[data]",
-             'point_sources = "points.npz"', 'point_phantom = "../points_phantom.json"', 'shell = "shell.npz"',
-             'timing = "timing.npz"', 'timing_phantom = "../timing_phantom.json"']
+             f'point_sources = "points{ext}"', 'point_phantom = "../points_phantom.json"', f'shell = "shell{ext}"',
+             f'timing = "timing{ext}"', 'timing_phantom = "../timing_phantom.json"']
     if sweep:
         lines += ["", "[data.line_sweep]", f"source_length_mm = {SWEEP_SOURCE_LENGTH_MM!r}", "azimuth_deg = 0.0",
-                  "points = ["] + [f'  {{ offset_mm = {r:.1f}, file = "line_r{r}.npz" }},' for r in SWEEP_OFFSETS_MM] + ["]"]
+                  "points = ["] + [f'  {{ offset_mm = {r:.1f}, file = "line_r{r}{ext}" }},' for r in SWEEP_OFFSETS_MM] + ["]"]
     for check, opts in checks.items():
         lines += ["", f"[checks.{check}]"] + [f"{k} = {_toml_value(v)}" for k, v in opts.items()]
     return "\n".join(lines) + "\n"
@@ -152,12 +158,12 @@ def _slim(ev):
     return Events(out, attrs=ev.attrs)
 
 
-def _scan_jobs(folder: Path, sizes, seed, sweep):
+def _scan_jobs(folder: Path, sizes, seed, sweep, ext=".npz"):
     """(file name, phantom key, decays, seed) of every scan of one scenario."""
-    jobs = [("points.npz", "points", sizes.point_decays, seed), ("shell.npz", "shell", sizes.shell_decays, seed + 1),
-            ("timing.npz", "timing", sizes.timing_decays, seed + 2)]
+    jobs = [(f"points{ext}", "points", sizes.point_decays, seed), (f"shell{ext}", "shell", sizes.shell_decays, seed + 1),
+            (f"timing{ext}", "timing", sizes.timing_decays, seed + 2)]
     if sweep:
-        jobs += [(f"line_r{r}.npz", f"line{r}", sizes.sweep_decays, seed + 3 + k) for k, r in enumerate(SWEEP_OFFSETS_MM)]
+        jobs += [(f"line_r{r}{ext}", f"line{r}", sizes.sweep_decays, seed + 3 + k) for k, r in enumerate(SWEEP_OFFSETS_MM)]
     return [(folder / f, key, n, sd) for f, key, n, sd in jobs]
 
 
@@ -169,7 +175,7 @@ def _simulate_scan(job):
     from refsuite.phantoms import CylindricalShell, LineSource, load_phantom
     from refsuite.timing.listmode_skew import apply_channel_skews
 
-    path, key, n, seed, scanner_file, phantoms, skews, dead = job
+    path, key, n, seed, scanner_file, phantoms, skews, dead, blueprint_file = job
     scanner = Scanner.load(scanner_file)
     if key == "shell":
         phantom = CylindricalShell()
@@ -183,7 +189,15 @@ def _simulate_scan(job):
     ev = apply_channel_skews(ev, scanner, np.asarray(skews))
     if dead is not None:
         ev = _drop_voxel(ev, *dead)
-    save_listmode(path, ev)
+    if Path(path).suffix == SCAN_SUFFIXES["petsird"]:
+        from refsuite.io import write_petsird
+
+        # the readout's file: the blueprint and the crystal ids; 25 ps TOF bins (the alignment's)
+        # over the coincidence window widened by the skews of both channels
+        reach_ps = float(ev.attrs.get("coincidence_window_ps", 5000.0)) + 2.0 * float(np.abs(skews).max())
+        write_petsird(path, Scanner.load(blueprint_file), ev, n_tof_bins=2 * int(np.ceil(reach_ps / 25.0)) + 1)
+    else:
+        save_listmode(path, ev)
     return str(path)
 
 
@@ -214,11 +228,14 @@ def _run_jobs(jobs, workers, progress):
 
 
 def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: Defects = Defects(),
-               workers: int = 2, progress: bool = False) -> dict:
+               workers: int = 2, progress: bool = False, scan_format: str = "npz") -> dict:
     """Write the demonstration scans, plans and truths into ``out_dir``.
 
     The scans are simulated in ``workers`` processes; a folder already holding a complete demo
-    of the same sizes, seed and defects (``demo.json``) is reused as it is.
+    of the same sizes, seed, defects and format (``demo.json``) is reused as it is.
+    ``scan_format`` ``"npz"`` (refsuite list-mode) or ``"petsird"`` (PETSIRD files: the
+    blueprint in the header, the crystal ids, 25 ps TOF bins; PETSIRD encodes each coincidence
+    in Python, so writing takes tens of microseconds per coincidence).
 
     Returns ``{"baseline": plan path, "a": ..., "b": ...}``.
     """
@@ -228,6 +245,8 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     from refsuite.timing.listmode_skew import channel_map
 
     check_positive("remount_mm", defects.remount_mm, unit="mm")
+    check_choice("scan_format", scan_format, tuple(SCAN_SUFFIXES))
+    ext = SCAN_SUFFIXES[scan_format]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -261,6 +280,8 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     checks = dict(DEMO_TOLERANCES, geometry={**DEMO_TOLERANCES["geometry"], "n_iter": sizes.n_iter,
                                              "batch_size": sizes.batch_size})
     manifest = {"sizes": asdict(sizes), "seed": seed, "defects": asdict(d), "format": 2}
+    if scan_format != "npz":  # (npz demos written before the option stay valid)
+        manifest["scan_format"] = scan_format
     plans = {name: out / name / "plan.toml" for name in ("baseline", "a", "b")}
     done = out / "demo.json"
     if done.is_file() and json.loads(done.read_text()) == manifest and all(p.is_file() for p in plans.values()):
@@ -274,8 +295,8 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
         # the baseline holds the checks the others compare against; the sweep has an analytic reference
         sweep = name != "baseline"
         phantoms = {"points": str(out / "points_phantom.json"), "timing": str(out / "timing_phantom.json")}
-        jobs += [(path, key, n, sd, str(scanner_file), phantoms, sk.tolist(), dead)
-                 for path, key, n, sd in _scan_jobs(folder, sizes, seed + 100 * (k + 1), sweep)]
+        jobs += [(path, key, n, sd, str(scanner_file), phantoms, sk.tolist(), dead, str(out / "blueprint.json"))
+                 for path, key, n, sd in _scan_jobs(folder, sizes, seed + 100 * (k + 1), sweep, ext)]
         plan_checks = {c: v for c, v in checks.items() if sweep or c != "sensitivity"}
         truth = {"scenario": name, "description": desc[name], "sizes": asdict(sizes), "seed": seed + 100 * (k + 1),
                  "scanner": scanner_file.name, "channel_skews_ps": sk.tolist(),
@@ -283,7 +304,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
                  "block_rotations_rad": rot.tolist() if name == "b" else None,
                  "block_translations_mm": shift.tolist() if name == "b" else None}
         atomic_write_text(folder / "truth.json", json.dumps(truth, indent=1))
-        atomic_write_text(plans[name], _plan_text(f"thull_sim-{name}", desc[name], plan_checks, sweep))
+        atomic_write_text(plans[name], _plan_text(f"thull_sim-{name}", desc[name], plan_checks, sweep, ext))
     # largest scans first, so that the workers finish together
     jobs.sort(key=lambda j: -j[2])
     _run_jobs(jobs, max(1, min(workers, os.cpu_count() or 1)), progress)

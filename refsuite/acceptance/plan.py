@@ -7,7 +7,7 @@ tolerance with its unit for every check it asks for::
     [scanner]
     file = "blueprint.json"          # or preset = "thull_sim" with options = {...}
     [data]
-    point_sources = "points.root"    # ROOT (GATE 10 layout) or .npz list-mode
+    point_sources = "points.root"    # ROOT (GATE 9/10), .npz list-mode or PETSIRD (.petsird/.ndjson)
     point_phantom = "points.json"    # the known tracer (refsuite.phantoms, PointSources/Tube)
     shell = "shell.root"
     timing = "timing.root"

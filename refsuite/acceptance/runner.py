@@ -55,7 +55,7 @@ def read_events(path, scanner):
 
     Crystal ids recorded in the file (the detector's own readout ids) are kept; a file without
     them gets ids assigned from the interaction positions on ``scanner``. Any layout
-    ``refsuite.io.read_events`` knows (GATE 9/10 ROOT, RNTuple, npz).
+    ``refsuite.io.read_events`` knows (GATE 9/10 ROOT, RNTuple, npz, PETSIRD).
     """
     from refsuite.io import read_events as _read
 

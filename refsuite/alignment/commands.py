@@ -12,16 +12,22 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "align",
         help="estimate detector-block poses from list-mode data of a known phantom (Thull et al.)",
-        description="Maximum-likelihood alignment: reads coincidences (ROOT or .npz), the blueprint scanner "
-                    "(.json) and the phantom (.json); writes the aligned scanner (.json) atomically.",
+        description="Maximum-likelihood alignment: reads coincidences (ROOT, .npz or PETSIRD), the blueprint scanner "
+                    "(.json) and the phantom (.json); writes the aligned scanner (.json) atomically, and with "
+                    "--petsird-out also as a PETSIRD scanner header.",
     )
     p.add_argument("--events", required=True,
-                   help="coincidence file: GATE 9/10 ROOT (TTree or RNTuple) or refsuite .npz list-mode")
+                   help="coincidence file: GATE 9/10 ROOT (TTree or RNTuple), refsuite .npz list-mode or PETSIRD "
+                        "(binary or NDJSON; its prompts)")
     p.add_argument("--scanner", required=True, help="blueprint scanner .json (refsuite.geometry.Scanner.save)")
     p.add_argument("--phantom", required=True, help="phantom .json (refsuite.phantoms, PointSources or Tube)")
     p.add_argument("--out", required=True, help="aligned scanner .json")
+    p.add_argument("--petsird-out", default=None, metavar="FILE",
+                   help="also write the aligned scanner as a PETSIRD file (header only: module transforms, crystal "
+                        "boxes; the fan-sum efficiencies as detection-bin efficiencies with --efficiency-events) "
+                        "for a reconstruction program; .petsird or .bin binary, .ndjson text")
     p.add_argument("--efficiency-events", default=None,
-                   help="shell acquisition (.root/.npz) for fan-sum crystal efficiencies (default: all 1)")
+                   help="shell acquisition (.root/.npz/PETSIRD) for fan-sum crystal efficiencies (default: all 1)")
     p.add_argument("--crystal-ids", choices=("keep", "assign"), default="keep",
                    help="keep: the crystal ids the file records (the readout's), assigned from the interaction "
                         "points on the blueprint only where the file has none (default); assign: always from "
@@ -44,13 +50,18 @@ def _cmd_align(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from refsuite.geometry import Scanner
-    from refsuite.io import atomic_write_text, read_events
+    from refsuite.io import atomic_write_text, petsird_suffix_format, read_events, write_petsird
     from refsuite.phantoms import load_phantom
 
     from .efficiency import fan_sum_efficiencies
     from .solver import AlignmentDiverged, TOFMode, align
 
     try:
+        petsird_fmt = None
+        if args.petsird_out is not None:
+            petsird_fmt = petsird_suffix_format(args.petsird_out)
+            if petsird_fmt is None:
+                raise ValueError(f"--petsird-out must end in .petsird, .bin or .ndjson, got {args.petsird_out!r}")
         blueprint = Scanner.load(args.scanner)
         phantom = load_phantom(args.phantom)
         events = read_events(args.events, blueprint, crystal_ids=args.crystal_ids)
@@ -71,9 +82,18 @@ def _cmd_align(args: argparse.Namespace) -> int:
         print(f"refsuite align: {exc}", file=sys.stderr)
         return 2
     res.scanner.save(out)
+    if petsird_fmt is not None:
+        try:
+            write_petsird(args.petsird_out, res.scanner, efficiencies=eff, format=petsird_fmt,
+                          efficiency_method="" if eff is None else "fan sums of the shell acquisition "
+                          f"{Path(args.efficiency_events).name} (refsuite.alignment.fan_sum_efficiencies)")
+        except (ValueError, OSError) as exc:
+            print(f"refsuite align: {exc}", file=sys.stderr)
+            return 2
     summary = {"rotations_rad": res.rotations_rad.tolist(), "translations_mm": res.translations_mm.tolist(),
                "nll_history": res.nll_history.tolist(), "timing": res.timing, "info": res.info}
     atomic_write_text(out.with_name(out.stem + ".alignment.json"), json.dumps(summary, default=float))
     print(f"aligned {blueprint.n_blocks} blocks in {res.timing['total_s']:.1f} s "
-          f"({res.timing['per_iteration_s']:.2f} s/iteration) -> {out}")
+          f"({res.timing['per_iteration_s']:.2f} s/iteration) -> {out}"
+          + (f" and {args.petsird_out} (PETSIRD)" if petsird_fmt is not None else ""))
     return 0

@@ -16,6 +16,8 @@ __all__ = [
 ]
 
 # PETSIRD (ETSI raw-data standard) files; petsird itself is imported only when they are used
-from .petsird import PETSIRD_SUFFIXES, PetsirdScan, petsird_format, read_petsird, write_petsird  # noqa: E402
+from .petsird import (PETSIRD_SUFFIXES, PetsirdScan, PetsirdWriter, petsird_format, petsird_suffix_format,  # noqa: E402
+                      read_petsird, write_petsird)
 
-__all__ += ["PETSIRD_SUFFIXES", "PetsirdScan", "petsird_format", "read_petsird", "write_petsird"]
+__all__ += ["PETSIRD_SUFFIXES", "PetsirdScan", "PetsirdWriter", "petsird_format", "petsird_suffix_format",
+            "read_petsird", "write_petsird"]

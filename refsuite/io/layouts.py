@@ -108,4 +108,5 @@ def match_layout(branches):
 def known_layouts() -> str:
     """One line naming every layout read_events knows (for error messages)."""
     return "; ".join(f"{lay.name}: {lay.description}" for lay in LAYOUTS) + \
-        "; npz: refsuite list-mode .npz (refsuite.io.save_listmode)"
+        "; npz: refsuite list-mode .npz (refsuite.io.save_listmode); petsird: PETSIRD binary or NDJSON stream " \
+        "(refsuite.io.read_petsird)"

@@ -6,8 +6,9 @@ https://github.com/ETSInitiative/PETSIRD; Python package ``petsird`` 0.12) store
 elements, TOF and energy bin edges, detection efficiencies) followed by time blocks of prompt
 and delayed coincidences, each a pair of detection bins and a TOF bin index. Two encodings
 carry the same content: a compact binary stream (starts with the bytes ``yardl``) and NDJSON
-(one JSON value per line, the first ``{"yardl": ...}``). Both are read and written here;
-the encoding is recognised from the file's content, not its name.
+(one JSON value per line, the first ``{"yardl": ...}``). Both are read here (the encoding
+recognised from the file's content, not its name) and written by :class:`PetsirdWriter`
+(chunk by chunk, :mod:`refsuite.io._petsird_write`) or :func:`write_petsird`.
 
 Mapping to refsuite (see :mod:`refsuite.io._petsird_geometry` for the geometry):
 
@@ -36,25 +37,22 @@ magnitude (3e-5 mm at 400 mm), TOF edges likewise.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from refsuite._checks import check_choice, check_finite, check_positive
+from refsuite._checks import check_positive
 from refsuite.constants import SPEED_OF_LIGHT_MM_PER_NS
 from refsuite.events import Events
 
-from ._petsird_geometry import crystal_types, scanner_from_info, scanner_geometry
-from .atomic import atomic_open
+from ._petsird_geometry import scanner_from_info
+from ._petsird_write import PETSIRD_SUFFIXES, PetsirdWriter, petsird_suffix_format, write_petsird
 
-__all__ = ["PetsirdScan", "write_petsird", "read_petsird", "petsird_format", "PETSIRD_SUFFIXES"]
+__all__ = ["PetsirdScan", "PetsirdWriter", "write_petsird", "read_petsird", "petsird_format", "petsird_suffix_format",
+           "PETSIRD_SUFFIXES"]
 
-#: File names ``refsuite`` treats as PETSIRD when writing (reading goes by content).
-PETSIRD_SUFFIXES = (".petsird", ".bin", ".ndjson")
-_ID_COLUMNS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,244 +165,6 @@ def _check_stream(path: Path, fmt: str) -> None:
         diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
         raise ValueError(f"{path}: PETSIRD schema differs from petsird {_petsird_version()}'s (another PETSIRD "
                          f"version; types differing: {', '.join(diff[:6]) or 'protocol'}); not supported")
-
-
-# ---------------------------------------------------------------------------------- writing
-def _tof_edges_mm(events, c_mm_per_ns, width_ps, n_bins):
-    """Symmetric TOF bin edges (mm), ``n_bins`` of ``width_ps`` (c w / 2 mm) centred on 0."""
-    w_mm = c_mm_per_ns * 1e-3 * width_ps / 2.0
-    if n_bins is None:
-        attrs = getattr(events, "attrs", None) or {}
-        if "coincidence_window_ps" in attrs:
-            reach_ps = float(attrs["coincidence_window_ps"])
-        elif events is not None:
-            reach_ps = 1e3 * float(np.abs(np.asarray(events["GlobalTime1"]) - events["GlobalTime2"]).max(initial=0.0))
-        else:
-            reach_ps = 5000.0
-        n_bins = 2 * max(0, math.ceil(reach_ps / width_ps - 0.5)) + 1
-    return ((np.arange(n_bins + 1) - n_bins / 2.0) * w_mm).astype(np.float32)
-
-
-def _scanner_info(scanner, kind, half, *, tof_edges, energy_edges, ctr_ps, energy_resolution, efficiencies,
-                  efficiency_method, c_mm_per_ns, has_delayeds):
-    import petsird
-
-    n_types = len(half)
-    tof_mm = 0.0 if ctr_ps is None else c_mm_per_ns * 1e-3 * float(ctr_ps) / 2.0
-    info = petsird.ScannerInformation(
-        model_name=scanner.name, scanner_geometry=scanner_geometry(scanner, kind, half),
-        bulk_materials=[petsird.BulkMaterial(id=0, name=scanner.material)], collimator_type="NONE",
-        tof_bin_edges=[[petsird.BinEdges(edges=tof_edges.copy()) for _ in range(k + 1)] for k in range(n_types)],
-        tof_resolution=[[tof_mm] * (k + 1) for k in range(n_types)],
-        event_energy_bin_edges=[petsird.BinEdges(edges=energy_edges.copy()) for _ in range(n_types)],
-        energy_resolution_at_511=[float(energy_resolution or 0.0)] * n_types,
-        prompt_event_policy=petsird.CoincidencePolicy.REJECT_HIGHER_MULTIPLES,
-        delayed_event_policy=(petsird.CoincidencePolicy.REJECT_HIGHER_MULTIPLES if has_delayeds
-                              else petsird.CoincidencePolicy.NONE))
-    eff = petsird.DetectionEfficiencies(method_description=efficiency_method, calibration_factor=1.0)
-    if efficiencies is not None:
-        n_en = len(energy_edges) - 1
-        eff.detection_bin_efficiencies = [
-            np.repeat(efficiencies[:, kind == k].reshape(-1), n_en).astype(np.float32).tolist()
-            for k in range(n_types)]
-    info.detection_efficiencies = eff
-    return info
-
-
-def _encode(events, which, kind, element, n_el, tof_edges, energy_edges, c_mm_per_ns, block_ns):
-    """Per event: time block, module-type pair, the two detection bins and the TOF index."""
-    b = [np.asarray(events[f"BlockID{k}"]).astype(np.int64) for k in (1, 2)]
-    c = [np.asarray(events[f"CrystalID{k}"]).astype(np.int64) for k in (1, 2)]
-    t = [np.asarray(events[f"GlobalTime{k}"], float) for k in (1, 2)]
-    e_kev = [1e3 * np.asarray(events[f"TotalEnergyDeposit{k}"], float) for k in (1, 2)]
-    n_en = len(energy_edges) - 1
-    en = []
-    for k in (1, 2):
-        idx = np.searchsorted(energy_edges, e_kev[k - 1], side="right") - 1
-        idx[e_kev[k - 1] == energy_edges[-1]] = n_en - 1
-        en.append(idx)
-    bad = (en[0] < 0) | (en[0] >= n_en) | (en[1] < 0) | (en[1] >= n_en)
-    if bad.any():
-        raise ValueError(f"{which}: {int(bad.sum())} events have an energy outside energy_window_kev "
-                         f"[{energy_edges[0]:g}, {energy_edges[-1]:g}] keV (first {e_kev[0][bad][0]:.6g} / "
-                         f"{e_kev[1][bad][0]:.6g} keV)")
-    kk = [kind[ci] for ci in c]
-    bins = [en[j] + (element[c[j]] + b[j] * n_el[kk[j]]) * n_en for j in range(2)]
-    tof = c_mm_per_ns * (t[0] - t[1]) / 2.0
-    swap = (kk[0] < kk[1]) | ((kk[0] == kk[1]) & (bins[0] < bins[1]))
-    ka, kb = np.where(swap, kk[1], kk[0]), np.where(swap, kk[0], kk[1])
-    bin_a, bin_b = np.where(swap, bins[1], bins[0]), np.where(swap, bins[0], bins[1])
-    tof = np.where(swap, -tof, tof)
-    edges = tof_edges.astype(float)
-    tof_idx = np.searchsorted(edges, tof, side="right") - 1
-    tof_idx[tof == edges[-1]] = len(edges) - 2
-    bad = (tof_idx < 0) | (tof_idx >= len(edges) - 1)
-    if bad.any():
-        raise ValueError(f"{which}: {int(bad.sum())} events have |t1 - t2| beyond the TOF range "
-                         f"{2e3 * edges[-1] / c_mm_per_ns:.6g} ps (first {1e3 * (t[0] - t[1])[bad][0]:.6g} ps); "
-                         "increase n_tof_bins or tof_bin_width_ps")
-    block = np.floor(np.minimum(t[0], t[1]) / block_ns).astype(np.int64)
-    if block.size and (block.min() < 0 or (block.max() + 1) * block_ns / 1e6 > 2**32 - 1):
-        raise ValueError(f"{which}: GlobalTime must lie in [0, 2^32) ms for PETSIRD time blocks, got "
-                         f"{np.minimum(t[0], t[1]).min():.6g} .. {np.minimum(t[0], t[1]).max():.6g} ns")
-    return block, ka * (ka + 1) // 2 + kb, bin_a, bin_b, tof_idx
-
-
-def _time_blocks(encoded, n_types, block_ms):
-    """``petsird.TimeBlock`` per time block holding events (prompts, delayeds), in time order."""
-    import petsird
-
-    blocks = np.unique(np.concatenate([enc[0] for enc in encoded if enc is not None] or [np.zeros(0, np.int64)]))
-    sorted_enc = []
-    for enc in encoded:
-        if enc is None:
-            sorted_enc.append(None)
-            continue
-        order = np.lexsort((enc[1], enc[0]))  # stable: original order within a block and type pair
-        blk, pair, a, b, tof = (v[order] for v in enc)
-        sorted_enc.append((blk, pair, a.tolist(), b.tolist(), tof.tolist()))
-    for blk_id in blocks.tolist():
-        lists = []
-        for j, enc in enumerate(sorted_enc):
-            if enc is None:  # no prompts: empty lists per type pair; no delayeds: size 0 (policy none)
-                lists.append([[[] for _ in range(k1 + 1)] for k1 in range(n_types)] if j == 0 else [])
-                continue
-            blk, pair, a, b, tof = enc
-            i0, i1 = np.searchsorted(blk, [blk_id, blk_id + 1])
-            mat = []
-            for k1 in range(n_types):
-                row = []
-                for k2 in range(k1 + 1):
-                    j0, j1 = (i0 + np.searchsorted(pair[i0:i1], [k1 * (k1 + 1) // 2 + k2,
-                                                                  k1 * (k1 + 1) // 2 + k2 + 1])).tolist()
-                    row.append([petsird.CoincidenceEvent(detection_bins=[a[j], b[j]], tof_idx=tof[j])
-                                for j in range(j0, j1)])
-                mat.append(row)
-            lists.append(mat)
-        interval = petsird.TimeInterval(start=blk_id * block_ms, stop=(blk_id + 1) * block_ms)
-        yield petsird.TimeBlock.EventTimeBlock(petsird.EventTimeBlock(
-            time_interval=interval, prompt_events=lists[0], delayed_events=lists[1]))
-
-
-def _check_event_table(name, events, scanner):
-    from .root import REQUIRED_COLUMNS
-
-    if not isinstance(events, dict):
-        raise TypeError(f"{name} must be a dict of column name -> array (Events), got {type(events).__name__}")
-    missing = [c for c in (*REQUIRED_COLUMNS, *_ID_COLUMNS) if c not in events]
-    if missing:
-        raise ValueError(f"{name} lack the columns {missing}; crystal ids come from "
-                         "refsuite.io.read_coincidences(path, scanner=...)")
-    lengths = {len(np.asarray(events[c])) for c in (*REQUIRED_COLUMNS, *_ID_COLUMNS)}
-    if len(lengths) != 1:
-        raise ValueError(f"{name} columns must have equal lengths, got {sorted(lengths)}")
-    for col, hi in (("BlockID", scanner.n_blocks), ("CrystalID", scanner.n_crystals)):
-        v = np.concatenate([np.asarray(events[f"{col}1"]), np.asarray(events[f"{col}2"])])
-        if v.size and (v.min() < 0 or v.max() >= hi):
-            raise ValueError(f"{name}: {col} values must lie in [0, {hi - 1}] for scanner {scanner.name!r}, "
-                             f"got {int(v.min())} .. {int(v.max())}")
-
-
-def write_petsird(path, scanner, events=None, *, delayeds=None, efficiencies=None, format: str = "binary",
-                  tof_bin_width_ps: float = 25.0, n_tof_bins: int | None = None, energy_window_kev=None,
-                  n_energy_bins: int = 1, ctr_ps: float | None = None, energy_resolution: float | None = None,
-                  time_block_ms: int = 1, efficiency_method: str = "") -> Path:
-    """Write a scanner and its coincidences as a PETSIRD file (atomic: temp file + rename).
-
-    Parameters
-    ----------
-    path : str or Path
-        Output file (any suffix; ``.petsird`` is customary).
-    scanner : Scanner
-        Blocks become module instances (3 x 4 ``RigidTransformation`` ``[A^T | P]``), crystal
-        voxels box-shaped detecting elements (one module type per crystal size).
-    events : Events, optional
-        Prompt coincidences with ``BlockID1/2``, ``CrystalID1/2``, ``GlobalTime1/2`` (ns,
-        >= 0), ``TotalEnergyDeposit1/2`` (MeV). None writes the scanner header alone (e.g.
-        an alignment result for a reconstruction program).
-    delayeds : Events, optional
-        Delayed coincidences, same columns; stored apart from the prompts.
-    efficiencies : ndarray (N, M), optional
-        Per-crystal detection efficiencies (e.g. fan sums,
-        :func:`refsuite.alignment.fan_sum_efficiencies`), written as PETSIRD
-        ``detectionBinEfficiencies`` (the same value for each energy window).
-    format : {"binary", "ndjson"}
-        PETSIRD's compact binary stream or its NDJSON text form.
-    tof_bin_width_ps : float
-        TOF bin width in ``t1 - t2``, ps (``c w / 2`` mm in the file).
-    n_tof_bins : int, optional
-        Bins symmetric about 0 (the middle one centred on 0 when odd, as refsuite's TOF
-        projectors bin). Default: the fewest odd number covering the events'
-        ``attrs["coincidence_window_ps"]`` (else their largest ``|t1 - t2|``; 5 ns without
-        events).
-    energy_window_kev : (float, float), optional
-        Energy window, keV; default ``events.attrs["energy_window_kev"]`` or (450, 650).
-        Events outside it are an error.
-    n_energy_bins : int
-        Equal energy bins dividing the window.
-    ctr_ps, energy_resolution : float, optional
-        Coincidence time resolution (FWHM, ps) and energy resolution (FWHM / 511 keV) for the
-        header; default from ``events.attrs`` (``ctr_ps``, ``energy_resolution``), else 0
-        (unknown).
-    time_block_ms : int
-        Duration of PETSIRD's event time blocks, ms (an event goes in the block of its
-        earlier single).
-    efficiency_method : str
-        Free text describing how ``efficiencies`` were obtained.
-
-    Returns
-    -------
-    Path
-    """
-    import petsird  # noqa: F401  (fail early when the dependency is missing)
-
-    from refsuite.geometry import Scanner
-
-    c_mm_per_ns = SPEED_OF_LIGHT_MM_PER_NS
-    if not isinstance(scanner, Scanner):
-        raise TypeError(f"scanner must be a refsuite.geometry.Scanner, got {type(scanner).__name__}")
-    check_choice("format", format, ("binary", "ndjson"))
-    for name, table in (("events", events), ("delayeds", delayeds)):
-        if table is not None:
-            _check_event_table(name, table, scanner)
-    width = float(check_positive("tof_bin_width_ps", tof_bin_width_ps, unit="ps"))
-    for name, v, lo in (("n_tof_bins", n_tof_bins, 1), ("n_energy_bins", n_energy_bins, 1),
-                        ("time_block_ms", time_block_ms, 1)):
-        if v is not None and (isinstance(v, bool) or int(v) != v or v < lo):
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    attrs = (getattr(events, "attrs", None) or {}) if events is not None else {}
-    window = energy_window_kev if energy_window_kev is not None else attrs.get("energy_window_kev", (450.0, 650.0))
-    lo, hi = check_finite("energy_window_kev", window).reshape(2)
-    if not 0 <= lo < hi:
-        raise ValueError(f"energy_window_kev must be (low, high) with 0 <= low < high keV, got {window!r}")
-    ctr = ctr_ps if ctr_ps is not None else attrs.get("ctr_ps")
-    if ctr is not None:
-        check_positive("ctr_ps", ctr, unit="ps")
-    eff = None
-    if efficiencies is not None:
-        eff = check_finite("efficiencies", efficiencies)
-        if eff.shape != (scanner.n_blocks, scanner.n_crystals) or np.any(eff < 0):
-            raise ValueError(f"efficiencies must be >= 0 with shape ({scanner.n_blocks}, {scanner.n_crystals}), "
-                             f"got shape {eff.shape}")
-    kind, element, half = crystal_types(scanner.crystals)
-    n_el = np.bincount(kind, minlength=len(half))
-    tof_edges = _tof_edges_mm(events, c_mm_per_ns, width, n_tof_bins)
-    energy_edges = np.linspace(lo, hi, int(n_energy_bins) + 1).astype(np.float32)
-    block_ns = int(time_block_ms) * 1e6
-    encoded = [None if tab is None else _encode(tab, name, kind, element, n_el, tof_edges, energy_edges.astype(float),
-                                                c_mm_per_ns, block_ns)
-               for name, tab in (("events", events), ("delayeds", delayeds))]
-    info = _scanner_info(scanner, kind, half, tof_edges=tof_edges, energy_edges=energy_edges, ctr_ps=ctr,
-                         energy_resolution=energy_resolution if energy_resolution is not None
-                         else attrs.get("energy_resolution"), efficiencies=eff, efficiency_method=efficiency_method,
-                         c_mm_per_ns=c_mm_per_ns, has_delayeds=delayeds is not None)
-    path = Path(path)
-    with atomic_open(path, "wb" if format == "binary" else "w") as fh:
-        writer_cls = petsird.BinaryPETSIRDWriter if format == "binary" else petsird.NDJsonPETSIRDWriter
-        with writer_cls(fh) as writer:
-            writer.write_header(petsird.Header(scanner=info))
-            writer.write_time_blocks(_time_blocks(encoded, len(half), int(time_block_ms)))
-    return path
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -1,7 +1,7 @@
 """``refsuite recon``: list-mode OSEM of a coincidence file on a scanner, written as NIfTI.
 
-Reads what ``refsuite simulate`` writes (``OUT.root`` and ``OUT.scanner.json``) or any file
-:func:`refsuite.io.read_events` knows (GATE 9/10 ROOT, RNTuple, npz), and reconstructs it with
+Reads what ``refsuite simulate`` writes (``OUT.root`` or ``OUT.petsird``, and ``OUT.scanner.json``)
+or any file :func:`refsuite.io.read_events` knows (GATE 9/10 ROOT, RNTuple, npz, PETSIRD), and reconstructs it with
 :func:`refsuite.recon.lm_osem` and its default sensitivity (detected lines traced into the
 scanner's blocks, one image per subset), so the image is in emissions per voxel.
 """
@@ -20,12 +20,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "recon",
         help="list-mode OSEM of a coincidence file on a scanner; writes NIfTI",
-        description="Reconstruct coincidences (GATE 9/10 ROOT TTree or RNTuple, or refsuite .npz; e.g. the OUT.root "
+        description="Reconstruct coincidences (GATE 9/10 ROOT TTree or RNTuple, refsuite .npz or PETSIRD; e.g. the OUT.root "
                     "of `refsuite simulate`) with list-mode OSEM on the scanner (.json, e.g. OUT.scanner.json) and "
                     "the block-traced sensitivity of refsuite.recon.lm_osem. Writes a NIfTI image (x, y, z) whose "
                     "affine places every voxel centre in the scanner frame (mm), atomically.",
     )
-    p.add_argument("events", help="coincidence file (.root or .npz)")
+    p.add_argument("events", help="coincidence file (.root, .npz or PETSIRD)")
     p.add_argument("--scanner", required=True, help="scanner .json (refsuite.geometry.Scanner.save; "
                                                     "`refsuite simulate` writes OUT.scanner.json)")
     p.add_argument("--out", required=True, help="output image .nii or .nii.gz")
