@@ -81,13 +81,14 @@ class _Geometry:
     origin: np.ndarray
     centre: np.ndarray
     tofp: np.ndarray
+    erf_table: np.ndarray
 
 
 def _geometry(xs, xe, voxel_size, origin, tof, centre, dtype) -> _Geometry:
     as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
     c = as_np(centre) if centre is not None else np.zeros(1, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
     return _Geometry(as_np(xs), as_np(xe), np.asarray(voxel_size, np.float64), np.asarray(origin, np.float64),
-                     c, load_kernels().tof_constants(tof))
+                     c, *load_kernels().tof_constants(tof))
 
 
 def _forward_np(image: torch.Tensor, g: _Geometry) -> torch.Tensor:
@@ -97,7 +98,7 @@ def _forward_np(image: torch.Tensor, g: _Geometry) -> torch.Tensor:
     with _numba_threads():
         shape = np.asarray(img.shape, np.int64)
         order = k.locality_order(shape, g.xs, g.xe, g.voxel_size, g.origin)
-        k.forward(img.numpy().reshape(-1), shape, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, order, out)
+        k.forward(img.numpy().reshape(-1), shape, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table, order, out)
     return torch.from_numpy(out)
 
 
@@ -112,7 +113,7 @@ def _back_np(values: torch.Tensor, g: _Geometry, shape) -> torch.Tensor:
         partial = np.zeros((n_blocks - 1, numel), dtype=v.dtype)
         shp = np.asarray(shape, np.int64)
         order = k.locality_order(shp, g.xs, g.xe, g.voxel_size, g.origin)
-        k.back(v, shp, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, order, out, partial)
+        k.back(v, shp, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table, order, out, partial)
     return torch.from_numpy(out.reshape(shape))
 
 
