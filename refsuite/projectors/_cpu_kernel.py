@@ -98,7 +98,8 @@ def _forward_np(image: torch.Tensor, g: _Geometry) -> torch.Tensor:
     with _numba_threads():
         shape = np.asarray(img.shape, np.int64)
         order = k.locality_order(shape, g.xs, g.xe, g.voxel_size, g.origin)
-        k.forward(img.numpy().reshape(-1), shape, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table, order, out)
+        k.forward(img.numpy().reshape(-1), shape, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table,
+                  order, out)
     return torch.from_numpy(out)
 
 
