@@ -15,6 +15,7 @@ pays the JIT compilation (seconds).
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -29,6 +30,10 @@ KERNEL_DTYPES = (torch.float32, torch.float64)
 #: Fewest LORs per back-projection block (below that, fewer threads: a private image costs a
 #: zeroing and a reduction pass over the image).
 _MIN_LORS_PER_BLOCK = 4096
+
+#: Serialises kernel launches (numba's workqueue threading layer is not re-entrant; the kernels
+#: release the GIL, so Python threads could otherwise launch two at once).
+_LAUNCH = threading.Lock()
 
 _MODULE = None
 _IMPORT_ERROR: Exception | None = None
@@ -60,15 +65,17 @@ def numba_available() -> bool:
 
 @contextmanager
 def _numba_threads():
-    """Run numba parallel loops with torch's thread count (capped at numba's maximum)."""
+    """Run numba parallel loops with torch's thread count (capped at numba's maximum), one launch
+    at a time."""
     import numba
 
-    old = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield numba.get_num_threads()
-    finally:
-        numba.set_num_threads(old)
+    with _LAUNCH:
+        old = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield numba.get_num_threads()
+        finally:
+            numba.set_num_threads(old)
 
 
 @dataclass(frozen=True)
