@@ -23,8 +23,15 @@ What is specific here (and why):
 * **TOF** multiplies each sample by the effective kernel of :func:`~refsuite.projectors.tof.tof_weight`
   evaluated at the sample position; the segment is first clipped to the kernel's support
   (``|s - s_k| <= n sigma + w/2``), which is exact since the kernel vanishes there.
-* **Speed.** LORs are grouped by principal axis, sorted by their number of samples and processed
-  in chunks of a bounded number of samples, each chunk as dense ``(lors, samples)`` tensors.
+* **Two implementations** (``backend=``). On CPU float32/float64 tensors the default is a compiled,
+  multi-threaded numba kernel (:mod:`~refsuite.projectors._joseph_numba`): the same arithmetic one
+  LOR at a time, LORs processed in an order that keeps consecutive LORs close in the image, the
+  back projection into one private image per thread summed at the end. It is a
+  ``torch.autograd.Function`` differentiable with respect to the image / the values (its backward
+  is the other kernel); gradients with respect to the end points take the torch path. The torch
+  path (any device; the reference the kernel is tested against) groups LORs by principal axis,
+  sorts them by their number of samples and processes chunks of a bounded number of samples, each
+  as dense ``(lors, samples)`` tensors.
 
 Layout (parallelproj's): image ``(nx, ny, nz)`` along world x, y, z; ``origin`` is the world
 position (mm) of the centre of voxel ``(0, 0, 0)``; end points ``(n_lor, 3)`` in mm.
