@@ -11,7 +11,7 @@ sampled every millisecond), and the ratios to the torch path, to parallelproj (m
 estimated from BENCHMARKS.md's torch/parallelproj ratios and the torch path measured here) and
 to BENCHMARKS.md's 2-core parallelproj figure (200^3 only).
 
-Size: 5e4 LORs by default (quick, for ``make test``); REFSUITE_BENCH_FULL=1 runs the full 1e6.
+Size: 2e4 LORs by default (quick, for ``make test``); REFSUITE_BENCH_FULL=1 runs the full 1e6.
 JIT compilation is excluded (a warm-up call on a few LORs loads or compiles the kernels first).
 On a shared machine the wall-clock figures are lower bounds; CPU-seconds are less affected.
 """
@@ -41,7 +41,7 @@ from refsuite.projectors.workloads import (
 )
 
 _FULL = os.environ.get("REFSUITE_BENCH_FULL") == "1"
-_N_LOR = 1_000_000 if _FULL else 50_000
+_N_LOR = 1_000_000 if _FULL else 20_000
 
 
 class _PeakRSS:

@@ -335,7 +335,8 @@ def _use_kernel(backend: str, tensor: torch.Tensor, xstart: torch.Tensor, xend: 
     elif not (fits and _cpu_kernel.numba_available()):
         return False
     # gradients with respect to the end points: only the torch path has them
-    return not (torch.is_grad_enabled() and (xstart.requires_grad or xend.requires_grad))
+    wants_grad = getattr(xstart, "requires_grad", False) or getattr(xend, "requires_grad", False)
+    return not (torch.is_grad_enabled() and wants_grad)
 
 
 def _geometry_of(p, shape):
