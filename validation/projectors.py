@@ -158,18 +158,25 @@ def _throughput(section: Section, rng, quick: bool) -> None:
         n = 100_000 if quick else 1_000_000
         xs, xe, tb = cylinder_lors(n, rng=rng)
         img = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        backends = ("numba", "torch") if P.numba_available() else ("torch",)
         for key, kw in (("non-TOF", {}), ("TOF", dict(tof=BENCHMARK_TOF, tof_bin=tb))):
-            c0, t0 = time.process_time(), time.perf_counter()
-            y = P.joseph_forward(img, xs, xe, voxel_size=vs, origin=origin, **kw)
-            P.joseph_back(y, xs, xe, image_shape=shape, voxel_size=vs, origin=origin, **kw)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            ref = PARALLELPROJ_EVENTS_PER_S[key]
-            rows.append([key, f"{n:.0e}", f"{n / wall:.3g}", f"{n / cpu:.3g}", f"{ref:.3g}", f"{n / wall / ref:.3g}"])
+            for backend in backends:
+                kw_b = dict(kw, voxel_size=vs, origin=origin, backend=backend)
+                P.joseph_forward(img, xs[:16], xe[:16], **{k: (v[:16] if k == "tof_bin" else v) for k, v in kw_b.items()})
+                c0, t0 = time.process_time(), time.perf_counter()
+                y = P.joseph_forward(img, xs, xe, **kw_b)
+                P.joseph_back(y, xs, xe, image_shape=shape, **kw_b)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                ref = PARALLELPROJ_EVENTS_PER_S[key]
+                rows.append([key, backend, f"{n:.0e}", f"{n / wall:.3g}", f"{n / cpu:.3g}", f"{ref:.3g}",
+                             f"{n / wall / ref:.3g}"])
         section.tables.append(Table(
             "List-mode fwd+back throughput, 200^3 float32, 1 thread (BENCHMARKS.md workload)",
-            ["mode", "LORs", "events/s (wall)", "events/CPU-s", "parallelproj 2 cores", "ratio (wall)"], rows,
-            caption="Measured on a shared 2-core machine (timings are lower bounds); parallelproj's figure is "
-                    "cited from BENCHMARKS.md (not importable here). Quick mode times 1e5 LORs."))
+            ["mode", "backend", "LORs", "events/s (wall)", "events/CPU-s", "parallelproj 2 cores", "ratio (wall)"], rows,
+            caption="numba: the compiled CPU kernel (default on CPU); torch: the pure-torch path (CUDA, reference). "
+                    "Measured on a shared 2-core machine (timings are lower bounds); parallelproj's figure is "
+                    "cited from BENCHMARKS.md (not importable here). Quick mode times 1e5 LORs; the kernel is "
+                    "compiled (or loaded from its cache) before timing."))
 
 
 # hot-rod sizes: quick = coarse 1 mm voxels and ~6e5 coincidences (~25 s on one thread); full = the

@@ -8,11 +8,13 @@ x, y, z; ``origin`` = world position of the centre of voxel ``(0, 0, 0)``.
 
 from ._box import chord_length, clip_segment_to_box
 from .analytic import blob_line_integrals, sphere_line_integrals, voxelise_blobs, voxelise_spheres
-from .joseph import joseph_back, joseph_forward
+from ._cpu_kernel import numba_available
+from .joseph import BACKENDS, joseph_back, joseph_forward
 from .operator import JosephOperator, joseph_forward_all_bins
 from .tof import SPEED_OF_LIGHT_MM_PER_PS, TOFParameters, TOFSign, tof_shift_from_time_difference, tof_weight
 
 __all__ = [
+    "BACKENDS",
     "JosephOperator",
     "blob_line_integrals",
     "joseph_forward_all_bins",
@@ -26,6 +28,7 @@ __all__ = [
     "clip_segment_to_box",
     "joseph_back",
     "joseph_forward",
+    "numba_available",
     "tof_shift_from_time_difference",
     "tof_weight",
 ]

@@ -23,8 +23,15 @@ What is specific here (and why):
 * **TOF** multiplies each sample by the effective kernel of :func:`~refsuite.projectors.tof.tof_weight`
   evaluated at the sample position; the segment is first clipped to the kernel's support
   (``|s - s_k| <= n sigma + w/2``), which is exact since the kernel vanishes there.
-* **Speed.** LORs are grouped by principal axis, sorted by their number of samples and processed
-  in chunks of a bounded number of samples, each chunk as dense ``(lors, samples)`` tensors.
+* **Two implementations** (``backend=``). On CPU float32/float64 tensors the default is a compiled,
+  multi-threaded numba kernel (:mod:`~refsuite.projectors._joseph_numba`): the same arithmetic one
+  LOR at a time, LORs processed in an order that keeps consecutive LORs close in the image, the
+  back projection into one private image per thread summed at the end. It is a
+  ``torch.autograd.Function`` differentiable with respect to the image / the values (its backward
+  is the other kernel); gradients with respect to the end points take the torch path. The torch
+  path (any device; the reference the kernel is tested against) groups LORs by principal axis,
+  sorts them by their number of samples and processes chunks of a bounded number of samples, each
+  as dense ``(lors, samples)`` tensors.
 
 Layout (parallelproj's): image ``(nx, ny, nz)`` along world x, y, z; ``origin`` is the world
 position (mm) of the centre of voxel ``(0, 0, 0)``; end points ``(n_lor, 3)`` in mm.
@@ -33,16 +40,21 @@ position (mm) of the centre of voxel ``(0, 0, 0)``; end points ``(n_lor, 3)`` in
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from . import _cpu_kernel
 from ._box import clip_segment_to_box
 from .tof import TOFParameters, tof_weight
 
-__all__ = ["joseph_forward", "joseph_back", "DEFAULT_CHUNK_SAMPLES"]
+__all__ = ["joseph_forward", "joseph_back", "DEFAULT_CHUNK_SAMPLES", "Backend", "BACKENDS"]
+
+#: Implementation choice of :func:`joseph_forward` / :func:`joseph_back`.
+Backend = Literal["auto", "numba", "torch"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 #: Samples (LOR x plane) per chunk: bounds the memory to ~ 40 bytes x this x a few tensors.
 DEFAULT_CHUNK_SAMPLES = 1 << 16
@@ -284,7 +296,9 @@ def _unpad(padded: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------------
-def _setup(xstart, xend, shape, voxel_size, origin, tof, tof_bin, tof_offset, dtype):
+def _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, dtype):
+    """Check the arguments; return ``(xs, xe, voxel_size, origin, centre)`` with the end points in
+    ``dtype`` and ``centre`` the signed TOF bin centres (mm, along ``xstart -> xend``) or None."""
     _check_points(xstart, xend)
     _check_tof(tof, tof_bin, tof_offset, xstart.shape[0])
     if torch.any(torch.all(xstart == xend, dim=1)):
@@ -299,7 +313,30 @@ def _setup(xstart, xend, shape, voxel_size, origin, tof, tof_bin, tof_offset, dt
         if tof_offset is not None:
             centre = centre + tof_offset.to(dtype)
         centre = centre * float(tof.sign.value)
+    return xs, xe, vs, org, centre
+
+
+def _setup(xstart, xend, shape, voxel_size, origin, tof, tof_bin, tof_offset, dtype):
+    xs, xe, vs, org, centre = _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, dtype)
     return _lor_parameters(xs, xe, shape, vs, org, tof, centre)
+
+
+def _use_kernel(backend: str, tensor: torch.Tensor, xstart: torch.Tensor, xend: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernel runs (see ``backend`` in :func:`joseph_forward`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return False
+    fits = tensor.device.type == "cpu" and tensor.dtype in _cpu_kernel.KERNEL_DTYPES
+    if backend == "numba":
+        if not fits:
+            raise ValueError(f"backend='numba' needs CPU float32/float64 tensors, got {tensor.dtype} on {tensor.device}")
+        _cpu_kernel.load_kernels()  # a clear ImportError without numba
+    elif not (fits and _cpu_kernel.numba_available()):
+        return False
+    # gradients with respect to the end points: only the torch path has them
+    wants_grad = getattr(xstart, "requires_grad", False) or getattr(xend, "requires_grad", False)
+    return not (torch.is_grad_enabled() and wants_grad)
 
 
 def _geometry_of(p, shape):
@@ -329,6 +366,7 @@ def joseph_forward(
     tof_bin: torch.Tensor | None = None,
     tof_offset: torch.Tensor | None = None,
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
     """Line integrals of ``image`` along the segments ``xstart -> xend`` (Joseph, exact clipping).
 
@@ -350,7 +388,16 @@ def joseph_forward(
     tof_offset : torch.Tensor, shape (n_lor,), optional
         Per-LOR shift (mm) of the bin centres along the same signed axis.
     chunk_samples : int
-        Samples (LOR x plane) processed at once; bounds memory (~ 100 bytes per sample).
+        Torch path: samples (LOR x plane) processed at once; bounds memory (~ 100 bytes per
+        sample). The compiled kernel keeps no per-sample arrays and ignores it.
+    backend : {"auto", "numba", "torch"}
+        ``"torch"``: the pure-torch path (any device; the reference). ``"numba"``: the compiled,
+        multi-threaded CPU kernel (CPU float32/float64 tensors, else ValueError). ``"auto"``
+        (default): the kernel for CPU float32/float64 tensors when numba is importable, else
+        torch. The kernel is differentiable with respect to ``image`` (its backward is the back
+        projection kernel); when a gradient with respect to ``xstart``/``xend`` is needed
+        (either requires grad, grad mode on), both ``"auto"`` and ``"numba"`` use the torch path.
+        The kernel runs ``torch.get_num_threads()`` threads. Both paths agree to rounding.
 
     Returns
     -------
@@ -368,6 +415,9 @@ def joseph_forward(
     if chunk_samples < 1:
         raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
     shape = tuple(int(s) for s in image.shape)
+    if _use_kernel(backend, image, xstart, xend):
+        xs, xe, vs, org, centre = _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype)
+        return _cpu_kernel.kernel_forward(image, xs, xe, voxel_size=vs, origin=org, tof=tof, centre=centre)
     need_grad = torch.is_grad_enabled() and (image.requires_grad or xstart.requires_grad or xend.requires_grad)
     with torch.set_grad_enabled(need_grad):
         groups = _setup(xstart, xend, shape, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype)
@@ -406,6 +456,7 @@ def joseph_back(
     tof_bin: torch.Tensor | None = None,
     tof_offset: torch.Tensor | None = None,
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
     """Back projection: the exact adjoint of :func:`joseph_forward`.
 
@@ -413,8 +464,10 @@ def joseph_back(
     ----------
     values : torch.Tensor, shape (n_lor,)
         One value per LOR (e.g. a ratio of measured to expected counts).
-    xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, chunk_samples
-        As in :func:`joseph_forward`.
+    xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, chunk_samples, backend
+        As in :func:`joseph_forward` (the kernel's backward with respect to ``values`` is the
+        forward kernel). The kernel adds each thread's block of LORs into a private image and
+        sums the images at the end: no shared scatter, deterministic for a given thread count.
     image_shape : (3,) ints
         ``(nx, ny, nz)``.
 
@@ -432,6 +485,10 @@ def joseph_back(
         raise ValueError(f"image_shape must be 3 positive integers (nx, ny, nz), got {image_shape!r}")
     if chunk_samples < 1:
         raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
+    if _use_kernel(backend, values, xstart, xend):
+        xs, xe, vs, org, centre = _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, values.dtype)
+        return _cpu_kernel.kernel_back(values, xs, xe, image_shape=shape, voxel_size=vs, origin=org, tof=tof,
+                                       centre=centre)
     need_grad = torch.is_grad_enabled() and (values.requires_grad or xstart.requires_grad or xend.requires_grad)
     with torch.set_grad_enabled(need_grad):
         groups = _setup(xstart, xend, shape, voxel_size, origin, tof, tof_bin, tof_offset, values.dtype)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .joseph import DEFAULT_CHUNK_SAMPLES, joseph_back, joseph_forward
+from .joseph import DEFAULT_CHUNK_SAMPLES, Backend, joseph_back, joseph_forward
 from .tof import TOFParameters
 
 __all__ = ["JosephOperator", "joseph_forward_all_bins"]
@@ -24,6 +24,8 @@ class JosephOperator:
     tof, tof_bin, tof_offset
         As in :func:`~refsuite.projectors.joseph_forward`.
     chunk_samples : int
+    backend : {"auto", "numba", "torch"}
+        As in :func:`~refsuite.projectors.joseph_forward`.
 
     Examples
     --------
@@ -33,12 +35,13 @@ class JosephOperator:
 
     def __init__(self, xstart: torch.Tensor, xend: torch.Tensor, *, image_shape: Sequence[int],
                  voxel_size, origin, tof: TOFParameters | None = None, tof_bin: torch.Tensor | None = None,
-                 tof_offset: torch.Tensor | None = None, chunk_samples: int = DEFAULT_CHUNK_SAMPLES):
+                 tof_offset: torch.Tensor | None = None, chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+                 backend: Backend = "auto"):
         self.xstart, self.xend = xstart, xend
         self.in_shape = tuple(int(s) for s in image_shape)
         self.out_shape = (int(xstart.shape[0]),)
         self._kw = dict(voxel_size=voxel_size, origin=origin, tof=tof, tof_bin=tof_bin, tof_offset=tof_offset,
-                        chunk_samples=chunk_samples)
+                        chunk_samples=chunk_samples, backend=backend)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return self.forward(image)
@@ -84,7 +87,7 @@ class JosephOperator:
 
 def joseph_forward_all_bins(image: torch.Tensor, xstart: torch.Tensor, xend: torch.Tensor, *, voxel_size, origin,
                             tof: TOFParameters, tof_offset: torch.Tensor | None = None,
-                            chunk_samples: int = DEFAULT_CHUNK_SAMPLES) -> torch.Tensor:
+                            chunk_samples: int = DEFAULT_CHUNK_SAMPLES, backend: Backend = "auto") -> torch.Tensor:
     """TOF projection of every LOR into every bin: shape (n_lor, num_bins), bins in the order of
     ``tof.bin_indices`` (most negative first). Summed over the bins it equals the non-TOF projection
     wherever the bins cover the part of the LOR inside the image."""
@@ -95,5 +98,5 @@ def joseph_forward_all_bins(image: torch.Tensor, xstart: torch.Tensor, xend: tor
     for k in tof.bin_indices.tolist():
         kb = torch.full((n,), k, dtype=image.dtype, device=image.device)
         cols.append(joseph_forward(image, xstart, xend, voxel_size=voxel_size, origin=origin, tof=tof, tof_bin=kb,
-                                   tof_offset=tof_offset, chunk_samples=chunk_samples))
+                                   tof_offset=tof_offset, chunk_samples=chunk_samples, backend=backend))
     return torch.stack(cols, dim=1)

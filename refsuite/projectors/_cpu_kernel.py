@@ -1,0 +1,159 @@
+"""The compiled CPU path of the Joseph projector: numba kernels behind torch autograd Functions.
+
+:func:`kernel_forward` / :func:`kernel_back` take validated arguments (see ``joseph._validate``)
+and return torch tensors. They are differentiable with respect to the image (forward) and the
+values (back): the backward of each is the other kernel, so ``<A x, y> = <x, A^T y>`` holds for
+the gradients as for the operators, also at higher order. They are *not* differentiable with
+respect to the LOR end points: ``joseph.py`` routes such calls to the torch path.
+
+Threads: the kernels use ``torch.get_num_threads()`` threads (capped at numba's
+``NUMBA_NUM_THREADS``), so ``torch.set_num_threads`` / :func:`refsuite._threads.limited_threads`
+govern both paths alike. numba is imported on first use (not at ``import refsuite``); compiled
+code is cached on disk next to the module (``cache=True``), so only the first run on a machine
+pays the JIT compilation (seconds).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["numba_available", "load_kernels", "kernel_forward", "kernel_back", "KERNEL_DTYPES"]
+
+#: dtypes the compiled kernels handle (others take the torch path).
+KERNEL_DTYPES = (torch.float32, torch.float64)
+
+#: Fewest LORs per back-projection block (below that, fewer threads: a private image costs a
+#: zeroing and a reduction pass over the image).
+_MIN_LORS_PER_BLOCK = 4096
+
+#: Serialises kernel launches (numba's workqueue threading layer is not re-entrant; the kernels
+#: release the GIL, so Python threads could otherwise launch two at once).
+_LAUNCH = threading.Lock()
+
+_MODULE = None
+_IMPORT_ERROR: Exception | None = None
+
+
+def load_kernels():
+    """The numba kernel module, imported (and its cache loaded) on first use."""
+    global _MODULE, _IMPORT_ERROR
+    if _MODULE is None and _IMPORT_ERROR is None:
+        try:
+            from . import _joseph_numba
+        except ImportError as exc:  # numba missing or broken: the torch path remains
+            _IMPORT_ERROR = exc
+        else:
+            _MODULE = _joseph_numba
+    if _MODULE is None:
+        raise ImportError(f"the numba backend of the Joseph projector needs numba>=0.60 ({_IMPORT_ERROR})")
+    return _MODULE
+
+
+def numba_available() -> bool:
+    """Whether the compiled CPU kernels can be used (numba importable)."""
+    try:
+        load_kernels()
+    except ImportError:
+        return False
+    return True
+
+
+@contextmanager
+def _numba_threads():
+    """Run numba parallel loops with torch's thread count (capped at numba's maximum), one launch
+    at a time."""
+    import numba
+
+    with _LAUNCH:
+        old = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield numba.get_num_threads()
+        finally:
+            numba.set_num_threads(old)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Numpy views of the validated LOR geometry (end points in the compute dtype, mm)."""
+
+    xs: np.ndarray
+    xe: np.ndarray
+    voxel_size: np.ndarray
+    origin: np.ndarray
+    centre: np.ndarray
+    tofp: np.ndarray
+    erf_table: np.ndarray
+
+
+def _geometry(xs, xe, voxel_size, origin, tof, centre, dtype) -> _Geometry:
+    as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
+    c = as_np(centre) if centre is not None else np.zeros(1, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+    return _Geometry(as_np(xs), as_np(xe), np.asarray(voxel_size, np.float64), np.asarray(origin, np.float64),
+                     c, *load_kernels().tof_constants(tof))
+
+
+def _forward_np(image: torch.Tensor, g: _Geometry) -> torch.Tensor:
+    k = load_kernels()
+    img = image.detach().contiguous()
+    out = np.empty(g.xs.shape[0], dtype=img.numpy().dtype)
+    with _numba_threads():
+        shape = np.asarray(img.shape, np.int64)
+        order = k.locality_order(shape, g.xs, g.xe, g.voxel_size, g.origin)
+        k.forward(img.numpy().reshape(-1), shape, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table,
+                  order, out)
+    return torch.from_numpy(out)
+
+
+def _back_np(values: torch.Tensor, g: _Geometry, shape) -> torch.Tensor:
+    k = load_kernels()
+    v = values.detach().contiguous().numpy()
+    numel = int(np.prod(shape))
+    out = np.zeros(numel, dtype=v.dtype)
+    with _numba_threads() as n_threads:
+        # one LOR block (and private image) per thread; small jobs are not worth a private image
+        n_blocks = max(1, min(n_threads, v.shape[0] // _MIN_LORS_PER_BLOCK))
+        partial = np.zeros((n_blocks - 1, numel), dtype=v.dtype)
+        shp = np.asarray(shape, np.int64)
+        order = k.locality_order(shp, g.xs, g.xe, g.voxel_size, g.origin)
+        k.back(v, shp, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table, order, out, partial)
+    return torch.from_numpy(out.reshape(shape))
+
+
+class _Forward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, image, geometry):
+        ctx.geometry, ctx.shape = geometry, tuple(image.shape)
+        return _forward_np(image, geometry)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_Back.apply(grad, ctx.geometry, ctx.shape) if ctx.needs_input_grad[0] else None), None
+
+
+class _Back(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values, geometry, shape):
+        ctx.geometry = geometry
+        return _back_np(values, geometry, shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_Forward.apply(grad, ctx.geometry) if ctx.needs_input_grad[0] else None), None, None
+
+
+def kernel_forward(image, xs, xe, *, voxel_size, origin, tof, centre) -> torch.Tensor:
+    """Compiled forward projection (arguments validated by the caller; ``centre``: signed TOF bin
+    centres in mm or None). Differentiable with respect to ``image`` only."""
+    return _Forward.apply(image, _geometry(xs, xe, voxel_size, origin, tof, centre, image.dtype))
+
+
+def kernel_back(values, xs, xe, *, image_shape, voxel_size, origin, tof, centre) -> torch.Tensor:
+    """Compiled back projection, the exact adjoint of :func:`kernel_forward`. Differentiable with
+    respect to ``values`` only."""
+    return _Back.apply(values, _geometry(xs, xe, voxel_size, origin, tof, centre, values.dtype), tuple(image_shape))
