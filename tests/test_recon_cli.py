@@ -86,12 +86,17 @@ def test_recon_errors_are_one_line(run, tmp_path, capsys):
     d, out = run
     scanner = str(d / "run.scanner.json")
     cases = [
-        (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path / "x.npy")], "--out must end in .nii"),
+        (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path / "x.npy")], "expected a file name ending in .nii"),
         (["recon", str(tmp_path / "none.root"), "--scanner", scanner, "--out", str(tmp_path / "x.nii")],
-         "none.root: no such file"),
+         "none.root': no such file"),
         (["recon", str(out), "--scanner", str(out), "--out", str(tmp_path / "x.nii")], "cannot read scanner"),
         (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path / "x.nii"), "--iterations", "0"],
-         "--iterations must be >= 1"),
+         "--iterations must be an integer >= 1"),
+        (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path / "x.nii"), "--voxel", "nan"],
+         "--voxel must be a finite length > 0 mm"),
+        (["recon", str(d / "run.scanner.json"), "--scanner", scanner, "--out", str(tmp_path / "x.nii")],
+         "cannot be read as coincidences"),
+        (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path)], "is a directory"),
     ]
     for argv, msg in cases:
         assert main(argv) == 2

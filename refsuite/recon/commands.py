@@ -65,25 +65,26 @@ def _grid(scanner, voxel, shape):
     return shape, tuple(float(o) for o in centre - (np.asarray(shape) - 1) / 2 * voxel)
 
 
-def _check(args):
-    from pathlib import Path
+def _check(args) -> int:
+    """All flags and paths, before any work (one-line UsageError each, exit 2)."""
+    import numpy as np
 
-    out = str(args.out)
-    if not out.endswith((".nii", ".nii.gz")):
-        raise ValueError(f"--out must end in .nii or .nii.gz, got {out!r}")
+    from refsuite._cli_errors import UsageError, input_file, output_file
+
+    input_file(args.events, "EVENTS", "a coincidence file (.root, .npz or PETSIRD)")
+    input_file(args.scanner, "--scanner", "a scanner .json")
+    output_file(args.out, "--out", suffixes=(".nii", ".nii.gz"))
     for name, v in (("--iterations", args.iterations), ("--subsets", args.subsets)):
         if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    if not args.voxel > 0:
-        raise ValueError(f"--voxel must be > 0 mm, got {args.voxel}")
+            raise UsageError(f"{name} must be an integer >= 1, got {v}")
+    if not (np.isfinite(args.voxel) and args.voxel > 0):
+        raise UsageError(f"--voxel must be a finite length > 0 mm, got {args.voxel}")
     if args.shape is not None and min(args.shape) < 1:
-        raise ValueError(f"--shape must be three integers >= 1, got {args.shape}")
-    lines = int(args.sensitivity_lines)
-    if lines != args.sensitivity_lines or lines < 1:
-        raise ValueError(f"--sensitivity-lines must be an integer >= 1, got {args.sensitivity_lines}")
-    if not Path(args.events).is_file():
-        raise ValueError(f"{args.events}: no such file")
-    return lines
+        raise UsageError(f"--shape must be three integers >= 1, got {args.shape}")
+    lines = args.sensitivity_lines
+    if not (np.isfinite(lines) and lines == int(lines) and 1 <= lines <= 1e10):
+        raise UsageError(f"--sensitivity-lines must be an integer in [1, 1e10], got {lines}")
+    return int(lines)
 
 
 def _cmd_recon(args: argparse.Namespace) -> int:
@@ -98,28 +99,33 @@ def _cmd_recon(args: argparse.Namespace) -> int:
 
     from .scanner import lm_osem
 
-    try:
-        lines = _check(args)
-        scanner = Scanner.load(args.scanner)
-        shape, origin = _grid(scanner, float(args.voxel), args.shape)
-        events = read_events(args.events, scanner, crystal_ids=args.crystal_ids)
-        bar = None
-        if not args.no_progress:
-            from tqdm.auto import tqdm
+    from refsuite._cli_errors import UsageError, reading
 
-            print(f"refsuite recon: {events.n_events} events; sensitivity from {lines:.3g} lines ...", file=sys.stderr)
-            bar = tqdm(total=args.iterations * args.subsets, desc="refsuite recon", unit="subset")
-        try:
-            image = lm_osem(events, scanner, image_shape=shape, voxel_size=float(args.voxel), origin=origin,
-                            n_iter=args.iterations, n_subsets=args.subsets, lor_placement=args.lor_placement,
-                            n_sensitivity_lines=lines, seed=args.seed, device=args.device,
-                            callback=None if bar is None else (lambda *_: bar.update(1)))
-        finally:
-            if bar is not None:
-                bar.close()
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"refsuite recon: {exc}", file=sys.stderr)
-        return 2
+    lines = _check(args)
+    with reading(args.scanner, "--scanner", "a refsuite scanner .json (Scanner.save)"):
+        scanner = Scanner.load(args.scanner)
+    try:
+        shape, origin = _grid(scanner, float(args.voxel), args.shape)
+    except ValueError as exc:
+        raise UsageError(f"--voxel/--shape: {exc}") from None
+    with reading(args.events, "EVENTS", "coincidences (GATE 9/10 ROOT, refsuite .npz or PETSIRD)"):
+        events = read_events(args.events, scanner, crystal_ids=args.crystal_ids)
+    if events.n_events == 0:
+        raise UsageError(f"EVENTS {args.events!r}: holds no coincidences (nothing to reconstruct)")
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        print(f"refsuite recon: {events.n_events} events; sensitivity from {lines:.3g} lines ...", file=sys.stderr)
+        bar = tqdm(total=args.iterations * args.subsets, desc="refsuite recon", unit="subset")
+    try:
+        image = lm_osem(events, scanner, image_shape=shape, voxel_size=float(args.voxel), origin=origin,
+                        n_iter=args.iterations, n_subsets=args.subsets, lor_placement=args.lor_placement,
+                        n_sensitivity_lines=lines, seed=args.seed, device=args.device,
+                        callback=None if bar is None else (lambda *_: bar.update(1)))
+    finally:
+        if bar is not None:
+            bar.close()
     img = np.asarray(image.cpu(), np.float32)
     out = write_nifti(args.out, img, voxel_size=float(args.voxel), origin=origin)
     written = [str(out)]

@@ -264,6 +264,12 @@ def detected_line_sensitivity(scanner, *, image_shape, voxel_size, origin, n_lin
             xs, xe = foot[k] + 100 * r * u[k], foot[k] - 100 * r * u[k]
         if lor_placement is not LORPlacement.LINE or eff is not None:
             c1, c2 = scanner.crystals.locate(l1), scanner.crystals.locate(l2)
+            if lor_placement is not LORPlacement.LINE:
+                # a line grazing one block can put both photons in the same crystal: not a
+                # coincidence a scanner records, and a zero-length LOR between crystal centres
+                keep = (b1 != b2) | (c1 != c2)
+                if not keep.all():
+                    k, b1, c1, b2, c2 = k[keep], b1[keep], c1[keep], b2[keep], c2[keep]
         if lor_placement is LORPlacement.CRYSTAL_CENTRES:
             xs, xe = scanner.crystal_positions(b1, c1), scanner.crystal_positions(b2, c2)
         elif lor_placement is LORPlacement.CRYSTAL_SAMPLES:
