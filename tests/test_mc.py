@@ -189,8 +189,9 @@ def _benchmark_case(case):
 def test_benchmark_throughput(benchmark, record_figure, case):
     """Decays per second per core: thull_sim (2 mm voxels) with 10 point sources (the issue's
     figure) or the cylindrical shell, lin_clinical with the NEMA line source
-    (BENCHMARKS.md: GATE ~1e3/s, goal >= 1e6/s). Measured on a shared 2-core machine: a
-    lower bound."""
+    (BENCHMARKS.md: GATE ~1e3/s, goal >= 1e6/s per core). The goal is judged on CPU time
+    (``time.process_time``), which other jobs on a shared machine inflate far less than wall
+    time; the wall rate is recorded beside it."""
     import time
 
     scanner, phantom = _benchmark_case(case)
@@ -210,7 +211,7 @@ def test_benchmark_throughput(benchmark, record_figure, case):
     benchmark.extra_info.update(decays_per_s_wall=wall_rate, decays_per_s_cpu=cpu_rate)
     record_figure(f"MC decays/s (wall), {case}", wall_rate, reference=1e3, reference_label="GATE ~1e3/s per core")
     record_figure(f"MC decays/s per CPU second, {case}", cpu_rate, reference=1e6, reference_label="goal 1e6/s")
-    assert wall_rate > 1e4
+    assert cpu_rate >= 1e6, f"{case}: {cpu_rate:.3g} decays per CPU second, goal >= 1e6"
 
 
 def test_trace_pairs_equals_two_single_traces():

@@ -59,8 +59,9 @@ def test_bench_closed_form(benchmark, reference_speed, record_figure):
                   reference_label="BENCHMARKS.md scipy quad")
     record_figure("closed form", speed, unit="points/s", reference=reference_speed,
                   reference_label="reference quadrature timed in this run")
-    # Machine-independent floor: at least 300x the point-by-point quadrature on the same machine.
-    assert speed / reference_speed >= 300
+    # The goal, machine-independent: >= 1000x the point-by-point reference quadrature timed in
+    # this run (BENCHMARKS.md states the quadrature's speed; the goal is three orders above it).
+    assert speed / reference_speed >= 1000, f"closed form {speed / reference_speed:.0f}x the quadrature, goal 1000x"
 
 
 @pytest.mark.benchmark(group="sensitivity: Monte Carlo, pairs/s")
