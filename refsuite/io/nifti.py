@@ -43,13 +43,13 @@ from .atomic import atomic_path
 
 __all__ = ["NiftiVolume", "grid_affine", "zyx_affine", "spacing_of", "read_nifti", "volume_image", "ddf_image",
            "itk_displacement_image", "check_itk_grid", "save_images", "write_nifti", "as_zyx", "from_zyx", "same_grid",
-           "resample_to_reference", "displacement_mm", "NIFTI_SUFFIXES", "RAS_TO_LPS"]
+           "resample_to_reference", "displacement_mm", "NIFTI_SUFFIXES", "NIFTI_INTENT_VECTOR", "RAS_TO_LPS"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Sign flip of a RAS+ vector to LPS+ (and back): ``diag(-1, -1, 1)``.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _UNIT_TO_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 1e-3}
-NIFTI_INTENT_VECTOR = 1007
+NIFTI_INTENT_VECTOR = 1007  #: intent code of an ITK displacement field (a vector per voxel)
 
 
 class NiftiVolume(NamedTuple):
