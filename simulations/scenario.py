@@ -23,6 +23,8 @@ from typing import Annotated, Literal, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from refsuite.geometry.spec import ScannerSpec
+
 __all__ = [
     "Scenario", "Run", "Particle", "ReadoutPolicy", "load_scenario", "scenario_from_dict", "SCENARIO_DIR",
     "shipped_scenarios", "ScenarioError", "check_phantom_clear_of_blocks", "check_blocks_disjoint",
@@ -53,22 +55,6 @@ class ReadoutPolicy(enum.Enum):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScannerSpec(_Model):
-    """``preset`` (+ ``options``) or ``file`` (a scanner .json, explicit poses), exactly one."""
-
-    preset: Optional[Literal["thull_sim", "lin_clinical", "thull_halfrings"]] = None
-    options: dict = Field(default_factory=dict)
-    file: Optional[str] = None
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.preset is None) == (self.file is None):
-            raise ValueError("scanner needs exactly one of 'preset' or 'file'")
-        if self.file is not None and self.options:
-            raise ValueError("scanner 'options' apply to presets only")
-        return self
 
 
 class MisalignmentSpec(_Model):
@@ -225,15 +211,9 @@ class Scenario(_Model):
 
     def build_scanner(self):
         """The (misaligned) :class:`refsuite.geometry.Scanner`; truth in ``.misalignment``."""
-        from refsuite.geometry import Scanner, perturb, preset
+        from refsuite.geometry import perturb
 
-        if self.scanner.preset is not None:
-            scan = preset(self.scanner.preset, **self.scanner.options)
-        else:
-            p = Path(self.scanner.file)
-            if not p.is_absolute() and self.base_dir is not None:
-                p = Path(self.base_dir) / p
-            scan = Scanner.load(p)
+        scan = self.scanner.build(self.base_dir)
         m = self.misalignment
         if m is not None and (m.sigma_t_mm > 0 or m.sigma_r_deg > 0):
             scan = perturb(scan, sigma_t_mm=m.sigma_t_mm, sigma_r_deg=m.sigma_r_deg,

@@ -230,6 +230,8 @@ CASES = [
     ("reg-warped-parent-file", [*REG, "--out-warped", I + "/afile/w.nii.gz", "--out-ddf", O + "/d.nii.gz"],
      "--out-warped"),
     ("reg-same-outputs", [*REG, "--out-warped", O + "/w.nii.gz", "--out-ddf", O + "/w.nii.gz"], "--out-ddf"),
+    ("reg-same-itk", [*REG, *REG_OUT, "--out-ddf-itk", O + "/d.nii.gz"], "--out-ddf-itk"),
+    ("reg-itk-suffix", [*REG, *REG_OUT, "--out-ddf-itk", O + "/d.mha"], "--out-ddf-itk"),
     ("reg-unwritable", [*REG, "--out-warped", "/proc/w.nii.gz", "--out-ddf", O + "/d.nii.gz"], "--out-warped"),
     ("reg-fixed-truncated", ["register", "--fixed", I + "/trunc.nii.gz", *REG[3:], *REG_OUT], "trunc.nii.gz"),
     ("reg-fixed-empty", ["register", "--fixed", I + "/empty.bin", *REG[3:], *REG_OUT], "empty.bin"),
@@ -435,21 +437,24 @@ def test_no_torch_load_runs_arbitrary_pickles():
 
 
 # ---------------------------------------------------------------------- outputs and --help
-def test_register_writes_both_outputs_or_neither(inputs, tmp_path, monkeypatch):
-    import refsuite.registration.nifti as nifti
+def test_register_writes_all_outputs_or_none(inputs, tmp_path, monkeypatch):
+    import nibabel
 
-    out_w, out_d = tmp_path / "w.nii.gz", tmp_path / "d.nii.gz"
+    out_w, out_d, out_i = tmp_path / "w.nii.gz", tmp_path / "d.nii.gz", tmp_path / "i.nii.gz"
     argv = [a.replace(I, str(inputs)) for a in REG] + ["--iterations", "2", "--out-warped", str(out_w),
-                                                        "--out-ddf", str(out_d)]
+                                                        "--out-ddf", str(out_d), "--out-ddf-itk", str(out_i)]
+    save = nibabel.save
 
-    def broken(*a, **k):
-        raise OSError(28, "No space left on device")
+    def broken(img, filename, *a, **k):  # the disk fills up while the DDF is written
+        if Path(filename).name.startswith(".d.nii.gz"):
+            raise OSError(28, "No space left on device")
+        return save(img, filename, *a, **k)
 
-    monkeypatch.setattr(nifti, "save_ddf", broken)
+    monkeypatch.setattr(nibabel, "save", broken)
     code, err = _run(argv)
     assert code == 2 and "No space left" in err and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    assert _run(argv)[0] == 0 and out_w.exists() and out_d.exists()
+    assert _run(argv)[0] == 0 and out_w.exists() and out_d.exists() and out_i.exists()
 
 
 def test_acceptance_results_json_is_strict(inputs, tmp_path):

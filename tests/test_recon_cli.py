@@ -40,7 +40,7 @@ def test_simulate_then_recon_is_lm_osem(run, capsys):
     img_path = d / "img.nii.gz"
     assert main(["recon", str(out), "--scanner", str(d / "run.scanner.json"), "--out", str(img_path), "--npy",
                  *GRID]) == 0
-    img, aff = read_nifti(img_path)
+    img, _, aff = read_nifti(img_path)
     assert img.shape == (12, 12, 10)
     np.testing.assert_array_equal(np.load(d / "img.npy"), img)
     assert nib.load(str(img_path)).header.get_xyzt_units()[0] == "mm"

@@ -267,27 +267,29 @@ def test_network_rejects_bad_training_inputs(pair):
 # ---- NIfTI and CLI ----------------------------------------------------------------------------
 
 def test_cli_register_writes_outputs_and_rejects_mismatched_grids(pair, tmp_path):
+    import nibabel as nib
+
     from refsuite.cli import main  # builds only this sub-command's parser
-    from refsuite.registration.nifti import load_volume, save_volume
+    from refsuite.io.nifti import read_nifti, write_nifti
 
     aff = np.diag(list(pair.spacing) + [1.0])
     paths = {k: tmp_path / f"{k}.nii.gz" for k in ("fixed", "moving", "ct", "shifted")}
-    save_volume(paths["fixed"], pair.fixed_pet, aff)
-    save_volume(paths["moving"], pair.moving_pet, aff)
-    save_volume(paths["ct"], pair.fixed_ct, aff)
+    write_nifti(paths["fixed"], pair.fixed_pet, affine=aff)
+    write_nifti(paths["moving"], pair.moving_pet, affine=aff)
+    write_nifti(paths["ct"], pair.fixed_ct, affine=aff)
     shifted = aff.copy()
     shifted[0, 3] = 7.0
-    save_volume(paths["shifted"], pair.moving_pet, shifted)
+    write_nifti(paths["shifted"], pair.moving_pet, affine=shifted)
     out_w, out_d = tmp_path / "warped.nii.gz", tmp_path / "ddf.nii.gz"
     args = ["register", "--fixed", str(paths["fixed"]), "--fixed-ct", str(paths["ct"]), "--iterations", "5,5",
             "--out-warped", str(out_w), "--out-ddf", str(out_d)]
     assert main(args + ["--moving", str(paths["moving"])]) == 0
-    warped, waff = load_volume(out_w)
+    warped, spacing, waff = read_nifti(out_w)
     np.testing.assert_allclose(waff, aff)
+    np.testing.assert_allclose(spacing, pair.spacing)
     assert warped.shape == SMALL
-    import nibabel as nib
-
     assert nib.load(str(out_d)).shape == SMALL + (3,)
+    assert nib.load(str(out_w)).header.get_xyzt_units()[0] == nib.load(str(out_d)).header.get_xyzt_units()[0] == "mm"
     out_w.unlink()
     assert main(args + ["--moving", str(paths["shifted"])]) == 2  # different affine, no --resample
     assert not out_w.exists()
@@ -295,12 +297,16 @@ def test_cli_register_writes_outputs_and_rejects_mismatched_grids(pair, tmp_path
 
 
 def test_save_pair_writes_images_and_truth(pair, tmp_path):
-    from refsuite.registration.nifti import load_volume, save_pair
+    from refsuite.io.nifti import read_nifti
+    from refsuite.registration import save_pair
 
     paths = save_pair(tmp_path / "pair", pair)
-    data, aff = load_volume(paths["moving_pet"])
-    np.testing.assert_allclose(data, pair.moving_pet)
-    np.testing.assert_allclose(np.diag(aff)[:3], pair.spacing)
+    data, spacing, aff = read_nifti(paths["moving_pet"])
+    np.testing.assert_allclose(data, pair.moving_pet)  # the (z, y, x) order is kept ...
+    np.testing.assert_allclose(spacing, pair.spacing)
+    # ... and the affine places array axis 0 along world z, axis 2 along world x
+    np.testing.assert_allclose(aff[:3, :3] @ [1, 0, 0], [0, 0, pair.spacing[0]])
+    np.testing.assert_allclose(aff[:3, :3] @ [0, 0, 1], [pair.spacing[2], 0, 0])
     truth = np.load(paths["truth"])
     np.testing.assert_allclose(truth["landmarks_moving"], pair.truth["landmarks_moving"])
     assert float(truth["min_jacobian"]) == pytest.approx(pair.truth["min_jacobian"])

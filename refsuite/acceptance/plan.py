@@ -39,6 +39,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from refsuite.geometry.spec import ScannerSpec
 from refsuite.timing.listmode_skew import ChannelGranularity
 
 from .quantities import Angle, Fraction, Length, Time
@@ -52,22 +53,6 @@ class PlanError(ValueError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class ScannerRef(_Model):
-    """``preset`` (+ ``options``) or ``file`` (a scanner .json with explicit poses), exactly one."""
-
-    preset: Optional[str] = None
-    options: dict = Field(default_factory=dict)
-    file: Optional[str] = None
-
-    @model_validator(mode="after")
-    def _one(self):
-        if (self.preset is None) == (self.file is None):
-            raise ValueError("needs exactly one of 'preset' or 'file'")
-        if self.file is not None and self.options:
-            raise ValueError("'options' apply to presets only")
-        return self
 
 
 class SweepPoint(_Model):
@@ -183,7 +168,7 @@ class AcceptancePlan(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = ""
-    scanner: ScannerRef
+    scanner: ScannerSpec
     data: DataFiles
     checks: Checks
     base_dir: Optional[str] = Field(None, exclude=True)  #: folder of the plan file (relative paths)
@@ -212,12 +197,7 @@ class AcceptancePlan(_Model):
 
     def build_scanner(self):
         """The blueprint :class:`refsuite.geometry.Scanner`."""
-        from refsuite.geometry import Scanner, preset
-
-        if self.scanner.preset is not None:
-            return preset(self.scanner.preset, **self.scanner.options)
-        p = Path(self.scanner.file)
-        return Scanner.load(p if p.is_absolute() or self.base_dir is None else Path(self.base_dir) / p)
+        return self.scanner.build(self.base_dir)
 
 
 def _format(exc: ValidationError, source: str) -> str:
@@ -242,11 +222,9 @@ def plan_from_dict(d: dict, *, source: str = "<dict>", base_dir=None) -> Accepta
     if plan.data.line_sweep is not None:
         problems += [f"  data.line_sweep.points.{i}.file: file not found: {plan.resolve(p.file)}"
                      for i, p in enumerate(plan.data.line_sweep.points) if not plan.resolve(p.file).is_file()]
-    if plan.scanner.file is not None:
-        p = Path(plan.scanner.file)
-        p = p if p.is_absolute() or base_dir is None else Path(base_dir) / p
-        if not p.is_file():
-            problems.append(f"  scanner.file: file not found: {p}")
+    p = plan.scanner.path(base_dir)
+    if p is not None and not p.is_file():
+        problems.append(f"  scanner.file: file not found: {p}")
     if problems:
         raise PlanError(f"invalid acceptance plan {source}:\n" + "\n".join(problems))
     try:

@@ -8,6 +8,9 @@ and Z (planar, along the scanner axis for rings). A crystal voxel ``(d, cr)`` is
 own axes, order X, Y, Z (:mod:`refsuite.geometry.rotations`); translations are global (mm).
 Blocks are boxes that must not interpenetrate: :mod:`refsuite.geometry.clearance` measures
 their exact gaps and overlaps, and :func:`perturb` draws only clear misalignments by default.
+The ``[scanner]`` table of scenario files and acceptance plans is one pydantic model,
+:class:`refsuite.geometry.spec.ScannerSpec` (imported where it is used, so that importing the
+geometry does not import pydantic).
 """
 
 from .assign import assign_crystals

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from refsuite._checks import check_finite, check_positive
-from refsuite.io.atomic import atomic_write_text
+from refsuite._atomic import atomic_write_text
 
 from .lut import CrystalLUT
 from .rotations import euler_to_matrix

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from refsuite._checks import check_positive
-from refsuite.io.atomic import atomic_write_text
+from refsuite._atomic import atomic_write_text
 
 __all__ = ["Phantom", "phantom_from_dict", "load_phantom", "MU_WATER_511", "MU_PMMA_511"]
 

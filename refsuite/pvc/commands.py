@@ -202,27 +202,20 @@ def _check_inputs(data_dir, inputs) -> None:
 
 
 def _read_nifti(path, flag: str):
-    """``(image, data (nz, ny, nx) float64, voxel size (3,) mm along (z, y, x))`` of a 3-D NIfTI file."""
-    import nibabel as nib
+    """``(volume, data (nz, ny, nx) float64, voxel size (3,) mm along (z, y, x))`` of a 3-D NIfTI file.
+
+    :func:`refsuite.io.nifti.read_nifti` reads the file's order (x, y, z); the solvers take
+    (nz, ny, nx), converted here with :func:`refsuite.io.nifti.as_zyx` (the one place pvc does).
+    """
     import numpy as np
+
+    from ..io.nifti import as_zyx, read_nifti
 
     input_file(path, flag, _NIFTI)
     with reading(path, flag, _NIFTI):
-        img = nib.load(path)
-        data = np.asarray(img.dataobj, dtype=np.float64)
-        zooms = np.array(img.header.get_zooms()[:3], dtype=np.float64)
-        unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise UsageError(f"{flag} {str(path)!r}: expected a 3-D image, found shape {data.shape}")
-    zooms = zooms * {"meter": 1000.0, "micron": 1e-3}.get(unit, 1.0)
-    if not (np.all(np.isfinite(zooms)) and np.all(zooms > 0)):
-        raise UsageError(f"{flag} {str(path)!r}: voxel size {zooms.tolist()} mm; expected finite sizes > 0")
-    bad = ~np.isfinite(data)
-    if bad.any():
-        raise UsageError(f"{flag} {str(path)!r}: {int(bad.sum())} voxels are NaN or infinite; expected finite values")
-    return img, data.transpose(2, 1, 0), zooms[::-1]  # (x, y, z) -> (nz, ny, nx)
+        vol = read_nifti(path, dtype=np.float64)
+    data, zooms = as_zyx(vol.data, vol.spacing)
+    return vol, data, zooms
 
 
 def _check_activity(data, path, flag: str) -> None:
@@ -248,10 +241,9 @@ def _check_model_grid(model, zooms, path) -> None:
 
 
 def _correct(args: argparse.Namespace) -> int:
-    import nibabel as nib
     import numpy as np
 
-    from ..io.atomic import atomic_path
+    from ..io.nifti import from_zyx, write_nifti
 
     output_file(args.output, "OUT", suffixes=(".nii", ".nii.gz"))
     require_device(args.device)
@@ -280,9 +272,7 @@ def _correct(args: argparse.Namespace) -> int:
                              f"affine equal: {np.allclose(lab.affine, img.affine, atol=1e-4)}")
         out = iterative_yang(data, np.rint(labels).astype(np.int64), fwhm_mm=args.fwhm_mm,
                              voxel_size_mm=zooms, n_iter=args.iterations)
-    suffix = ".nii.gz" if str(args.output).endswith(".gz") else ".nii"
-    with atomic_path(args.output, suffix=suffix) as tmp:
-        nib.save(nib.Nifti1Image(out.transpose(2, 1, 0).astype(np.float32), img.affine, img.header), str(tmp))
+    write_nifti(args.output, from_zyx(out), affine=img.affine)
     unit = getattr(locals().get("model"), "image_unit", None)
     print(f"corrected: {args.output}" + (f" (in the input's unit; model trained on {unit} images)" if unit else ""))
     return 0

@@ -8,7 +8,8 @@ the synthetic whole-body PET/CT data with known deformation, and the study.
 
 DDF convention (MONAI): ``(B, 3, D, H, W)`` in voxel units, channel ``i`` along array axis
 ``i``; fixed voxel ``x`` <-> moving position ``x + ddf(x)``; ``spacing`` (3,) mm in array-axis
-order.
+order. Volumes read from NIfTI keep the file's voxel order (:mod:`refsuite.io.nifti`, which also
+writes a DDF in voxels or, for ITK tools, in world mm).
 """
 
 from refsuite._lazy import lazy_exports
@@ -20,7 +21,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
                  "training_loss"),
     ".optimize": ("Regularizer", "Similarity", "optimise_ddf", "register"),
     ".regularizers": ("weighted_bending_energy", "weighted_diffusion"),
-    ".synthetic": ("SyntheticPair", "simulate_pet_ct_pair"),
+    ".synthetic": ("SyntheticPair", "save_pair", "simulate_pet_ct_pair"),
     ".transforms": ("integrate_velocity", "limited_threads", "map_points", "resize_ddf", "warp", "warp_labels"),
     ".weights": ("check_ct_hu", "ct_regularization_map"),
 })

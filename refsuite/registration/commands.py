@@ -1,8 +1,9 @@
 """``refsuite register``: CT-guided deformable registration of two PET NIfTI volumes.
 
 Only argparse-level code here; the solver is imported inside the handler. Inputs, numbers and
-both output paths are checked before any work (:mod:`refsuite._cli_errors`), and the warped
-image and its DDF are written together: both files or neither.
+the output paths are checked before any work (:mod:`refsuite._cli_errors`), and the warped
+image and its DDF (and the ITK displacement field, if asked) are written together: all files or none.
+NIfTI files are read and written by :mod:`refsuite.io.nifti` (arrays in the files' voxel order).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def register(subparsers) -> None:
         "register",
         help="deformable PET-to-PET registration with CT-guided (or uniform) regularisation",
         description="Register MOVING PET onto FIXED PET (NIfTI). The regulariser weight is the CT-derived map "
-        "(--fixed-ct, the default) or a uniform weight (--uniform-weight). Writes the warped moving PET and the "
-        "DDF (D, H, W, 3), voxel units of the fixed grid, both with the fixed affine; both files or neither.",
+        "(--fixed-ct, the default) or a uniform weight (--uniform-weight). Arrays keep the files' voxel order. Writes "
+        "the warped moving PET and the DDF (D, H, W, 3), voxel units of the fixed grid, both with the fixed affine "
+        "and mm units, and with --out-ddf-itk the same DDF in world mm for ITK tools; all files or none.",
     )
     p.add_argument("--fixed", required=True, help="fixed PET (NIfTI)")
     p.add_argument("--moving", required=True, help="moving PET (NIfTI)")
@@ -47,28 +49,25 @@ def register(subparsers) -> None:
     p.add_argument("--diffeomorphic", action="store_true", help="optimise a velocity field (scaling and squaring)")
     p.add_argument("--device", type=device, default="cpu", help="torch device (default cpu)")
     p.add_argument("--out-warped", required=True, help="output: warped moving PET (NIfTI)")
-    p.add_argument("--out-ddf", required=True, help="output: DDF (NIfTI, D x H x W x 3, voxel units)")
+    p.add_argument("--out-ddf", required=True, help="output: DDF (NIfTI, D x H x W x 3, voxel units of the fixed grid)")
+    p.add_argument("--out-ddf-itk", metavar="FILE",
+                   help="also write the DDF as an ITK displacement field (NIfTI, D x H x W x 1 x 3, intent vector, "
+                   "physical LPS mm: fixed point p -> moving point p + u(p)) for ANTs antsApplyTransforms, Slicer, "
+                   "SimpleITK")
     p.set_defaults(func=_run)
 
 
-def _load(path, flag: str, *, hu: bool = False):
-    """``(data (D, H, W) float32, affine (4, 4))``, finite, with a finite invertible affine."""
-    import numpy as np
-
-    from refsuite.registration.nifti import load_volume
+def _load(path, flag: str):
+    """``(data (D, H, W) float32 in the file's axis order, affine (4, 4) mm)`` (:func:`refsuite.io.nifti.read_nifti`:
+    finite voxels, a finite invertible affine), at least 4 voxels along each axis."""
+    from refsuite.io.nifti import read_nifti
 
     input_file(path, flag, _NIFTI)
     with reading(path, flag, _NIFTI):
-        data, affine = load_volume(path)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise UsageError(f"{flag} {str(path)!r}: its affine is singular or not finite; expected voxel sizes > 0 mm")
-    bad = ~np.isfinite(data)
-    if bad.any():
-        raise UsageError(f"{flag} {str(path)!r}: {int(bad.sum())} voxels are NaN or infinite; expected finite "
-                         f"{'HU' if hu else 'activity'} values")
-    if min(data.shape) < 4:
-        raise UsageError(f"{flag} {str(path)!r}: shape {data.shape}; expected at least 4 voxels along each axis")
-    return data, affine
+        vol = read_nifti(path)
+    if min(vol.data.shape) < 4:
+        raise UsageError(f"{flag} {str(path)!r}: shape {vol.data.shape}; expected at least 4 voxels along each axis")
+    return vol.data, vol.affine
 
 
 def _check_outputs(args) -> None:
@@ -76,8 +75,14 @@ def _check_outputs(args) -> None:
 
     output_file(args.out_warped, "--out-warped", suffixes=_SUFFIXES)
     output_file(args.out_ddf, "--out-ddf", suffixes=_SUFFIXES)
-    if Path(args.out_warped).resolve() == Path(args.out_ddf).resolve():
-        raise UsageError(f"--out-warped and --out-ddf are the same file {args.out_warped!r}; expected two files")
+    outputs = {"--out-warped": args.out_warped, "--out-ddf": args.out_ddf}
+    if args.out_ddf_itk is not None:
+        outputs["--out-ddf-itk"] = output_file(args.out_ddf_itk, "--out-ddf-itk", suffixes=_SUFFIXES)
+    seen = {}
+    for flag, path in outputs.items():
+        other = seen.setdefault(Path(path).resolve(), flag)
+        if other != flag:
+            raise UsageError(f"{other} and {flag} are the same file {str(path)!r}; expected different files")
     if args.uniform_weight is None and not args.fixed_ct:
         raise UsageError("give --fixed-ct (CT-guided map) or --uniform-weight")
     require_device(args.device)
@@ -87,13 +92,19 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from refsuite.io.atomic import atomic_path
+    from refsuite.io.nifti import (
+        check_itk_grid, ddf_image, itk_displacement_image, resample_to_reference, same_grid, save_images, spacing_of, volume_image,
+    )
     from refsuite.registration import Similarity, ct_regularization_map, register, warp
-    from refsuite.registration.nifti import resample_to_reference, same_grid, save_ddf, save_volume, spacing_of
 
     _check_outputs(args)
     fixed, fa = _load(args.fixed, "--fixed")
     moving, ma = _load(args.moving, "--moving")
+    if args.out_ddf_itk is not None:
+        try:
+            check_itk_grid(fa, f"--fixed {str(args.fixed)!r}")
+        except ValueError as exc:
+            raise UsageError(f"{exc}; --out-ddf-itk needs such a grid") from exc
     if not same_grid(fixed.shape, fa, moving.shape, ma):
         if not args.resample:
             raise UsageError(f"--moving grid {moving.shape} does not match --fixed grid {fixed.shape} "
@@ -105,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.uniform_weight is not None:
         weight = float(args.uniform_weight)
     else:
-        ct, ca = _load(args.fixed_ct, "--fixed-ct", hu=True)
+        ct, ca = _load(args.fixed_ct, "--fixed-ct")
         if not same_grid(ct.shape, ca, fixed.shape, fa):
             if not args.resample:
                 raise UsageError(f"--fixed-ct grid {ct.shape} does not match --fixed grid {fixed.shape}; "
@@ -120,14 +131,10 @@ def _run(args: argparse.Namespace) -> int:
     ddf = register(fixed, moving, weight_map=weight, spacing=spacing, similarity=Similarity(args.similarity),
                    levels=len(iters), iterations=iters, diffeomorphic=args.diffeomorphic, device=args.device)
     warped = warp(torch.as_tensor(moving)[None, None], ddf)[0, 0].numpy()
-    # both temporary files are complete before either replaces its target: both outputs or neither
-    with atomic_path(args.out_warped, suffix=_suffix(args.out_warped)) as tmp_w, \
-            atomic_path(args.out_ddf, suffix=_suffix(args.out_ddf)) as tmp_d:
-        save_volume(tmp_w, warped, fa)
-        save_ddf(tmp_d, ddf, fa)
-    print(f"wrote {args.out_warped} and {args.out_ddf} (max |ddf| {float(np.abs(ddf.numpy()).max()):.2f} voxels)")
+    outputs = {args.out_warped: volume_image(warped, fa), args.out_ddf: ddf_image(ddf, fa)}
+    if args.out_ddf_itk is not None:
+        outputs[args.out_ddf_itk] = itk_displacement_image(ddf, fa)
+    save_images(outputs)  # every temporary file is complete before any replaces its target: all outputs or none
+    print(f"wrote {', '.join(map(str, outputs))} (max |ddf| {float(np.abs(ddf.numpy()).max()):.2f} voxels)")
     return 0
 
-
-def _suffix(path) -> str:
-    return ".nii.gz" if str(path).endswith(".gz") else ".nii"

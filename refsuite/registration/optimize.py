@@ -133,7 +133,7 @@ def optimise_ddf(fixed_pet, moving_pet, *, fixed_ct=None, weight_map=None, spaci
     if fixed.shape != moving.shape:
         raise ValueError(
             f"fixed_pet {tuple(fixed.shape[2:])} and moving_pet {tuple(moving.shape[2:])} are on different grids; "
-            "resample the moving scan onto the fixed grid first (refsuite.registration.nifti.resample_to_reference, "
+            "resample the moving scan onto the fixed grid first (refsuite.io.nifti.resample_to_reference, "
             "or --resample on the command line)"
         )
     if fixed.shape[:2] != (1, 1):

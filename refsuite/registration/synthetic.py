@@ -52,7 +52,7 @@ from refsuite.constants import SIGMA_PER_FWHM
 
 from .anatomy import BONE_LABELS, HU, LABELS, SOFT_ORGAN_LABELS, UPTAKE, Tracer, label_points
 
-__all__ = ["SyntheticPair", "simulate_pet_ct_pair", "FIELD_OF_VIEW_MM"]
+__all__ = ["SyntheticPair", "simulate_pet_ct_pair", "save_pair", "FIELD_OF_VIEW_MM"]
 
 #: field of view (z, y, x) in mm: upper thighs to the top of the head
 FIELD_OF_VIEW_MM = (990.0, 300.0, 420.0)
@@ -341,3 +341,39 @@ def _landmarks(labels, rng, n_per_label):
         pts.append(pick)
         labs.append(np.full(len(pick), lab))
     return np.concatenate(pts), np.concatenate(labs)
+
+
+def save_pair(directory, pair: SyntheticPair) -> dict:
+    """Write a :class:`SyntheticPair` as NIfTI files plus its truth; returns ``{name: path}``.
+
+    Files: ``fixed_pet``, ``fixed_ct``, ``fixed_labels``, ``moving_pet``, ``moving_ct``,
+    ``moving_labels`` and ``truth_ddf`` (``.nii.gz``, voxel units, (D, H, W, 3)), all written
+    together (all or none), and ``truth.npz`` (landmarks in voxel indices, labels, per-bone motions
+    ``motion_*``, simulation parameters). The arrays keep their (z, y, x) order; the affine
+    (:func:`refsuite.io.nifti.zyx_affine`, origin 0) places axis 0 along world z, so viewers show
+    the anatomy upright and voxel indices in ``truth.npz`` are the files' voxel indices.
+    """
+    from pathlib import Path
+
+    from refsuite._atomic import atomic_path
+    from refsuite.io.nifti import ddf_image, save_images, volume_image, zyx_affine
+
+    out = Path(directory)
+    affine = zyx_affine(pair.spacing)
+    names = ("fixed_pet", "fixed_ct", "fixed_labels", "moving_pet", "moving_ct", "moving_labels")
+    paths = {name: out / f"{name}.nii.gz" for name in (*names, "truth_ddf")}
+    t = pair.truth
+    save_images({**{paths[n]: volume_image(getattr(pair, n), affine) for n in names},
+                 paths["truth_ddf"]: ddf_image(t["ddf"], affine)})
+    motions = t["bone_motions"]
+    order = sorted(motions)
+    scalars = {k: np.asarray(v) for k, v in t.items() if np.isscalar(v) or isinstance(v, tuple)}
+    paths["truth"] = out / "truth.npz"
+    with atomic_path(paths["truth"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, spacing=np.asarray(pair.spacing), landmarks_fixed=t["landmarks_fixed"],
+                     landmarks_moving=t["landmarks_moving"], landmark_labels=t["landmark_labels"],
+                     motion_labels=np.array(order), motion_rotvec_rad=np.array([motions[b][0] for b in order]),
+                     motion_translation_mm=np.array([motions[b][1] for b in order]),
+                     motion_centre_mm=np.array([motions[b][2] for b in order]), **scalars)
+    return paths
