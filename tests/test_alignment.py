@@ -148,14 +148,10 @@ def test_checkpoint_resume_continues_the_run(small, tmp_path):
 
 
 def _cli(argv):
-    import argparse
+    """The command as a user runs it: refsuite.cli.main (one error path, exit status)."""
+    from refsuite.cli import main
 
-    from refsuite.alignment import commands
-
-    parser = argparse.ArgumentParser(prog="refsuite")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 def test_cli_align(small, tmp_path):
