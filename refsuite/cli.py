@@ -95,12 +95,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             importlib.import_module(f"refsuite.{pkg}.commands").register(sub)
         else:  # listed in --help without importing its package
             sub.add_parser(name, help=summary, add_help=False)
+    # simulate lives with the scenarios (package simulations, above refsuite): reached lazily, as report reaches validation
+    if command == "simulate":
+        importlib.import_module("simulations.commands").register(sub)
+    else:
+        sub.add_parser("simulate", help=SIMULATE_SUMMARY, add_help=False)
     return parser
 
 
 # command -> (sub-package holding commands.py, one-line summary for `refsuite --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("mc", "simulate coincidences of a scenario or phantom (built-in MC or GATE 10); ROOT output"),
     "recon": ("recon", "list-mode OSEM reconstruction"),
     "align": ("alignment", "maximum-likelihood detector alignment from list-mode data"),
     "timing": ("timing", "residual-physics TOF timing calibration of a detector pair"),
@@ -108,6 +112,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register": ("registration", "deformable PET registration with CT-guided regularisation"),
     "acceptance": ("acceptance", "acceptance tests of a scanner after a hardware change"),
 }
+SIMULATE_SUMMARY = "simulate coincidences of a scenario or phantom (built-in MC or GATE 10); ROOT output"
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

@@ -16,7 +16,7 @@ from refsuite.mc.montecarlo import DEFAULT_CHUNK_SIZE
 
 from .scenario import Particle, Run
 
-__all__ = ["run_builtin", "builtin_options", "truth_paths"]
+__all__ = ["run_builtin", "builtin_options", "truth_paths", "blueprint_path", "save_truth"]
 
 
 def builtin_options(run: Run, *, n_decays: int | None = None) -> dict:
@@ -31,7 +31,7 @@ def builtin_options(run: Run, *, n_decays: int | None = None) -> dict:
     if n < 1:
         raise ValueError(f"n_decays must be >= 1, got {n}")
     return dict(n_decays=n, seed=int(sc.acquisition.seed), acollinearity_fwhm_deg=float(sc.source.acollinearity_fwhm_deg),
-                attenuation=True, energy_resolution=float(dig.energy_resolution),
+                attenuation=bool(sc.attenuation), energy_resolution=float(dig.energy_resolution),
                 energy_window_kev=tuple(map(float, dig.energy_window_kev)), ctr_ps=float(dig.ctr_ps),
                 coincidence_window_ps=float(dig.coincidence_window_ns) * 1000.0,
                 activity_bq=float(run.phantom.total_activity),
@@ -44,6 +44,41 @@ def truth_paths(out) -> tuple[Path, Path]:
     return Path(f"{stem}.scanner.json"), Path(f"{stem}.phantom.json")
 
 
+def blueprint_path(out) -> Path:
+    """``<stem>.blueprint.json`` next to ``out``: the nominal scanner, without the drawn misalignment."""
+    return Path(f"{Path(out).with_suffix('')}.blueprint.json")
+
+
+def save_truth(run: Run, out) -> dict:
+    """Write the truth and the blueprint of ``run`` next to ``out``; returns their paths.
+
+    ``<stem>.scanner.json`` is the simulated scanner (with its recorded misalignment),
+    ``<stem>.phantom.json`` the phantom and ``<stem>.blueprint.json`` the nominal scanner a
+    user starts from (the input of ``refsuite align --scanner``).
+    """
+    scanner_file, phantom_file = truth_paths(out)
+    paths = {"scanner": scanner_file, "phantom": phantom_file, "blueprint": blueprint_path(out)}
+    run.scanner.save(paths["scanner"])
+    run.phantom.save(paths["phantom"])
+    run.nominal.save(paths["blueprint"])
+    return paths
+
+
+def _writer(run: Run, out: Path, kw: dict):
+    """ROOT writer for ``out``, or a PETSIRD one for ``.petsird``/``.bin``/``.ndjson``.
+
+    PETSIRD's header holds the nominal scanner (as a real scanner's export does); its TOF
+    bins cover the coincidence window.
+    """
+    from refsuite.io import CoincidenceWriter, PetsirdWriter, petsird_suffix_format
+
+    fmt = petsird_suffix_format(out)
+    if fmt is None:
+        return CoincidenceWriter(out)
+    return PetsirdWriter(out, run.nominal, format=fmt, ctr_ps=kw["ctr_ps"], energy_resolution=kw["energy_resolution"],
+                         energy_window_kev=kw["energy_window_kev"], coincidence_window_ps=kw["coincidence_window_ps"])
+
+
 def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                 progress: bool = False) -> dict:
     """Simulate one scenario run with the built-in MC; write ``out`` and the truth next to it.
@@ -52,7 +87,10 @@ def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int =
     ----------
     run : simulations.scenario.Run
     out : str or Path
-        Output ``.root`` file (written atomically, streamed in chunks).
+        Output file, streamed in chunks: ``.root`` (written atomically), or PETSIRD for
+        ``.petsird``/``.bin`` (binary) and ``.ndjson`` (text), whose header holds the blueprint
+        and which has no place for the run's attributes. The truth files
+        (:func:`save_truth`) are written next to it.
     n_decays : int, optional
         Override the scenario's number of decays (e.g. a quick run).
     chunk_size : int
@@ -65,7 +103,7 @@ def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int =
     dict
         Counts (``decays``, ``coincidences``, ...) summed over the run.
     """
-    from refsuite.io import CoincidenceWriter
+    from refsuite.io import petsird_suffix_format
     from refsuite.mc import iter_simulate
 
     if run.scenario.source.particle is not Particle.BACK_TO_BACK:
@@ -75,14 +113,15 @@ def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int =
     out = Path(out)
     scanner_file, phantom_file = truth_paths(out)
     totals: dict = {}
-    with CoincidenceWriter(out) as w:
+    with _writer(run, out, kw) as w:
         for cols, counts in iter_simulate(run.scanner, run.phantom, chunk_size=chunk_size, progress=progress, **kw):
             w.write(cols)
             for k, v in counts.items():
                 totals[k] = totals.get(k, 0) + v
-        w.attrs.update({"engine": "builtin", "scenario": run.scenario.model_dump(mode="json"), "run_label": run.label,
-                        "parameters": run.parameters, **kw, "counts": totals,
-                        "scanner_file": scanner_file.name, "phantom_file": phantom_file.name})
-    run.scanner.save(scanner_file)
-    run.phantom.save(phantom_file)
+        if petsird_suffix_format(out) is None:
+            w.attrs.update({"engine": "builtin", "scenario": run.scenario.model_dump(mode="json"),
+                            "run_label": run.label, "parameters": run.parameters, **kw, "counts": totals,
+                            "scanner_file": scanner_file.name, "phantom_file": phantom_file.name,
+                            "blueprint_file": blueprint_path(out).name})
+    save_truth(run, out)
     return totals

@@ -421,8 +421,11 @@ def run_gate(run: Run, out, *, threads: int = 1, keep_raw: bool = False):
     """
     from refsuite.io import read_coincidences, write_coincidences
 
-    from .builtin import truth_paths
+    from .builtin import blueprint_path, save_truth, truth_paths
 
+    if not run.scenario.attenuation:
+        raise ValueError(f"scenario {run.scenario.name}: attenuation = false is a built-in MC option; GATE always "
+                         "attenuates in the phantom")
     require("geant4_data", "running a GATE simulation")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="refsuite-gate-") as tmp:
@@ -431,10 +434,10 @@ def run_gate(run: Run, out, *, threads: int = 1, keep_raw: bool = False):
         raw = Path(tmp) / "gate_output.root"
         events = read_coincidences(raw, run.scanner, tree="coincidences")
         scanner_file, phantom_file = truth_paths(out)
-        events.attrs.update(_attrs(run, engine="gate"), scanner_file=scanner_file.name, phantom_file=phantom_file.name)
+        events.attrs.update(_attrs(run, engine="gate"), scanner_file=scanner_file.name, phantom_file=phantom_file.name,
+                            blueprint_file=blueprint_path(out).name)
         write_coincidences(out, events)
-        run.scanner.save(scanner_file)
-        run.phantom.save(phantom_file)
+        save_truth(run, out)
         if keep_raw:
             import shutil
 

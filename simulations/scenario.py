@@ -148,7 +148,14 @@ class CylinderSpec(_Model):
     activity_bq: float = Field(1.0e6, gt=0)
 
 
-PhantomSpec = Annotated[Union[PointsSpec, TubeSpec, ShellSpec, LineSpec, HotRodSpec, CylinderSpec],
+class FileSpec(_Model):
+    """A phantom saved as ``.json`` (:func:`refsuite.phantoms.load_phantom`), relative to the scenario's folder."""
+
+    kind: Literal["file"]
+    path: str
+
+
+PhantomSpec = Annotated[Union[PointsSpec, TubeSpec, ShellSpec, LineSpec, HotRodSpec, CylinderSpec, FileSpec],
                         Field(discriminator="kind")]
 
 
@@ -205,15 +212,24 @@ class Scenario(_Model):
     acquisition: AcquisitionSpec
     digitizer: DigitizerSpec = DigitizerSpec()
     world_size_mm: Optional[float] = Field(None, gt=0)  #: default: enclose scanner and phantom
+    #: attenuation in the phantom; the built-in MC can switch it off (GATE always attenuates)
+    attenuation: bool = True
 
     # the folder of the file, for relative scanner files (not part of the data)
     base_dir: Optional[str] = Field(None, exclude=True)
 
-    def build_scanner(self):
-        """The (misaligned) :class:`refsuite.geometry.Scanner`; truth in ``.misalignment``."""
+    def build_blueprint(self):
+        """The nominal :class:`refsuite.geometry.Scanner` (before the misalignment is drawn)."""
+        return self.scanner.build(self.base_dir)
+
+    def build_scanner(self, blueprint=None):
+        """The (misaligned) :class:`refsuite.geometry.Scanner`; truth in ``.misalignment``.
+
+        ``blueprint`` is the nominal scanner when already built (:meth:`build_blueprint`).
+        """
         from refsuite.geometry import perturb
 
-        scan = self.scanner.build(self.base_dir)
+        scan = self.build_blueprint() if blueprint is None else blueprint
         m = self.misalignment
         if m is not None and (m.sigma_t_mm > 0 or m.sigma_r_deg > 0):
             scan = perturb(scan, sigma_t_mm=m.sigma_t_mm, sigma_r_deg=m.sigma_r_deg,
@@ -221,15 +237,17 @@ class Scenario(_Model):
                            min_clearance_mm=None if m.allow_overlaps else 0.0)
         return scan
 
-    def runs(self) -> list["Run"]:
+    def runs(self, *, overlap_hint: Optional[str] = None) -> list["Run"]:
         """The scenario's runs: one, or one per radial offset of a line-source sweep.
 
-        Raises ValueError when blocks overlap (unless ``misalignment.allow_overlaps``) or a
+        Raises ValueError when blocks overlap (unless ``misalignment.allow_overlaps``; the
+        message ends with ``overlap_hint``, by default how to allow it in the file) or a
         phantom would emit inside a detector block.
         """
         from refsuite import phantoms as ph
 
-        spec, scanner = self.phantom, self.build_scanner()
+        spec, blueprint = self.phantom, self.build_blueprint()
+        scanner = self.build_scanner(blueprint)
         if isinstance(spec, LineSpec):
             phi = np.deg2rad(spec.azimuth_deg)
             out = []
@@ -238,11 +256,11 @@ class Scenario(_Model):
                                   radius_mm=spec.radius_mm, length_mm=spec.length_mm,
                                   centre_z_mm=spec.centre_z_mm, activity_bq=spec.activity_bq)
                 label = f"r{r:g}mm" if len(spec.radial_offsets_mm) > 1 else ""
-                out.append(Run(self, label, scanner, p, {"radial_offset_mm": float(r)}))
+                out.append(Run(self, label, scanner, p, {"radial_offset_mm": float(r)}, blueprint))
         else:
-            out = [Run(self, "", scanner, _phantom(spec), {})]
+            out = [Run(self, "", scanner, _phantom(spec, self.base_dir), {}, blueprint)]
         if not (self.misalignment is not None and self.misalignment.allow_overlaps):
-            check_blocks_disjoint(scanner)
+            check_blocks_disjoint(scanner, hint=overlap_hint)
         for run in out:
             check_phantom_clear_of_blocks(run.scanner, run.phantom)
         return out
@@ -258,9 +276,12 @@ class Scenario(_Model):
         return float(a.duration_s) if a.duration_s is not None else a.n_decays / phantom.total_activity
 
 
-def _phantom(spec):
+def _phantom(spec, base_dir=None):
     from refsuite import phantoms as ph
 
+    if isinstance(spec, FileSpec):
+        p = Path(spec.path)
+        return ph.load_phantom(p if p.is_absolute() or base_dir is None else Path(base_dir) / p)
     if isinstance(spec, (PointsSpec, TubeSpec)):
         if spec.centres_mm is not None:
             centres = np.asarray(spec.centres_mm, float)
@@ -299,13 +320,14 @@ def _nearest_neighbour_order(points) -> np.ndarray:
     return np.array(order)
 
 
-def check_blocks_disjoint(scanner) -> None:
+def check_blocks_disjoint(scanner, *, hint: Optional[str] = None) -> None:
     """Raise ValueError naming the deepest pair when blocks of ``scanner`` intersect (Geant4
-    rejects overlapping volumes); :func:`refsuite.geometry.check_block_clearance`."""
+    rejects overlapping volumes); :func:`refsuite.geometry.check_block_clearance`. ``hint``
+    (how to proceed) ends the message; by default how to allow overlaps in a scenario file."""
     from refsuite.geometry import check_block_clearance
 
-    check_block_clearance(scanner, hint="use a scanner file with clear blocks, or set allow_overlaps = true "
-                                        "in [misalignment]")
+    check_block_clearance(scanner, hint=hint or "use a scanner file with clear blocks, or set allow_overlaps = true "
+                                                "in [misalignment]")
 
 
 def check_phantom_clear_of_blocks(scanner, phantom, *, n_samples: int = 10000, seed: int = 0) -> None:
@@ -340,9 +362,12 @@ class Run:
     label : str
         Suffix distinguishing sweep points (``""`` for single-run scenarios).
     scanner : refsuite.geometry.Scanner
+        The simulated (misaligned) scanner, the truth.
     phantom : refsuite.phantoms.Phantom
     parameters : dict
         The sweep parameters of this run (e.g. ``{"radial_offset_mm": 25.0}``).
+    blueprint : refsuite.geometry.Scanner or None
+        The nominal scanner, before the misalignment was drawn (``scanner`` when None).
     """
 
     scenario: Scenario
@@ -350,6 +375,12 @@ class Run:
     scanner: object
     phantom: object
     parameters: dict
+    blueprint: object = None
+
+    @property
+    def nominal(self):
+        """The blueprint, or the simulated scanner when no blueprint was recorded."""
+        return self.scanner if self.blueprint is None else self.blueprint
 
     @property
     def n_decays(self) -> int:
