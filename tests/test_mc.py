@@ -301,3 +301,33 @@ def test_decay_times_are_a_poisson_process():
     # many blocks: the first decay comes on average dur / g after the start
     first = [_decay_times(g, 0.0, dur, rng)[0] for _ in range(400)]
     assert np.mean(first) == pytest.approx(dur / g, rel=4 / np.sqrt(400))
+
+
+def test_block_schedule_is_chunk_independent_and_bounded():
+    """Seed-block start times come a chunk at a time (memory O(chunk), not O(n_decays)) and are
+    bit for bit those of drawing every block at once, whatever the chunking."""
+    from refsuite.mc.montecarlo import SEED_BLOCK, _block_schedule
+
+    n_decays, act, seed = 7 * SEED_BLOCK + 123, 3.7e6, 11
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(2**31,))))
+    sizes = np.full(8, SEED_BLOCK)
+    sizes[-1] = 123
+    dur = rng.gamma(sizes, 1e9 / act)
+    starts = np.concatenate([[0.0], np.cumsum(dur)[:-1]])  # all blocks at once
+    for per_chunk in (1, 3, 8, 100):
+        parts = list(_block_schedule(seed, n_decays, act, per_chunk))
+        assert max(len(p[0]) for p in parts) <= per_chunk
+        got = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+        np.testing.assert_array_equal(got[0], np.arange(8))
+        np.testing.assert_array_equal(got[1], starts)
+        np.testing.assert_array_equal(got[2], dur)
+        np.testing.assert_array_equal(got[3], sizes)
+    # a huge run costs nothing until its chunks are drawn
+    first = next(_block_schedule(seed, 10**15, act, 2))
+    assert len(first[0]) == 2
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0, -5, 2.5])
+def test_simulate_refuses_bad_n_decays(bad):
+    with pytest.raises(ValueError, match="n_decays must be a finite integer >= 1"):
+        simulate(THULL, SOURCES, n_decays=bad, seed=0)

@@ -233,7 +233,8 @@ def test_cli_sweep_writes_one_file_per_offset(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--phantom", "tube"], "cannot be combined with a scenario"),
-    (["--n-decays", "1.5"], "positive integer"),
+    (["--n-decays", "1.5"], "expected a whole number >= 1"),
+    (["--n-decays", "inf"], "expected a whole number >= 1"),
 ])
 def test_cli_rejects_bad_scenario_invocations(tmp_path, capsys, argv, message):
     rc = main(["simulate", str(SHIPPED["thull_points"]), *argv, "--out", str(tmp_path / "x.root")])

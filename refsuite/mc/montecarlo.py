@@ -40,14 +40,28 @@ def _block_rng(seed: int, k: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(k,))))
 
 
-def _block_start_times(seed, n_decays, activity_bq):
-    """Start time (ns) and duration of each seed block of a Poisson process of rate A."""
+def _block_schedule(seed, n_decays, activity_bq, blocks_per_chunk):
+    """Seed blocks of a Poisson process of rate A, a chunk at a time.
+
+    Yields ``(blocks, starts, durations, sizes)`` for ``blocks_per_chunk`` consecutive seed
+    blocks: their indices, start times (ns), durations (ns, Gamma(size, 1/A) draws of one
+    stream) and decay counts. Memory is O(blocks_per_chunk) whatever ``n_decays``; the draws
+    and the running sum are the same, bit for bit, as for all blocks at once (the Gamma
+    variates are drawn element by element from one stream, and the start times are one
+    sequential sum carried from chunk to chunk).
+    """
     n_blocks = -(-n_decays // SEED_BLOCK)
-    sizes = np.full(n_blocks, SEED_BLOCK)
-    sizes[-1] = n_decays - SEED_BLOCK * (n_blocks - 1)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(2**31,))))
-    dur = rng.gamma(sizes, 1e9 / activity_bq)
-    return np.concatenate([[0.0], np.cumsum(dur)[:-1]]), dur, sizes
+    t = 0.0
+    for k0 in range(0, n_blocks, blocks_per_chunk):
+        k1 = min(k0 + blocks_per_chunk, n_blocks)
+        sizes = np.full(k1 - k0, SEED_BLOCK, dtype=np.int64)
+        if k1 == n_blocks:
+            sizes[-1] = n_decays - SEED_BLOCK * (n_blocks - 1)
+        dur = rng.gamma(sizes, 1e9 / activity_bq)
+        cum = np.cumsum(np.concatenate([[t], dur]))
+        t = float(cum[-1])
+        yield np.arange(k0, k1), cum[:-1], dur, sizes
 
 
 def _perpendicular_basis(u):
@@ -214,8 +228,8 @@ def _options(detector, *, n_decays, seed, chunk_size, acollinearity_fwhm_deg, at
 
     if not isinstance(detector, (Scanner, IdealCylinder)):
         raise TypeError(f"scanner must be a refsuite.geometry.Scanner or IdealCylinder, got {type(detector).__name__}")
-    if int(n_decays) != n_decays or n_decays < 1:
-        raise ValueError(f"n_decays must be an integer >= 1, got {n_decays!r}")
+    if not (np.isfinite(n_decays) and n_decays >= 1 and int(n_decays) == n_decays):
+        raise ValueError(f"n_decays must be a finite integer >= 1, got {n_decays!r}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if chunk_size < 1:
@@ -260,21 +274,17 @@ def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int
 
         check_block_clearance(scanner, hint="pass allow_overlap=True to simulate it anyway (each block then "
                                             "counts the shared volume)")
-    starts, durations, sizes = _block_start_times(int(seed), int(n_decays), act)
     per_chunk = max(1, -(-int(chunk_size) // SEED_BLOCK))
-    ranges = range(0, len(sizes), per_chunk)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=int(n_decays), unit="decays", desc="refsuite mc")
     try:
-        for k0 in ranges:
-            blocks = np.arange(k0, min(k0 + per_chunk, len(sizes)))
-            out = _simulate_chunk(scanner, phantom, blocks, starts[blocks], durations[blocks], sizes[blocks],
-                                  int(seed), opt)
+        for blocks, starts, durations, sizes in _block_schedule(int(seed), int(n_decays), act, per_chunk):
+            out = _simulate_chunk(scanner, phantom, blocks, starts, durations, sizes, int(seed), opt)
             if bar is not None:
-                bar.update(int(sizes[blocks].sum()))
+                bar.update(int(sizes.sum()))
             yield out
     finally:
         if bar is not None:
