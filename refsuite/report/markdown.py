@@ -102,7 +102,8 @@ def write_results_markdown(results: dict[str, Any], path: str | Path, *, html_di
 
 def seed_summary_markdown(summary: dict) -> str:
     """The seed-sweep summary as a Markdown table (one row per check)."""
-    lines = [f"# Seed sweep: {len(summary['seeds'])} seed{"" if len(summary["seeds"]) == 1 else "s"} ({', '.join(map(str, summary['seeds']))})", "",
+    n = len(summary["seeds"])
+    lines = [f"# Seed sweep: {n} seed{'' if n == 1 else 's'} ({', '.join(map(str, summary['seeds']))})", "",
              "| study | check | judged | criterion met | tolerance | measured (min ... max) | seeds where not met |",
              "|---|---|---|---|---|---|---|"]
     for r in summary["checks"]:
