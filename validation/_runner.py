@@ -202,8 +202,8 @@ def _write_markdown(results: dict, out: Path, md_path: Path | None) -> None:
 
 
 def _study_task(job: tuple[str, RunContext]) -> Section:
-    """Run the study in module ``job[0]`` with context ``job[1]`` (a task: runs where the executor puts it)."""
-    return run_study(importlib.import_module(job[0]), job[1])
+    """Run study ``job[0]`` with context ``job[1]`` (a task: runs where the executor puts it)."""
+    return run_study(discover_studies()[job[0]], job[1])
 
 
 def run_studies(modules: Sequence[ModuleType], contexts: Sequence[RunContext], *, executor=None,
@@ -216,11 +216,10 @@ def run_studies(modules: Sequence[ModuleType], contexts: Sequence[RunContext], *
     """
     from refsuite.execution import current_executor
 
-    jobs = [(m.__name__, c) for c in contexts for m in modules]
-    names = {m.__name__: m.NAME for m in modules}
+    jobs = [(m.NAME, c) for c in contexts for m in modules]
     seeds = len({c.seed for c in contexts}) > 1
     return (executor or current_executor()).map(
-        _study_task, jobs, key=lambda j: names[j[0]] + (f"-seed{j[1].seed}" if seeds else ""),
+        _study_task, jobs, key=lambda j: j[0] + (f"-seed{j[1].seed}" if seeds else ""),
         progress=progress, desc="studies", unit="study")
 
 
