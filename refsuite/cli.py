@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from refsuite._cli_errors import CliParser, UsageError, one_line
+from refsuite.execution import add_execution_flags
 
 __all__ = ["main", "build_parser"]
 
@@ -115,13 +116,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     seed.add_argument("--seeds", metavar="SEEDS", default=None,
                      help="a seed sweep instead of one seed, e.g. 1-10 or 1,4,7: each seed's report in DIR/seed-N/, "
                           "and DIR/seeds.md / seeds.json: per check, in how many seeds its criterion was met")
-    where = rep.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N", default=None,
-                       help="run the studies as tasks on a local Dask cluster of N worker processes (needs the "
-                            "'cluster' extra); default: one after another in this process")
-    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                       help="run the studies as tasks on the running Dask cluster at ADDRESS (e.g. tcp://host:8786; "
-                            "workers need this environment; the report is written here)")
+    add_execution_flags(rep, what="the studies (as tasks; the report is written here)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep.set_defaults(func=_cmd_report)
     for name, (pkg, summary) in COMMANDS.items():

@@ -32,7 +32,8 @@ import sys
 import uuid
 from typing import Any, Callable, Iterable
 
-__all__ = ["Executor", "check_execution", "current_executor", "executor_for", "MAX_LOCAL_WORKERS_PER_CORE"]
+__all__ = ["Executor", "check_execution", "current_executor", "executor_for", "add_execution_flags",
+           "executor_from_args", "MAX_LOCAL_WORKERS_PER_CORE"]
 
 #: a local cluster may have at most this many worker processes per CPU core (more only thrash)
 MAX_LOCAL_WORKERS_PER_CORE = 4
@@ -296,3 +297,19 @@ def executor_for(workers: int | None = None, scheduler: str | None = None, *,
         return current_executor()
     return Executor(workers=workers, scheduler=scheduler, names=names)
 
+
+
+def add_execution_flags(parser, *, what: str = "the tasks") -> None:
+    """Add ``--workers N`` and ``--scheduler ADDRESS`` (mutually exclusive) to an argparse parser."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, metavar="N", default=None,
+                       help=f"run {what} on a local Dask cluster of N worker processes (needs the 'cluster' "
+                            "extra); default: in this process")
+    group.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help=f"run {what} on the running Dask cluster at ADDRESS (e.g. tcp://host:8786); its "
+                            "workers need this Python environment and the output folder on a shared file system")
+
+
+def executor_from_args(args) -> Executor:
+    """The :class:`Executor` of parsed ``--workers``/``--scheduler`` flags (ValueError naming the flag)."""
+    return executor_for(args.workers, args.scheduler, names=("--workers", "--scheduler"))

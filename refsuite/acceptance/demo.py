@@ -18,13 +18,13 @@ The truth of every scenario (the detector as simulated, the defects) is written 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from refsuite._checks import check_positive
+from refsuite.execution import current_executor
 
 __all__ = ["DemoSizes", "QUICK", "FULL", "write_demo", "DEMO_TOLERANCES", "calibration_points"]
 
@@ -162,7 +162,7 @@ def _scan_jobs(folder: Path, sizes, seed, sweep):
 
 
 def _simulate_scan(job):
-    """Simulate one scan and write its readout (runs in a worker process)."""
+    """Simulate one scan and write its readout (a task of the executor)."""
     from refsuite.geometry import Scanner
     from refsuite.io import save_listmode
     from refsuite.mc import simulate
@@ -187,38 +187,15 @@ def _simulate_scan(job):
     return str(path)
 
 
-def _run_jobs(jobs, workers, progress):
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing as mp
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc="refsuite acceptance demo", unit="scan")
-    try:
-        if workers <= 1:
-            for j in jobs:
-                _simulate_scan(j)
-                if bar is not None:
-                    bar.update(1)
-            return
-        # spawn: the parent may hold torch threads, which fork does not survive reliably
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for _ in pool.map(_simulate_scan, jobs):
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: Defects = Defects(),
-               workers: int = 2, progress: bool = False) -> dict:
+               executor=None, progress: bool = False) -> dict:
     """Write the demonstration scans, plans and truths into ``out_dir``.
 
-    The scans are simulated in ``workers`` processes; a folder already holding a complete demo
-    of the same sizes, seed and defects (``demo.json``) is reused as it is.
+    Each scan is one task of ``executor`` (a :class:`refsuite.execution.Executor`; default
+    in-process, or the cluster this code runs on as a Dask task) with its own seed, so the scans
+    do not depend on the number of workers. On a cluster, ``out_dir`` must be on a file system the
+    workers share. A folder already holding a complete demo of the same sizes, seed and defects
+    (``demo.json``) is reused as it is.
 
     Returns ``{"baseline": plan path, "a": ..., "b": ...}``.
     """
@@ -286,6 +263,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
         atomic_write_text(plans[name], _plan_text(f"thull_sim-{name}", desc[name], plan_checks, sweep))
     # largest scans first, so that the workers finish together
     jobs.sort(key=lambda j: -j[2])
-    _run_jobs(jobs, max(1, min(workers, os.cpu_count() or 1)), progress)
+    (executor or current_executor()).map(_simulate_scan, jobs, key=lambda j: f"demo-{j[0].parent.name}-{j[0].stem}",
+                                         progress=progress, desc="refsuite acceptance demo", unit="scan")
     atomic_write_text(done, json.dumps(manifest))
     return plans
