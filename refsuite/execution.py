@@ -124,11 +124,15 @@ class Executor:
         import logging
 
         distributed = _import_distributed(f"{name} {workers}")
+        import dask
         # memory_limit=0: no per-worker kill threshold; the commands check the memory of all
         # concurrent tasks before they start. No dashboard: several runs may share a machine.
-        self._cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                 memory_limit=0, dashboard_address=None,
-                                                 silence_logs=logging.ERROR)
+        # Dask's default MALLOC_TRIM_THRESHOLD_=65536 makes glibc return every freed block to the
+        # OS: the numpy/torch temporaries of a PVC case then cost page faults, 2-3x the run time.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            self._cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                     memory_limit=0, dashboard_address=None,
+                                                     silence_logs=logging.ERROR)
         self._client = distributed.Client(self._cluster, set_as_default=False)
         self._owns_client = True
 
