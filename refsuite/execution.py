@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -170,6 +171,16 @@ class Executor:
                  "worker": "the cluster this task runs on"}[self.kind]
         n = self.n_workers
         return f"{where} of {n} worker{'' if n == 1 else 's'}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the processes the tasks run in (the workers', or this one's), s.
+
+        The difference over a run divided by its wall time is the parallelism the run obtained
+        (on a shared machine, less than the number of workers).
+        """
+        if self._client is None:
+            return time.process_time()
+        return float(sum(self._client.run(time.process_time).values()))
 
     # ------------------------------------------------------------------ the work
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, key: str | Callable[[Any], str] | None = None,
