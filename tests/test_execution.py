@@ -26,6 +26,10 @@ def _nested(n: int) -> tuple[str, list]:
     return ex.kind, ex.map(_square_with_noise, range(n))
 
 
+def _inverse(x: float) -> float:
+    return 1.0 / x
+
+
 def _slow_once(item) -> tuple[float, int]:
     """Item 0 writes its worker's pid and sleeps (long enough to be killed); returns (value, pid)."""
     i, folder = item
@@ -150,6 +154,12 @@ def test_acceptance_demo_scans_on_the_cluster_are_identical(cluster, tmp_path):
 def test_tasks_inside_a_task_use_the_same_cluster(cluster):
     out = cluster.map(_nested, [2, 3])
     assert out == [("worker", [_square_with_noise(i) for i in range(n)]) for n in (2, 3)]
+
+
+def test_a_failing_task_raises_its_error_here(cluster):
+    with pytest.raises(ZeroDivisionError):
+        cluster.map(_inverse, [1.0, 0.0, 2.0])
+    assert cluster.map(_inverse, [4.0, 2.0]) == [0.25, 0.5]  # the executor is still usable
 
 
 def test_a_killed_worker_is_retried_and_changes_nothing(cluster, tmp_path):
