@@ -156,6 +156,14 @@ def test_tasks_inside_a_task_use_the_same_cluster(cluster):
     assert out == [("worker", [_square_with_noise(i) for i in range(n)]) for n in (2, 3)]
 
 
+def test_a_running_cluster_is_reached_by_its_address(cluster):
+    address = cluster._cluster.scheduler_address
+    with Executor(scheduler=address) as ex:
+        assert ex.kind == "scheduler" and ex.n_workers == 2 and address in ex.describe()
+        assert ex.map(_square_with_noise, range(4)) == [_square_with_noise(i) for i in range(4)]
+    assert cluster.map(_inverse, [2.0]) == [0.5]  # closing a client leaves the cluster running
+
+
 def test_a_failing_task_raises_its_error_here(cluster):
     with pytest.raises(ZeroDivisionError):
         cluster.map(_inverse, [1.0, 0.0, 2.0])
