@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from refsuite._checks import check_positive
-from refsuite.execution import current_executor
+from refsuite.execution import Executor, check_execution, current_executor
 
 __all__ = ["DemoSizes", "QUICK", "FULL", "write_demo", "DEMO_TOLERANCES", "calibration_points"]
 
@@ -188,12 +188,14 @@ def _simulate_scan(job):
 
 
 def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: Defects = Defects(),
-               executor=None, progress: bool = False) -> dict:
+               executor=None, workers: int | None = None, progress: bool = False) -> dict:
     """Write the demonstration scans, plans and truths into ``out_dir``.
 
     Each scan is one task of ``executor`` (a :class:`refsuite.execution.Executor`; default
     in-process, or the cluster this code runs on as a Dask task) with its own seed, so the scans
-    do not depend on the number of workers. On a cluster, ``out_dir`` must be on a file system the
+    do not depend on the number of workers. ``workers`` (without ``executor``, outside a cluster):
+    simulate the scans on a local cluster of that many processes, started only when there are
+    scans to simulate (needs the ``cluster`` extra). On a cluster, ``out_dir`` must be on a file system the
     workers share. A folder already holding a complete demo of the same sizes, seed and defects
     (``demo.json``) is reused as it is.
 
@@ -205,6 +207,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     from refsuite.timing.listmode_skew import channel_map
 
     check_positive("remount_mm", defects.remount_mm, unit="mm")
+    check_execution(workers, None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -263,7 +266,14 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
         atomic_write_text(plans[name], _plan_text(f"thull_sim-{name}", desc[name], plan_checks, sweep))
     # largest scans first, so that the workers finish together
     jobs.sort(key=lambda j: -j[2])
-    (executor or current_executor()).map(_simulate_scan, jobs, key=lambda j: f"demo-{j[0].parent.name}-{j[0].stem}",
-                                         progress=progress, desc="refsuite acceptance demo", unit="scan")
+    ex = executor or current_executor()
+    if ex.kind == "in-process" and workers is not None and workers > 1:
+        ex = Executor(workers=min(workers, len(jobs)))
+    try:
+        ex.map(_simulate_scan, jobs, key=lambda j: f"demo-{j[0].parent.name}-{j[0].stem}", progress=progress,
+               desc="refsuite acceptance demo", unit="scan")
+    finally:
+        if ex is not executor:
+            ex.close()  # a cluster started here; nothing for the in-process or surrounding one
     atomic_write_text(done, json.dumps(manifest))
     return plans
