@@ -24,37 +24,63 @@ from pathlib import Path
 from typing import Sequence
 
 from refsuite._cli_errors import CliParser, UsageError, one_line
+from refsuite.execution import add_execution_flags
 
 __all__ = ["main", "build_parser"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from refsuite.execution import Executor, check_execution
     from refsuite.report import Mode, RunContext
-    from refsuite.report.render import value_text
     from validation import _runner as r
 
-    try:  # every flag is checked before any study runs
+    try:  # every flag is checked before any study runs (a cluster is started or reached last)
         only = r.select_studies(args.only, list(r.discover_studies()), name="--only")
+        seeds = None if args.seeds is None else r.parse_seeds(args.seeds, name="--seeds")
+        if seeds is not None and args.results_md is not None:
+            raise ValueError("--results-md is for a report of one seed; a --seeds sweep writes DIR/seeds.md")
         r.check_seed(args.seed, name="--seed")
         r.check_device(args.device, name="--device")
         r.check_output_dir(args.out, name="--out")
         if args.results_md is not None:
             r.check_output_file(args.results_md, name="--results-md")
+        check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
         ctx = RunContext(mode=Mode.FULL if args.full else Mode.QUICK, seed=args.seed, device=args.device)
-        results = r.run_report(ctx, args.out, only=only, progress=not args.no_progress, results_md=args.results_md)
+        with Executor(workers=args.workers, scheduler=args.scheduler, names=("--workers", "--scheduler")) as ex:
+            if seeds is not None:
+                return _print_sweep(r.run_seed_sweep(ctx, args.out, seeds, only=only, progress=not args.no_progress,
+                                                     executor=ex), args.out)
+            results = r.run_report(ctx, args.out, only=only, progress=not args.no_progress,
+                                   results_md=args.results_md, executor=ex)
     except ValueError as exc:
         print(f"refsuite report: {exc}", file=sys.stderr)
         return 2
+    return _print_results(results, args.out)
+
+
+def _print_results(results: dict, out: str) -> int:
+    from refsuite.report.render import value_text
+
     shown = f", {results['n_shown']} shown only" if results["n_shown"] else ""
     print(
         f"{results['n_passed']}/{results['n_checks']} judged checks passed "
-        f"({results['n_failed']} failed{shown}) in {results['runtime_s']:.1f} s; report: {args.out}/index.html"
+        f"({results['n_failed']} failed{shown}) in {results['runtime_s']:.1f} s; report: {out}/index.html"
     )
     for c in results["checks"]:
         if c["status"] == "fail":
             measured = value_text(c["measured"], c["unit"], c.get("measured_reason"))
             print(f"  FAIL {c['study']}: {c['name']}: measured {measured} ({c['tolerance']['text']})")
     return 0 if results["passed"] else 1
+
+
+def _print_sweep(summary: dict, out: str) -> int:
+    """One line per check: criterion met in k of n seeds. Exit 0: the sweep ran (it judges nothing itself)."""
+    n = len(summary["seeds"])
+    for c in summary["checks"]:
+        flag = "" if c["judged"] else " (shown)"
+        print(f"{c['met']:>3}/{c['n']} {c['study']}: {c['name']}{flag}")
+    print(f"{n} seeds; reports: {out}/seed-N/index.html; summary: {out}/seeds.md")
+    return 0
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -81,11 +107,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     size.add_argument("--full", action="store_true", help="the papers' scale (long)")
     rep.add_argument("--only", action="append", metavar="STUDY",
                      help="run only this study (repeat or comma-separate) and merge it into the report in DIR")
-    rep.add_argument("--seed", type=int, default=12345, help="random seed of every simulation, >= 0 (default 12345)")
+    seed = rep.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=12345, help="random seed of every simulation, >= 0 (default 12345)")
     rep.add_argument("--device", default="cpu", help="torch device for solvers: cpu, cuda or cuda:N (default cpu)")
     rep.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
     rep.add_argument("--results-md", metavar="FILE", default=None,
                      help="also write DIR/results.md to FILE, e.g. docs/results.md (what `make report` does)")
+    seed.add_argument("--seeds", metavar="SEEDS", default=None,
+                     help="a seed sweep instead of one seed, e.g. 1-10 or 1,4,7: each seed's report in DIR/seed-N/, "
+                          "and DIR/seeds.md / seeds.json: per check, in how many seeds its criterion was met")
+    add_execution_flags(rep, what="the studies (as tasks; the report is written here)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep.set_defaults(func=_cmd_report)
     for name, (pkg, summary) in COMMANDS.items():

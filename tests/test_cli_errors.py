@@ -196,6 +196,10 @@ CASES = [
     ("pvc-sim-cases-huge", ["pvc", "simulate", "--out", O + "/ds", "--cases", "1e15", "--quick"], "--cases"),
     ("pvc-sim-chunk-0", ["pvc", "simulate", "--out", O + "/ds", "--cases", "2", "--chunk-size", "0"], "--chunk-size"),
     ("pvc-sim-out-file", ["pvc", "simulate", "--out", I + "/afile", "--cases", "2", "--quick"], "--out"),
+    ("pvc-sim-workers-0", ["pvc", "simulate", "--out", O + "/ds", "--cases", "2", "--quick", "--workers", "0"],
+     "--workers"),
+    ("pvc-sim-scheduler", ["pvc", "simulate", "--out", O + "/ds", "--cases", "2", "--quick", "--scheduler", "a b"],
+     "--scheduler"),
     ("pvc-train-patch-1000", [*PVC_TRAIN, "--out", O + "/m.pt", "--patch", "1000"], "--patch"),
     ("pvc-train-patch-0", [*PVC_TRAIN, "--out", O + "/m.pt", "--patch", "0"], "--patch"),
     ("pvc-train-out-dir", [*PVC_TRAIN, "--out", I + "/adir"], "--out"),
@@ -243,6 +247,7 @@ CASES = [
     # acceptance
     ("acc-demo-seed", ["acceptance", "--write-demo", O + "/demo", "--seed", "-1"], "--seed"),
     ("acc-demo-file", ["acceptance", "--write-demo", I + "/afile"], "--write-demo"),
+    ("acc-demo-workers", ["acceptance", "--write-demo", O + "/demo", "--workers", "1000"], "--workers"),
     ("acc-plan-missing", ["acceptance", I + "/none.toml", "--out", O + "/acc"], "none.toml"),
     ("acc-plan-empty", ["acceptance", I + "/empty.bin", "--out", O + "/acc"], "empty.bin"),
     ("acc-plan-broken", ["acceptance", I + "/badplan.toml", "--out", O + "/acc"], "badplan.toml"),

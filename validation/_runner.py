@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
+import re
 import time
 import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
-
-from tqdm.auto import tqdm
 
 from refsuite.report import Comparison, RunContext, Section, Tolerance, render_report, write_results_markdown
 
@@ -160,6 +160,7 @@ def run_report(
     only: Sequence[str] | None = None,
     progress: bool = True,
     results_md: str | Path | None = None,
+    executor=None,
 ) -> dict:
     """Run the studies (all, or those named in ``only``) and write the report into ``out_dir``.
 
@@ -169,6 +170,9 @@ def run_report(
     removed. Writes ``index.html``, one page per study, ``results.json`` and ``results.md``
     (and a copy of the latter at ``results_md``, e.g. ``docs/results.md``, linking the
     per-study documents in ``docs/studies/`` when present).
+
+    ``executor`` (a :class:`refsuite.execution.Executor`; default in-process) runs each study as
+    a task; the sections come back to this process, which writes every file.
 
     Returns the results dictionary (also written to ``out_dir/results.json``); its
     ``"passed"`` entry is False when any judged check failed.
@@ -183,18 +187,96 @@ def run_report(
     if selected is not None:
         studies = {name: studies[name] for name in selected}
     start = time.perf_counter()
-    sections = []
-    bar = tqdm(studies.items(), desc="studies", unit="study", disable=not progress)
-    for name, module in bar:
-        bar.set_postfix_str(name)
-        sections.append(run_study(module, ctx))
+    sections = run_studies(list(studies.values()), [ctx], executor=executor, progress=progress)
     results = render_report(sections, out, ctx, time.perf_counter() - start, previous=previous,
                             keep=set(discover_studies()))
+    _write_markdown(results, out, md_path)
+    return results
+
+
+def _write_markdown(results: dict, out: Path, md_path: Path | None) -> None:
     docs = Path("docs/studies")
     write_results_markdown(results, out / "results.md", html_dir=out, docs_dir=docs if docs.is_dir() else None)
     if md_path is not None:
         write_results_markdown(results, md_path, html_dir=out, docs_dir=md_path.parent / "studies")
-    return results
+
+
+def _study_task(job: tuple[str, RunContext]) -> Section:
+    """Run study ``job[0]`` with context ``job[1]`` (a task: runs where the executor puts it)."""
+    return run_study(discover_studies()[job[0]], job[1])
+
+
+def run_studies(modules: Sequence[ModuleType], contexts: Sequence[RunContext], *, executor=None,
+                progress: bool = True) -> list[Section]:
+    """Run every study of ``modules`` with every context; one task each, sections in (context, study) order.
+
+    ``executor``: a :class:`refsuite.execution.Executor` (default: in-process, or the cluster this
+    code runs on). Each task's randomness comes from its context's seed and the study's own
+    streams, so the sections do not depend on where, or in which order, the tasks ran.
+    """
+    from refsuite.execution import current_executor
+
+    jobs = [(m.NAME, c) for c in contexts for m in modules]
+    seeds = len({c.seed for c in contexts}) > 1
+    return (executor or current_executor()).map(
+        _study_task, jobs, key=lambda j: j[0] + (f"-seed{j[1].seed}" if seeds else ""),
+        progress=progress, desc="studies", unit="study")
+
+
+def parse_seeds(text: str, *, name: str = "seeds") -> list[int]:
+    """Seeds of a sweep from ``"1-10"``, ``"1,4,7"`` or ``"0-4,10"``: integers >= 0, in order, no repeats."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise ValueError(f"{name} {text!r}: expected seeds >= 0 as a range and/or list, e.g. 1-10 or 1,4,7 or 0-4,10")
+        seeds += range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{name} {text!r}: names a seed twice")
+    return seeds
+
+
+def run_seed_sweep(ctx: RunContext, out_dir: str | Path, seeds: Sequence[int], *, only: Sequence[str] | None = None,
+                   progress: bool = True, executor=None) -> dict:
+    """Run the studies once per seed: each seed's report into ``out_dir/seed-N/``, plus a summary per check.
+
+    Every (seed, study) pair is one task of ``executor``. ``out_dir/seed-N`` is written as
+    :func:`run_report` writes a report (with ``only``, merged into the one already there). The
+    summary (``out_dir/seeds.json`` and ``out_dir/seeds.md``) gives, for every check, in how many
+    seeds its criterion was met (``met`` of ``n``) and the range of the measured values: the
+    statistical rule of the quick checks (a check with a stated false-alarm rate ``alpha`` should
+    fail in about ``alpha n`` seeds) is judged from it. Returns the summary dictionary.
+    """
+    from dataclasses import replace
+
+    from refsuite.io import atomic_write_text
+    from refsuite.report.markdown import seed_summary_markdown
+    from refsuite.report.results import seed_summary
+
+    studies = discover_studies()
+    selected = select_studies(only, list(studies))
+    if not seeds:
+        raise ValueError("seeds: empty; give at least one seed")
+    for sd in seeds:
+        check_seed(sd, name="seeds")
+    check_device(ctx.device)
+    out = check_output_dir(out_dir)
+    folders = {sd: out / f"seed-{sd}" for sd in seeds}
+    previous = {sd: _previous_results(f, merging=selected is not None) for sd, f in folders.items()}
+    modules = list(studies.values()) if selected is None else [studies[n] for n in selected]
+    contexts = [replace(ctx, seed=int(sd)) for sd in seeds]
+    sections = run_studies(modules, contexts, executor=executor, progress=progress)
+    per_seed = {}
+    for k, c in enumerate(contexts):
+        own = sections[k * len(modules):(k + 1) * len(modules)]
+        results = render_report(own, folders[c.seed], c, sum(x.runtime_s for x in own), previous=previous[c.seed],
+                                keep=set(studies))
+        _write_markdown(results, folders[c.seed], None)
+        per_seed[c.seed] = results
+    summary = seed_summary(per_seed, studies=[m.NAME for m in modules])
+    atomic_write_text(out / "seeds.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_text(out / "seeds.md", seed_summary_markdown(summary))
+    return summary
 
 
 def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) -> int:

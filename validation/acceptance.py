@@ -17,6 +17,7 @@ Broken input for the red test: ``StudyInputs(tolerances=...)`` with a geometry t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tempfile
 import time
@@ -97,7 +98,10 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
         tmp = tempfile.TemporaryDirectory(prefix="refsuite-acceptance-")
     work = Path(inputs.work_dir or ctx.work_dir or tmp.name) / f"acceptance-{'quick' if ctx.quick else 'full'}"
     try:
-        plans = write_demo(work / "demo", sizes=sizes, seed=ctx.seed, defects=defects)
+        # the scans on 2 local worker processes when Dask is installed (as the process pool before the
+        # executor), on the cluster when the report runs on one
+        workers = 2 if importlib.util.find_spec("distributed") is not None else None
+        plans = write_demo(work / "demo", sizes=sizes, seed=ctx.seed, defects=defects, workers=workers)
         if inputs.tolerances:
             plans = {k: _retune(p, inputs.tolerances, p.with_name("plan-retuned.toml")) for k, p in plans.items()}
         out = work / "out"

@@ -259,6 +259,14 @@ def _stage_name(kind: str, key: str) -> str:
     return f"{kind}-" + key.replace("/", "_").replace(" ", "_")
 
 
+def _pair_task(job):
+    """Simulate (or load from the stage store) one PET/CT pair: a task of the executor."""
+    from refsuite.registration import simulate_pet_ct_pair
+
+    store, name, shape, seed = job
+    return store.load_or_compute(name, lambda: simulate_pet_ct_pair(shape=shape, seed=seed))
+
+
 def _seeds(ctx: RunContext, stream: int, n: int) -> list[int]:
     return [int(x) for x in ctx.rng(stream).integers(0, 2**31 - 1, n)]
 
@@ -270,7 +278,6 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         evaluate_registration,
         predict_ddf,
         register,
-        simulate_pet_ct_pair,
         train_network,
         training_loss,
     )
@@ -279,6 +286,7 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
 
     from tqdm.auto import tqdm
 
+    from refsuite.execution import current_executor
     from refsuite.io import StageStore
 
     # with ctx.work_dir, finished stages (pairs, one setting's registrations, U-Net checkpoints)
@@ -288,8 +296,10 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
     show = not ctx.quick  # progress bars for the long plans
 
     def simulate(kind: str, seeds: list[int]) -> list:
-        return [store.load_or_compute(f"{kind}-pair-{k}", lambda k=k: simulate_pet_ct_pair(shape=s.shape, seed=k))
-                for k in tqdm(seeds, desc=f"simulating {kind} pairs", unit="pair", disable=not show)]
+        # one task per pair, each from its own seed (on the cluster the report runs on, if any)
+        jobs = [(store, f"{kind}-pair-{k}", tuple(s.shape), k) for k in seeds]
+        return current_executor().map(_pair_task, jobs, key=lambda j: j[1], progress=show,
+                                      desc=f"simulating {kind} pairs", unit="pair")
 
     def registrations(key: str, weights: list) -> tuple[list[dict], object]:
         """Metrics of every test pair registered with ``weights`` and the first pair's DDF."""

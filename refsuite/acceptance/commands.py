@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from refsuite._cli_errors import UsageError, device, input_file, nonnegative_int, output_dir, require_device
+from refsuite.execution import add_execution_flags, check_execution, executor_from_args
 
 __all__ = ["register"]
 
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=2026, help="with --write-demo: random seed (default 2026)")
     p.add_argument("--scan-format", choices=("npz", "petsird"), default="npz",
                    help="with --write-demo: scans as refsuite .npz (default) or PETSIRD files (slower to write)")
+    add_execution_flags(p, what="the --write-demo scans")
     p.set_defaults(func=_cmd_acceptance)
 
 
@@ -73,10 +75,12 @@ def _write_demo(args: argparse.Namespace) -> int:
     from .demo import FULL, QUICK, write_demo
 
     out = output_dir(args.write_demo, "--write-demo")
+    check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
     created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     try:
-        plans = write_demo(out, sizes=FULL if args.full else QUICK, seed=args.seed, progress=not args.no_progress,
-                           scan_format=args.scan_format)
+        with executor_from_args(args) as ex:
+            plans = write_demo(out, sizes=FULL if args.full else QUICK, seed=args.seed, executor=ex,
+                               progress=not args.no_progress, scan_format=args.scan_format)
     except BaseException:
         if created is not None:
             shutil.rmtree(Path(created), ignore_errors=True)

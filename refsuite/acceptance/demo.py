@@ -20,13 +20,13 @@ The truth of every scenario (the detector as simulated, the defects) is written 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from refsuite._checks import check_choice, check_positive
+from refsuite.execution import Executor, check_execution, current_executor
 
 __all__ = ["DemoSizes", "QUICK", "FULL", "write_demo", "DEMO_TOLERANCES", "calibration_points"]
 
@@ -168,7 +168,7 @@ def _scan_jobs(folder: Path, sizes, seed, sweep, ext=".npz"):
 
 
 def _simulate_scan(job):
-    """Simulate one scan and write its readout (runs in a worker process)."""
+    """Simulate one scan and write its readout (a task of the executor)."""
     from refsuite.geometry import Scanner
     from refsuite.io import save_listmode
     from refsuite.mc import simulate
@@ -201,41 +201,19 @@ def _simulate_scan(job):
     return str(path)
 
 
-def _run_jobs(jobs, workers, progress):
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing as mp
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc="refsuite acceptance demo", unit="scan")
-    try:
-        if workers <= 1:
-            for j in jobs:
-                _simulate_scan(j)
-                if bar is not None:
-                    bar.update(1)
-            return
-        # spawn: the parent may hold torch threads, which fork does not survive reliably
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for _ in pool.map(_simulate_scan, jobs):
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: Defects = Defects(),
-               workers: int = 2, progress: bool = False, scan_format: str = "npz") -> dict:
+               executor=None, workers: int | None = None, progress: bool = False, scan_format: str = "npz") -> dict:
     """Write the demonstration scans, plans and truths into ``out_dir``.
 
-    The scans are simulated in ``workers`` processes; a folder already holding a complete demo
-    of the same sizes, seed, defects and format (``demo.json``) is reused as it is.
-    ``scan_format`` ``"npz"`` (refsuite list-mode) or ``"petsird"`` (PETSIRD files: the
-    blueprint in the header, the crystal ids, 25 ps TOF bins; PETSIRD encodes each coincidence
-    in Python, so writing takes tens of microseconds per coincidence).
+    Each scan is one task of ``executor`` (a :class:`refsuite.execution.Executor`; default
+    in-process, or the cluster this code runs on as a Dask task) with its own seed, so the scans
+    do not depend on the number of workers. ``workers`` (without ``executor``, outside a cluster):
+    simulate the scans on a local cluster of that many processes, started only when there are
+    scans to simulate (needs the ``cluster`` extra). On a cluster, ``out_dir`` must be on a file system the
+    workers share. A folder already holding a complete demo of the same sizes, seed, defects and
+    format (``demo.json``) is reused as it is. ``scan_format`` ``"npz"`` (refsuite list-mode) or
+    ``"petsird"`` (PETSIRD files: the blueprint in the header, the crystal ids, 25 ps TOF bins;
+    PETSIRD encodes each coincidence in Python, so writing takes tens of microseconds per coincidence).
 
     Returns ``{"baseline": plan path, "a": ..., "b": ...}``.
     """
@@ -247,6 +225,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     check_positive("remount_mm", defects.remount_mm, unit="mm")
     check_choice("scan_format", scan_format, tuple(SCAN_SUFFIXES))
     ext = SCAN_SUFFIXES[scan_format]
+    check_execution(workers, None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -307,6 +286,14 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
         atomic_write_text(plans[name], _plan_text(f"thull_sim-{name}", desc[name], plan_checks, sweep, ext))
     # largest scans first, so that the workers finish together
     jobs.sort(key=lambda j: -j[2])
-    _run_jobs(jobs, max(1, min(workers, os.cpu_count() or 1)), progress)
+    ex = executor or current_executor()
+    if ex.kind == "in-process" and workers is not None and workers > 1:
+        ex = Executor(workers=min(workers, len(jobs)))
+    try:
+        ex.map(_simulate_scan, jobs, key=lambda j: f"demo-{j[0].parent.name}-{j[0].stem}", progress=progress,
+               desc="refsuite acceptance demo", unit="scan")
+    finally:
+        if ex is not executor:
+            ex.close()  # a cluster started here; nothing for the in-process or surrounding one
     atomic_write_text(done, json.dumps(manifest))
     return plans

@@ -13,6 +13,7 @@ from refsuite._cli_errors import (
     UsageError, check_memory, count, device, input_dir, input_file, nonnegative_int, output_dir, output_file,
     positive_float, positive_int, positive_int_list, reading, require_device,
 )
+from refsuite.execution import add_execution_flags, check_execution, executor_from_args
 
 _MODEL = "a DL-PVC model from 'refsuite pvc train' (.pt)"
 _NIFTI = "a 3-D NIfTI image (.nii or .nii.gz)"
@@ -37,6 +38,7 @@ def register(subparsers) -> None:
     s.add_argument("--seed", type=nonnegative_int, default=12345)
     s.add_argument("--chunk-size", type=positive_int, default=8, help="cases per chunk file (default 8)")
     s.add_argument("--device", type=device, default="cpu")
+    add_execution_flags(s, what="the chunks (one task each; DIR on a shared file system)")
     s.set_defaults(func=_simulate)
 
     t = sub.add_parser("train", help="train DL-PVC on a dataset (checkpoints, resume)")
@@ -99,13 +101,16 @@ def _simulate(args: argparse.Namespace) -> int:
     output_dir(args.out, "--out")
     require_device(args.device)
     cfg = DatasetConfig(shape=(16, 24, 24), n_views=24, time_per_view_s=150.0) if args.quick else DatasetConfig()
+    check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
     chunk = min(args.chunk_size, args.cases)
-    check_memory(chunk * int(np.prod(cfg.shape)) * _SIM_BYTES_PER_VOXEL, "--chunk-size", args.chunk_size,
-                 f"cases of {'x'.join(map(str, cfg.shape))} voxels are simulated a chunk at a time; use a smaller "
-                 "--chunk-size")
+    local = min(args.workers or 1, -(-args.cases // chunk))  # chunks simulated at once on this machine
+    check_memory(local * chunk * int(np.prod(cfg.shape)) * _SIM_BYTES_PER_VOXEL, "--chunk-size", args.chunk_size,
+                 f"cases of {'x'.join(map(str, cfg.shape))} voxels are simulated a chunk at a time "
+                 f"({local} chunk{'' if local == 1 else 's'} at once); use a smaller --chunk-size or fewer --workers")
     _check_disk(args.out, args.cases * int(np.prod(cfg.shape)) * 4 * (6 + 2 * len(cfg.recons)), "--cases", args.cases)
-    path = simulate_dataset(args.out, args.cases, config=cfg, seed=args.seed, chunk_size=args.chunk_size,
-                            device=args.device)
+    with executor_from_args(args) as ex:
+        path = simulate_dataset(args.out, args.cases, config=cfg, seed=args.seed, chunk_size=args.chunk_size,
+                                device=args.device, executor=ex)
     print(f"dataset: {path}")
     return 0
 

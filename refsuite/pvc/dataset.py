@@ -132,12 +132,16 @@ def acquire_and_reconstruct(truth_kbq_ml, mu_per_mm, *, config: DatasetConfig, r
 
 
 def simulate_dataset(out_dir, n_cases: int, *, config: DatasetConfig = DatasetConfig(), seed: int,
-                     chunk_size: int = 8, device="cpu", progress: bool = True) -> Path:
+                     chunk_size: int = 8, device="cpu", progress: bool = True, executor=None) -> Path:
     """Generate (or finish) a dataset of ``n_cases`` cases in ``out_dir``; returns the manifest path.
 
-    Interrupting and calling again with the same arguments resumes at the first missing
-    chunk; a manifest with a different configuration or seed is an error, never overwritten.
-    Full mode (the paper) is ``n_cases=10000`` with the default 128^3 configuration: a GPU job.
+    Interrupting and calling again with the same arguments resumes with the missing chunks; a
+    manifest with a different configuration or seed is an error, never overwritten. Each chunk
+    is one task of ``executor`` (a :class:`refsuite.execution.Executor`; default in-process, or
+    the cluster this code runs on): the chunks are written by the workers (``out_dir`` must be on
+    a file system they share), the manifest by this process as each chunk arrives. A chunk's
+    arrays depend only on its cases, ``seed`` and ``chunk_size``, never on the number of workers.
+    Full mode (the paper) is ``n_cases=10000`` with the default 128^3 configuration.
     """
     n_cases = int(n_cases)
     if n_cases < 1 or int(chunk_size) < 1:
@@ -168,7 +172,7 @@ def simulate_dataset(out_dir, n_cases: int, *, config: DatasetConfig = DatasetCo
     created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         _simulate_chunks(out, manifest, n_cases=n_cases, config=config, seed=seed, chunk_size=int(chunk_size),
-                         device=device, progress=progress)
+                         device=device, progress=progress, executor=executor)
     except BaseException:
         for d in created:  # folders this call made and left empty
             if d.is_dir() and not any(d.iterdir()):
@@ -177,22 +181,38 @@ def simulate_dataset(out_dir, n_cases: int, *, config: DatasetConfig = DatasetCo
     return manifest_path
 
 
-def _simulate_chunks(out: Path, manifest: dict, *, n_cases, config, seed, chunk_size, device, progress) -> None:
-    """Simulate the chunks the manifest lacks; the manifest records each, then completion."""
+def _simulate_chunks(out: Path, manifest: dict, *, n_cases, config, seed, chunk_size, device, progress,
+                     executor) -> None:
+    """Simulate the chunks the manifest lacks (one task each); the manifest records each, then completion."""
+    from ..execution import current_executor
+
     todo = [s for s in range(0, n_cases, chunk_size) if f"{s // chunk_size:05d}" not in manifest["chunks"]]
     if todo:
         manifest["complete"] = False
-    for start in tqdm(todo, desc="pvc dataset", unit="chunk", disable=not progress):
-        idx = list(range(start, min(start + chunk_size, n_cases)))
-        arrays = simulate_cases(idx, config, seed=seed, device=device)
-        name = f"chunk_{start // chunk_size:05d}.npz"
-        with atomic_path(out / name) as tmp:
-            np.savez_compressed(tmp, case_index=np.array(idx), **arrays)
-        manifest["chunks"][f"{start // chunk_size:05d}"] = {"file": name, "cases": [idx[0], idx[-1] + 1]}
+    jobs = [(str(out), list(range(s, min(s + chunk_size, n_cases))), s // chunk_size, config, int(seed), device)
+            for s in todo]
+
+    def record(_i, entry) -> None:  # in this process, as each chunk is written
+        name, cases = entry
+        manifest["chunks"][name] = cases
+        manifest["chunks"] = dict(sorted(manifest["chunks"].items()))
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+
+    (executor or current_executor()).map(_chunk_task, jobs, key=lambda j: f"pvc-chunk{j[2]:05d}", progress=progress,
+                                         desc="pvc dataset", unit="chunk", on_done=record)
     if not manifest.get("complete"):
         manifest["complete"] = True
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+
+
+def _chunk_task(job) -> tuple[str, dict]:
+    """Simulate one chunk and write it atomically (a task: may run on another machine sharing ``out``)."""
+    out, idx, number, config, seed, device = job
+    arrays = simulate_cases(idx, config, seed=seed, device=device)
+    name = f"chunk_{number:05d}.npz"
+    with atomic_path(Path(out) / name) as tmp:
+        np.savez_compressed(tmp, case_index=np.array(idx), **arrays)
+    return f"{number:05d}", {"file": name, "cases": [idx[0], idx[-1] + 1]}
 
 
 def _finished_cases(manifest: dict) -> int:

@@ -16,7 +16,7 @@ from ..io.atomic import atomic_write_text
 from .render import value_text
 from .results import verdict_text
 
-__all__ = ["results_markdown", "write_results_markdown"]
+__all__ = ["results_markdown", "write_results_markdown", "seed_summary_markdown"]
 
 
 def _cell(text: Any) -> str:
@@ -98,3 +98,18 @@ def write_results_markdown(results: dict[str, Any], path: str | Path, *, html_di
     text = results_markdown(results, html_dir=rel_html, docs_dir=None if docs_dir is None else Path(docs_dir), here=here)
     atomic_write_text(path, text)
     return path
+
+
+def seed_summary_markdown(summary: dict) -> str:
+    """The seed-sweep summary as a Markdown table (one row per check)."""
+    n = len(summary["seeds"])
+    lines = [f"# Seed sweep: {n} seed{'' if n == 1 else 's'} ({', '.join(map(str, summary['seeds']))})", "",
+             "| study | check | judged | criterion met | tolerance | measured (min ... max) | seeds where not met |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary["checks"]:
+        vals = [v for v in r["measured"].values() if isinstance(v, (int, float))]
+        span = f"{min(vals):.4g} ... {max(vals):.4g} {r['unit']}".strip() if vals else "n/a"
+        failed = ", ".join(map(str, r["failed_seeds"])) or "-"
+        lines.append(f"| {r['study']} | {_cell(r['name'])} | {'yes' if r['judged'] else 'shown'} | "
+                     f"{r['met']}/{r['n']} | {_cell(r['tolerance'])} | {span} | {failed} |")
+    return "\n".join(lines) + "\n"

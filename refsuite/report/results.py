@@ -25,7 +25,8 @@ from typing import Any, Collection, Sequence
 
 from .model import Check, RunContext, Section
 
-__all__ = ["check_dict", "results_dict", "merge_results", "load_results", "dumps_results", "anchor", "verdict_text"]
+__all__ = ["check_dict", "results_dict", "merge_results", "load_results", "dumps_results", "anchor", "verdict_text",
+           "seed_summary"]
 
 def anchor(name: str) -> str:
     """An HTML id for a check name: lower case, runs of other characters as ``-``."""
@@ -222,3 +223,22 @@ def dumps_results(results: dict[str, Any]) -> str:
     """``results`` as strict JSON text: non-finite numbers become null (never a bare NaN)."""
     clean, _ = _sanitise(results)
     return json.dumps(clean, indent=2, allow_nan=False)
+
+
+def seed_summary(per_seed: dict[int, dict], *, studies: Sequence[str]) -> dict:
+    """Per check of ``studies``: seeds where it was measured, where its criterion was met, measured range."""
+    rows: dict[tuple[str, str], dict] = {}
+    for sd, results in per_seed.items():
+        for c in results["checks"]:
+            if c["study"] not in studies:
+                continue
+            row = rows.setdefault((c["study"], c["name"]), {
+                "study": c["study"], "name": c["name"], "judged": c["judged"], "unit": c["unit"],
+                "tolerance": c["tolerance"]["text"], "n": 0, "met": 0, "failed_seeds": [], "measured": {}})
+            row["n"] += 1
+            row["met"] += bool(c["met"])
+            row["judged"] = row["judged"] or c["judged"]
+            if not c["met"]:
+                row["failed_seeds"].append(sd)
+            row["measured"][str(sd)] = c["measured"]
+    return {"seeds": list(per_seed), "studies": list(studies), "checks": list(rows.values())}
