@@ -142,7 +142,6 @@ def test_tof_sign_follows_petsird(tmp_path):
         header = reader.read_header()
         blocks = [tb.value for tb in reader.read_time_blocks()]
     info = header.scanner
-    n_el = s.n_crystals
     edges = np.asarray(info.tof_bin_edges[0][0].edges, float)
     stored = [e for block in blocks for e in block.prompt_events[0][0]]  # one module type: our order
     assert len(stored) == ev.n_events > 100

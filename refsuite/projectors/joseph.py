@@ -48,7 +48,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import _cpu_kernel
 from ._box import clip_segment_to_box
-from .tof import TOFParameters, tof_weight
+from .tof import TOFParameters
 
 __all__ = ["joseph_forward", "joseph_back", "DEFAULT_CHUNK_SAMPLES", "Backend", "BACKENDS"]
 

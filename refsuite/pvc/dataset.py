@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..io.atomic import atomic_path, atomic_write_text
 from .phantoms import BodyRegion, activity_distribution, attenuation_map
