@@ -60,14 +60,14 @@ def test_check_needs_a_declared_tolerance():
     s = Section(study="x", title="x")
     with pytest.raises(KeyError, match="no declared tolerance"):
         s.check("undeclared", 1.0)
-    s.declare("a", Tolerance(1.0, Comparison.AT_MOST))
+    s.declare("a", Tolerance(1.0, Comparison.AT_MOST, false_alarm="test"))
     with pytest.raises(ValueError, match="declared twice"):
-        s.declare("a", Tolerance(1.0, Comparison.AT_MOST))
+        s.declare("a", Tolerance(1.0, Comparison.AT_MOST, false_alarm="test"))
 
 
 def test_a_shown_value_is_recorded_with_its_criterion_but_does_not_decide_the_section():
     s = Section(study="x", title="x")
-    s.declare("judged", Tolerance(1.0, Comparison.AT_MOST))
+    s.declare("judged", Tolerance(1.0, Comparison.AT_MOST, false_alarm="test"))
     s.declare("shown", Tolerance(1.0, Comparison.AT_MOST), judged=False, judged_in="full plan", note="noise here")
     s.check("judged", 0.5)
     shown = s.check("shown", 2.0)
@@ -92,9 +92,18 @@ def test_a_shown_value_needs_a_reason():
     with pytest.raises(ValueError, match="without a note"):
         s.declare("a", Tolerance(1.0, Comparison.AT_MOST), judged=False)
     with pytest.raises(ValueError, match="judged=False"):
-        s.declare("b", Tolerance(1.0, Comparison.AT_MOST), judged_in="full plan")
+        s.declare("b", Tolerance(1.0, Comparison.AT_MOST, false_alarm="test"), judged_in="full plan")
     with pytest.raises(TypeError, match="Tolerance"):
         s.declare("c", 1.0)
+
+
+def test_a_judged_check_states_its_false_alarm_rate():
+    s = Section(study="x", title="x")
+    with pytest.raises(ValueError, match="false-alarm rate"):
+        s.declare("a", Tolerance(1.0, Comparison.AT_MOST, justification="why"))
+    s.declare("a", Tolerance(1.0, Comparison.AT_MOST, false_alarm="1e-3 (Sidak bound)"))
+    s.declare("b", Tolerance(1.0, Comparison.AT_MOST), judged=False, judged_in="full plan", note="noise here")
+    assert s.check("a", 0.5).as_dict()["tolerance"]["false_alarm"] == "1e-3 (Sidak bound)"
 
 
 def _fake_study(run):
@@ -114,8 +123,8 @@ def test_raising_study_becomes_a_red_check():
 def test_undecided_check_turns_study_red():
     def run(ctx):
         s = Section(study="fake", title="Fake")
-        s.declare("measured", Tolerance(1.0, Comparison.AT_MOST))
-        s.declare("forgotten", Tolerance(1.0, Comparison.AT_MOST))
+        s.declare("measured", Tolerance(1.0, Comparison.AT_MOST, false_alarm="test"))
+        s.declare("forgotten", Tolerance(1.0, Comparison.AT_MOST, false_alarm="test"))
         s.check("measured", 0.5)
         return s
 
@@ -133,8 +142,8 @@ def test_render_writes_pages_and_json(tmp_path):
     from refsuite.report import Table, figure_from_matplotlib
 
     s = Section(study="demo", title="Demo")
-    s.declare("good", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="test"))
-    s.declare("bad", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="test"))
+    s.declare("good", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="test", false_alarm="test"))
+    s.declare("bad", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="test", false_alarm="test"))
     s.check("good", 1.0, 1.05)
     s.check("bad", 1.0, 2.0)
     s.tables.append(Table("t", ["a", "b"], [[1, 2.5]]))

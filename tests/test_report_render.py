@@ -51,12 +51,13 @@ class _Shown:
 def _section(study="demo", *, bad=True, shown=False) -> Section:
     s = Section(study=study, title=f"Study {study}",
                 summary="Uses :func:`~refsuite.mc.simulate` and :mod:`refsuite.pvc`; ``x <= 1`` is *exact*.")
-    s.declare("good", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="see :class:`Tolerance`"))
-    s.declare("bad", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="test"))
+    s.declare("good", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="see :class:`Tolerance`", false_alarm="test"))
+    s.declare("bad", Tolerance(0.1, Comparison.ABS_DIFF, unit="mm", justification="test", false_alarm="test"))
     s.check("good", 1.0, 1.05)
     s.check("bad", 1.0, 2.0 if bad else 1.0)
     if shown:  # outside its criterion, but shown only: must not fail the report
-        tol = Tolerance(0.5, Comparison.AT_MOST, unit="ps", justification="needs the medium plan's size")
+        tol = Tolerance(0.5, Comparison.AT_MOST, unit="ps", justification="needs the medium plan's size",
+                        false_alarm="test")
         native = _declare_shown(s, "network claim", tol)
         check = s.check("network claim", 0.9)
         if not native:
@@ -157,7 +158,7 @@ def test_plots_before_long_tables_and_tables_scroll(tmp_path):
 
 def test_results_json_is_strict_and_nan_becomes_null_with_reason(tmp_path):
     s = Section(study="demo", title="Demo")
-    s.declare("nan", Tolerance(1.0, Comparison.AT_MOST, unit="mm"))
+    s.declare("nan", Tolerance(1.0, Comparison.AT_MOST, unit="mm", false_alarm="test"))
     s.check("nan", math.nan)
     s.tables.append(Table("t", ["a", "b", "c"], [[np.float64(np.nan), math.inf, np.int64(3)], [np.arange(2), 1.5, "x"]]))
     render_report([s], tmp_path, RunContext(), math.nan)
@@ -178,7 +179,7 @@ def test_results_json_is_strict_and_nan_becomes_null_with_reason(tmp_path):
 def _fake_module(name, measured):
     def run(ctx):
         s = Section(study=name, title=f"Fake {name}")
-        s.declare("value", Tolerance(1.0, Comparison.AT_MOST, unit="mm"))
+        s.declare("value", Tolerance(1.0, Comparison.AT_MOST, unit="mm", false_alarm="test"))
         s.check("value", measured(ctx))
         return s
 
@@ -208,7 +209,7 @@ def test_only_merges_into_existing_report(tmp_path, fake_studies):
     assert 'href="alpha.html"' in index and 'href="beta.html"' in index
     assert (tmp_path / "alpha.html").is_file() and (tmp_path / "beta.html").is_file()
     md = (tmp_path / "results.md").read_text()
-    assert "## alpha" in md and "## beta" in md and "| value | 2 mm | — | x <= 1 mm | **FAIL** |" in md
+    assert "## alpha" in md and "## beta" in md and "| value | 2 mm | — | x <= 1 mm | test | **FAIL** |" in md
     assert "- **beta**: value: measured 2 mm, needs x <= 1 mm" in md
 
 
@@ -283,14 +284,14 @@ def test_plan_main_writes_results_md_and_refuses_a_negative_seed(tmp_path, capsy
 
     def run(ctx, size):
         s = Section(study="plan", title="Plan study")
-        s.declare("value", Tolerance(1.0, Comparison.AT_MOST, unit="mm"))
+        s.declare("value", Tolerance(1.0, Comparison.AT_MOST, unit="mm", false_alarm="test"))
         s.check("value", 2.0 if size is Sizes.MEDIUM else 0.5)
         return s
 
     assert runner.plan_main("validation.plan", Sizes, run, ["--size", "quick", "--out", str(tmp_path)]) == 0
     assert runner.plan_main("validation.plan", Sizes, run, ["--size", "medium", "--out", str(tmp_path)]) == 1
     assert "FAIL value: 2 mm" in capsys.readouterr().out
-    assert "| value | 2 mm | — | x <= 1 mm | **FAIL** |" in (tmp_path / "results.md").read_text()
+    assert "| value | 2 mm | — | x <= 1 mm | test | **FAIL** |" in (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit) as exc:
         runner.plan_main("validation.plan", Sizes, run, ["--seed", "-1", "--out", str(tmp_path / "new")])
     assert exc.value.code == 2 and "--seed -1" in capsys.readouterr().err and not (tmp_path / "new").exists()

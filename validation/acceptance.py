@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
+from validation._seed_records import MARGIN
 
 NAME = "acceptance"
 TITLE = "Acceptance testing after a hardware change: the shipped demonstration (built-in MC, thull_sim)"
@@ -74,23 +75,27 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
     sizes = QUICK if ctx.quick else FULL
     defects = Defects()
     section.declare("(a) failed checks", Tolerance(0, Comparison.AT_MOST, unit="checks",
-                    justification="the unchanged scanner must pass every check of the plan"))
+                    justification="the unchanged scanner must pass every check of the plan",
+                    false_alarm=MARGIN))
     for check in ("failing checks", "geometry offenders", "efficiency offenders", "timing offenders"):
         section.declare(f"(b) {check} other than expected", Tolerance(0, Comparison.AT_MOST, unit="items",
-                        justification="the issue: (b) fails exactly geometry on the re-mounted block, efficiency on "
+                        justification="(b) must fail exactly geometry on the re-mounted block, efficiency on "
                                       "the dead voxel, timing on the changed channel, nothing else (size of the "
-                                      "symmetric difference between found and expected)"))
+                                      "symmetric difference between found and expected)", false_alarm=MARGIN))
     section.declare("(b) measured skew change of the changed channel", Tolerance(
         10.0, Comparison.ABS_DIFF, unit="ps", justification="truth 150 ps; the offsets' standard errors are ~2.5 ps "
-                                                            "(quick timing scan), so 4 sigma"))
+                                                            "(quick timing scan), so 4 sigma",
+        false_alarm="6e-5 (a Gaussian estimate beyond 4 standard errors)"))
     section.declare("(b) re-mount found by the alignment", Tolerance(
         150.0, Comparison.ABS_DIFF, unit="um", justification="truth 400 um; quick-mode per-block deviations measured "
-                                                             "on the unchanged scanner: <= 75 um"))
+                                                             "on the unchanged scanner: <= 75 um", false_alarm=MARGIN))
     section.declare("(b) geometry check with the found geometry as blueprint: failed", Tolerance(
-        0, Comparison.AT_MOST, unit="checks", justification="the issue: after applying the geometry found by the "
-                                                            "alignment, the geometry check of (b) passes"))
+        0, Comparison.AT_MOST, unit="checks", justification="after applying the geometry found by the "
+                                                            "alignment, the geometry check of (b) passes",
+        false_alarm=MARGIN))
     section.declare("run time", Tolerance(900.0 if ctx.quick else 7200.0, Comparison.AT_MOST, unit="s",
-                    justification="quick: CI on 2 cores (scans written once and reused); full: 2 h"))
+                    justification="quick: CI on 2 cores (scans written once and reused); full: 2 h",
+                    false_alarm="depends on machine load, not on the seed (wall time)"))
 
     t0 = time.perf_counter()
     tmp = None

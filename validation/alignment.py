@@ -36,6 +36,7 @@ import numpy as np
 
 from refsuite._threads import limited_threads
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
+from validation._seed_records import MARGIN
 
 NAME = "alignment"
 TITLE = "Maximum-likelihood detector alignment (Thull et al.) on built-in MC point-source data"
@@ -142,21 +143,24 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
     section.declare("translation error after alignment (worst axis mean)", Tolerance(
         t_lim, Comparison.AT_MOST, unit="um",
         justification="full: the issue's target for 10 point sources, 2 mm voxels with DOI, 250 ps TOF (Thull et al., "
-                      "Table 1: 40-50 um); quick: the issue's CI target (a 1 mm misalignment brought below 150 um)"))
+                      "Table 1: 40-50 um); quick: the issue's CI target (a 1 mm misalignment brought below 150 um)",
+        false_alarm=MARGIN))
     section.declare("translation error reduction factor", Tolerance(
         0.25 if ctx.quick else 0.08, Comparison.AT_MOST,
         justification="after/before mean translation error; sigma_T = 1 mm gives ~0.7 mm per axis before, so the "
-                      "targets above imply a factor <= ~0.2 (quick) / ~0.07 (full)"))
+                      "targets above imply a factor <= ~0.2 (quick) / ~0.07 (full)", false_alarm=MARGIN))
     if not ctx.quick:
         section.declare("rotation error after alignment (worst axis mean)", Tolerance(
-            0.25, Comparison.AT_MOST, unit="deg", justification="the issue's target (Thull et al., Table 1: 0.11-0.23 deg)"))
+            0.25, Comparison.AT_MOST, unit="deg", justification="the issue's target (Thull et al., Table 1: 0.11-0.23 deg)",
+            false_alarm=MARGIN))
     section.declare("NLL decrease over the run", Tolerance(
         0.0, Comparison.AT_LEAST, unit="per event",
-        justification="Adam must lower the Poisson NLL: mean of the last 10 batch NLLs below the first, per event"))
+        justification="Adam must lower the Poisson NLL: mean of the last 10 batch NLLs below the first, per event",
+        false_alarm=MARGIN))
     section.declare("run time", Tolerance(
         600.0 if ctx.quick else 1800.0, Comparison.AT_MOST, unit="s",
         justification="the issue's budget on 2 CPU cores: quick <= 10 min, full (5e6 coincidences, 200 iterations) "
-                      "<= 30 min"))
+                      "<= 30 min", false_alarm="depends on machine load, not on the seed (wall time)"))
 
     blueprint, truth, src, solver_src, events, eff, shell, n_dead = _simulate(ctx, inp)
     n_shell = shell.n_events
@@ -250,7 +254,7 @@ def _tube_run(section: Section, ctx: RunContext, inp, blueprint, truth, src, sol
         150.0, Comparison.AT_MOST, unit="um", justification=(
             "the issue's tube target (Thull et al., Table 1: 52-193 um for the tube); measured before this check "
             "existed, with a 508 mm tube through the demo's helical calibration points at quick size (9.8e4 "
-            "coincidences, seed 12345): 41 / 98 / 30 um")))
+            "coincidences, seed 12345): 41 / 98 / 30 um"), false_alarm=MARGIN))
     order = np.argsort(src.centres_mm[:, 2])
     events = simulate(truth, Tube(src.centres_mm[order]), n_decays=inp.n_decays, seed=ctx.seed + 21)
     t0 = time.perf_counter()
@@ -288,20 +292,22 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
             "History: this check was first the 1.5 mm rods alone; it passed at seed 12345 (1.39) but failed at seeds "
             "1 and 2 (1.07, 0.94) while the 2 mm rods dropped 2.6-fold there: which rod size a given misalignment "
             "blurs is realisation-dependent. The geometric mean over both resolved sizes replaced it after those "
-            "three seeds (1.24 / 1.66 / 1.59), so only seeds measured afterwards count as its validation")))
+            "three seeds (1.24 / 1.66 / 1.59), so only seeds measured afterwards count as its validation"),
+        false_alarm=MARGIN))
     section.declare("hot-rod PSNR, aligned - blueprint", Tolerance(
         0.1, Comparison.AT_LEAST, unit="dB", justification=(
             "Thull et al., Table 4: 14.60 dB with the right geometry vs 14.32 dB at sigma 1 mm/1 deg (+0.28 dB); "
-            "the same events are reconstructed, so the difference is systematic, not noise")))
+            "the same events are reconstructed, so the difference is systematic, not noise"), false_alarm=MARGIN))
     section.declare("hot-rod PVR of the resolved rods (2, 1.5 mm), aligned vs truth geometry", Tolerance(
         0.10, Comparison.REL_DIFF, justification=(
             "residual alignment errors <= 150 um (quick) blur LORs by << the ~1.2 mm system FWHM; same events and "
             "sensitivity lines in both, so only the geometry differs (first on the 1.5 mm rods alone: +1.5 / +0.8 / "
-            "-1.9 % at seeds 12345 / 1 / 2; moved to the geometric mean together with the check above)")))
+            "-1.9 % at seeds 12345 / 1 / 2; moved to the geometric mean together with the check above)"),
+        false_alarm=MARGIN))
     section.declare("hot-rod PSNR, aligned vs truth geometry", Tolerance(
         0.3, Comparison.ABS_DIFF, unit="dB", justification=(
             "as above; 0.3 dB is the whole blueprint-to-truth gap of Thull et al.'s sigma 1 mm case, which the "
-            "aligned geometry must close")))
+            "aligned geometry must close"), false_alarm=MARGIN))
     phantom = HotRod()
     with limited_threads(1):
         t0 = time.perf_counter()
@@ -338,9 +344,13 @@ def _image_quality(section: Section, ctx: RunContext, truth, blueprint, aligned,
     for a, (label, r) in zip(ax[:3], recs.items()):
         z = r.origin_mm[2] + h * np.arange(r.image.shape[2])
         plane = r.image[:, :, np.abs(z) <= phantom.length_mm / 2 - 2.0].mean(axis=2)
-        a.imshow(plane.T, origin="lower", cmap="gray_r")
+        o = r.origin_mm
+        ext = (o[0] - h / 2, o[0] + (plane.shape[0] - 0.5) * h, o[1] - h / 2, o[1] + (plane.shape[1] - 0.5) * h)
+        im = a.imshow(plane.T, origin="lower", extent=ext, cmap="gray_r")
         a.set_title(label, fontsize=9)
-        a.set_axis_off()
+        a.set_xlabel("x (mm)", fontsize=8)
+        a.set_ylabel("y (mm)", fontsize=8)
+        fig.colorbar(im, ax=a, fraction=0.046, label="activity (a.u.)")
     for label, r in recs.items():
         t, prof, _ = r.profiles[resolved_mm[-1]]
         ax[3].plot(t, prof, label=label)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
+from validation._seed_records import MARGIN
 
 NAME = "mc"
 TITLE = "Built-in Monte Carlo: closed forms, block pair, hit maps, fan sums, files, speed"
@@ -147,7 +148,7 @@ def _hit_map(section, ctx, n):
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
     im = ax[0].imshow(counts.sum(1).T, origin="lower", cmap="viridis")
     ax[0].set(title=f"block {top}: counts over planar x, z", xlabel="x voxel", ylabel="z voxel")
-    fig.colorbar(im, ax=ax[0])
+    fig.colorbar(im, ax=ax[0], label="counts")
     ax[1].bar(np.arange(5), counts.sum((0, 2)))
     ax[1].set(title="counts per DOI layer (front = 0)", xlabel="DOI layer", ylabel="counts")
     section.figures.append(figure_from_matplotlib(
@@ -180,7 +181,7 @@ def _fan_sum(section, ctx, n):
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
     im = ax[0].imshow(eff[0].reshape(12, 12).T, origin="lower")
     ax[0].set(title="block 0: fan-sum counts per crystal", xlabel="x crystal", ylabel="z crystal")
-    fig.colorbar(im, ax=ax[0])
+    fig.colorbar(im, ax=ax[0], label="counts")
     ax[1].bar(np.arange(scan.n_blocks), eff.sum(1))
     ax[1].set(title="counts per block", xlabel="block", ylabel="counts")
     section.figures.append(figure_from_matplotlib(
@@ -247,29 +248,40 @@ def run(ctx: RunContext, *, inputs: StudyInputs | None = None) -> Section:
     inp = inputs or StudyInputs()
     s = Section(study=NAME, title=TITLE, summary=__doc__.split("\n\n")[0])
     z_lim = "4 sigma: a correct MC exceeds it with probability < 1e-4 per statistic"
-    s.declare("ideal cylinder: max |z| vs closed form", Tolerance(4.0, Comparison.AT_MOST, justification=z_lim))
+    s.declare("ideal cylinder: max |z| vs closed form", Tolerance(
+        4.0, Comparison.AT_MOST, justification=z_lim,
+        false_alarm="2.5e-4 quick (4 points), 3.8e-4 full (6 points): 1 - (1 - 6.3e-5)^n, z Gaussian"))
     s.declare("ideal cylinder: chi-square p-value",
-              Tolerance(1e-3, Comparison.AT_LEAST, justification="chi-square test at the 0.1 % level"))
-    s.declare("block pair: |z| vs solid-angle quadrature", Tolerance(4.0, Comparison.AT_MOST, justification=z_lim))
+              Tolerance(1e-3, Comparison.AT_LEAST, justification="chi-square test at the 0.1 % level",
+                        false_alarm="1e-3 (p-value of a correct model is uniform)"))
+    s.declare("block pair: |z| vs solid-angle quadrature", Tolerance(
+        4.0, Comparison.AT_MOST, justification=z_lim, false_alarm="6.3e-5 (one Gaussian z beyond 4 sigma)"))
     s.declare("point source: median LOR distance from source", Tolerance(
-        1.0, Comparison.AT_MOST, unit="mm", justification="half the 2 mm voxel pitch: binning error of each end"))
+        1.0, Comparison.AT_MOST, unit="mm", justification="half the 2 mm voxel pitch: binning error of each end",
+        false_alarm=MARGIN))
     s.declare("TOF position FWHM along the LOR", Tolerance(
         0.05, Comparison.REL_DIFF, unit="mm",
-        justification="5 %: > 5 standard errors of a sample FWHM from >= 1e4 events"))
+        justification="5 %: > 5 standard errors of a sample FWHM from >= 1e4 events",
+        false_alarm="< 6e-7 (beyond 5 standard errors, normal approximation)"))
     s.declare("energy blur: sigma inside the window", Tolerance(
         0.05, Comparison.REL_DIFF, unit="keV",
-        justification="5 %: > 5 standard errors of a sample sigma from >= 2e4 singles"))
+        justification="5 %: > 5 standard errors of a sample sigma from >= 2e4 singles",
+        false_alarm="< 6e-7 (beyond 5 standard errors, normal approximation)"))
     s.declare("shell fan sums: ring symmetry chi-square p-value (min of 3 rings, x3)", Tolerance(
-        1e-3, Comparison.AT_LEAST, justification="Bonferroni-corrected chi-square at the 0.1 % level"))
+        1e-3, Comparison.AT_LEAST, justification="Bonferroni-corrected chi-square at the 0.1 % level",
+        false_alarm="<= 1e-3 (Bonferroni over 3 rings)"))
     s.declare("recorded truth reproduces the perturbed scanner (max error)", Tolerance(
-        1e-6, Comparison.AT_MOST, unit="mm or deg", justification="same transform, rounding only"))
+        1e-6, Comparison.AT_MOST, unit="mm or deg", justification="same transform, rounding only", false_alarm="0: rounding only, for every seed"))
     s.declare("throughput, decays per CPU second (thull_sim, 10 point sources)", Tolerance(
         1e4, Comparison.AT_LEAST, unit="1/s",
-        justification="10x GATE's ~1e3/s (BENCHMARKS.md) even on the contended CI machine; goal 1e6"))
+        justification="10x GATE's ~1e3/s (BENCHMARKS.md) even on the contended CI machine; goal 1e6 (judged in "
+                      "the benchmarks per CPU second)",
+        false_alarm="depends on machine load, not on the seed: CPU time, so only a machine 100x slower per core fails"))
     s.declare("block/crystal re-derived from positions: mismatches", Tolerance(
-        0.0, Comparison.AT_MOST, justification="disjoint blocks: each position lies in exactly one crystal voxel"))
+        0.0, Comparison.AT_MOST, justification="disjoint blocks: each position lies in exactly one crystal voxel",
+        false_alarm="0: an exact property of every event, for every seed"))
     s.declare("ROOT round trip: differing values over all columns", Tolerance(
-        0.0, Comparison.AT_MOST, justification="the file must return every column exactly"))
+        0.0, Comparison.AT_MOST, justification="the file must return every column exactly", false_alarm="0: exact, for every seed"))
     q = ctx.quick
     _ideal_cylinder(s, ctx, inp, 100_000 if q else 2_000_000)
     _block_pair(s, ctx, inp, 200_000 if q else 4_000_000)

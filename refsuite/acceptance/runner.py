@@ -219,7 +219,8 @@ def write_outputs(run: AcceptanceRun, out: Path, *, baseline=None) -> dict:
             # the limit is the plan's (or derived from it), fixed before this run measured anything
             section.declare(f"{r.name}: {c.name}", Tolerance(
                 c.limit, Comparison.AT_LEAST if c.at_least else Comparison.AT_MOST, unit=c.unit,
-                justification=f"plan {plan.name}: checks.{r.name} ({c.tolerance})"))
+                justification=f"plan {plan.name}: checks.{r.name} ({c.tolerance})",
+                false_alarm="set by the plan's tolerance (see the plan's rationale for it)"))
             section.check(f"{r.name}: {c.name}", c.measured, detail=c.detail)
         if r.offenders:
             cols = sorted({k for o in r.offenders for k in o}, key=lambda k: (k not in ("block", "crystal", "channel"), k))

@@ -76,13 +76,14 @@ def results_markdown(results: dict[str, Any], *, html_dir: str | None = ".", doc
         lines += ["", f"## {name}", "", f"{_cell(st.get('title', name))}", "",
                   f"mode {st.get('mode')} · seed {st.get('seed')} · device {st.get('device')} · run time "
                   f"{st.get('runtime_s', 0.0):.1f} s · generated {st.get('generated')}" + (f" · {links}" if links else ""),
-                  "", "| check | measured | reference | tolerance | status |", "|---|---|---|---|---|"]
+                  "", "| check | measured | reference | tolerance | false-alarm rate | status |", "|---|---|---|---|---|---|"]
         for c in r["checks"]:
             if c["study"] == name:
                 unit = c.get("unit", "")
                 lines.append(f"| {_cell(c['name'])} | {_cell(value_text(c['measured'], unit, c.get('measured_reason')))} | "
                              f"{_cell(value_text(c['reference'], unit, c.get('reference_reason')))} | "
-                             f"{_cell(c['tolerance']['text'])} | {_status(c)} |")
+                             f"{_cell(c['tolerance']['text'])} | {_cell(c['tolerance'].get('false_alarm') or '-')} | "
+                             f"{_status(c)} |")
     return "\n".join(lines) + "\n"
 
 

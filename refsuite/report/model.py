@@ -66,12 +66,19 @@ class Tolerance:
         Unit of the measured value (for display), e.g. ``"mm"``, ``"ps"``, ``""``.
     justification : str
         Why this bound: a false-alarm rate, the paper's figure, a numerical accuracy target.
+    false_alarm : str
+        How often a *correct* implementation fails this criterion, and how that is known: an
+        analytic rate (``"1e-3 (Sidak bound over 64 z-scores)"``), a measured one (``"0 of 10
+        seeds (seed sweep 1-10)"``), ``"0: deterministic ..."`` for values that do not depend on
+        the seed, or what else it depends on (machine load for a run-time budget). Required for
+        every judged check (:meth:`Section.declare`); shown on the study's page.
     """
 
     limit: float
     comparison: Comparison
     unit: str = ""
     justification: str = ""
+    false_alarm: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.comparison, Comparison):
@@ -150,6 +157,7 @@ class Check:
                 "comparison": self.tolerance.comparison.value,
                 "unit": self.tolerance.unit,
                 "justification": self.tolerance.justification,
+                "false_alarm": self.tolerance.false_alarm,
                 "text": self.tolerance.describe(),
             },
             "passed": self.passed,
@@ -256,6 +264,9 @@ class Section:
         if not judged and not note.strip():
             raise ValueError(f"check {name!r} in study {self.study!r} is declared judged=False without a note "
                              "saying why it is not judged")
+        if judged and not tolerance.false_alarm.strip():
+            raise ValueError(f"judged check {name!r} in study {self.study!r} states no false-alarm rate "
+                             "(Tolerance(false_alarm=...): analytic, measured over seeds, or deterministic)")
         if judged and (judged_in or note):
             raise ValueError(f"check {name!r} in study {self.study!r}: judged_in and note are for shown values "
                              "(judged=False) only")
