@@ -78,7 +78,7 @@ def run(ctx: RunContext, *, closed_form: Callable = geometric_sensitivity) -> Se
             f"MC max |z|, {label}",
             Tolerance(z_lim, Comparison.AT_MOST, justification=(
                 f"Sidak bound for {n_grid} independent Gaussian z-scores at family-wise false-alarm rate {FAMILY_ALPHA:g}"),
-                false_alarm=f"{FAMILY_ALPHA:g} (Sidak bound; the MC counts are binomial, z Gaussian to < 1e-3 at these counts)"),
+                false_alarm=f"{FAMILY_ALPHA:g} (Sidak bound over {n_grid} z-scores of binomial counts in the Gaussian limit)"),
         )
         section.declare(
             f"MC chi-square p-value, {label}",
