@@ -9,13 +9,13 @@ efficiencies come from the fan sums of a cylindrical-shell acquisition of the sa
 Errors are per block-local axis after a global Procrustes fit (Thull et al., sec. 2.8).
 
 Quick mode is a smaller run of the same code (fewer coincidences, iterations and bins per
-batch): it must still bring a 1 mm misalignment below 150 um (the issue's CI target). Full mode
+batch): it must still bring a 1 mm misalignment below 150 um (the CI target). Full mode
 is the paper's scale (<= 5e6 coincidences, 200 iterations) with the paper's targets
 (50 um, 0.25 deg) and, reported alongside, a non-TOF run and a run without DOI (the same events
 re-binned into 2 x 2 mm columns, ``planar_2mm``). Measured runs: ``docs/studies/alignment.md``.
 
 Full mode also aligns from a tube phantom (a 250 um tube through the point-source positions, in
-order of z) with the same settings, against the issue's tube target (150 um).
+order of z) with the same settings, against the tube target (150 um).
 
 Image quality (Thull et al., sec. 2.7): a hot-rod phantom simulated into the perturbed scanner is
 reconstructed (LM-OSEM, :func:`refsuite.recon.reconstruct_hot_rod`) with the truth, the blueprint
@@ -142,8 +142,8 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
     t_lim = 50.0 if not ctx.quick else 150.0
     section.declare("translation error after alignment (worst axis mean)", Tolerance(
         t_lim, Comparison.AT_MOST, unit="um",
-        justification="full: the issue's target for 10 point sources, 2 mm voxels with DOI, 250 ps TOF (Thull et al., "
-                      "Table 1: 40-50 um); quick: the issue's CI target (a 1 mm misalignment brought below 150 um)",
+        justification="full: the target for 10 point sources, 2 mm voxels with DOI, 250 ps TOF (Thull et al., "
+                      "Table 1: 40-50 um); quick: the CI target (a 1 mm misalignment brought below 150 um)",
         false_alarm=MARGIN))
     section.declare("translation error reduction factor", Tolerance(
         0.25 if ctx.quick else 0.08, Comparison.AT_MOST,
@@ -151,7 +151,7 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
                       "targets above imply a factor <= ~0.2 (quick) / ~0.07 (full)", false_alarm=MARGIN))
     if not ctx.quick:
         section.declare("rotation error after alignment (worst axis mean)", Tolerance(
-            0.25, Comparison.AT_MOST, unit="deg", justification="the issue's target (Thull et al., Table 1: 0.11-0.23 deg)",
+            0.25, Comparison.AT_MOST, unit="deg", justification="target (Thull et al., Table 1: 0.11-0.23 deg)",
             false_alarm=MARGIN))
     section.declare("NLL decrease over the run", Tolerance(
         0.0, Comparison.AT_LEAST, unit="per event",
@@ -159,7 +159,7 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
         false_alarm=MARGIN))
     section.declare("run time", Tolerance(
         600.0 if ctx.quick else 1800.0, Comparison.AT_MOST, unit="s",
-        justification="the issue's budget on 2 CPU cores: quick <= 10 min, full (5e6 coincidences, 200 iterations) "
+        justification="budget on 2 CPU cores: quick <= 10 min, full (5e6 coincidences, 200 iterations) "
                       "<= 30 min", false_alarm="depends on machine load, not on the seed (wall time)"))
 
     blueprint, truth, src, solver_src, events, eff, shell, n_dead = _simulate(ctx, inp)
@@ -252,7 +252,7 @@ def _tube_run(section: Section, ctx: RunContext, inp, blueprint, truth, src, sol
 
     section.declare("tube: translation error after alignment (worst axis mean)", Tolerance(
         150.0, Comparison.AT_MOST, unit="um", justification=(
-            "the issue's tube target (Thull et al., Table 1: 52-193 um for the tube); measured before this check "
+            "the tube target (Thull et al., Table 1: 52-193 um for the tube); measured before this check "
             "existed, with a 508 mm tube through the demo's helical calibration points at quick size (9.8e4 "
             "coincidences, seed 12345): 41 / 98 / 30 um"), false_alarm=MARGIN))
     order = np.argsort(src.centres_mm[:, 2])
