@@ -197,3 +197,20 @@ def test_a_killed_worker_is_retried_and_changes_nothing(cluster, tmp_path):
     while cluster.n_workers < 2 and time.time() < deadline:  # the nanny restarts the worker
         time.sleep(0.2)
     assert cluster.n_workers == 2
+
+
+def test_timing_model_grid_on_the_cluster_equals_in_process(cluster):
+    from refsuite.report import RunContext
+    from validation import timing as study
+
+    tiny = study.Sizes(n_train=4000, n_test_per_position=300, n_test_iso=2000, n_calib_per_position=1000,
+                       depths=(4,), steps_mm=(50.0, 100.0), grids=(1,), n_estimators=20, learning_rate=0.3,
+                       max_bin=32, n_jobs=1)
+    jobs = study._model_jobs(tiny, 7, "cpu", np.zeros((2, 16)), None)
+    assert [j.key for j in jobs] == ["timing-implicit-50mm-d4", "timing-explicit-50mm-d4", "timing-implicit-100mm-d4",
+                                     "timing-explicit-100mm-d4", "timing-explicit-1x1-d4"]
+    here = study._study(RunContext(seed=7), tiny)
+    there = study._study(RunContext(seed=7), tiny, executor=cluster)
+    measured = [(c.name, c.measured) for c in here.checks]
+    assert len(measured) == 3 + 3 * 3 + 1 and measured == [(c.name, c.measured) for c in there.checks]
+    assert [t.rows for t in here.tables] == [t.rows for t in there.tables]
