@@ -163,6 +163,12 @@ class Executor:
             return 1
         return max(1, len(self._client.scheduler_info(n_workers=-1).get("workers", {})))
 
+    @property
+    def client(self):
+        """The ``distributed.Client`` of a local cluster or a running one, else None (in-process or
+        inside a task). For libraries with their own Dask training, e.g. ``xgboost.dask``."""
+        return None if self._nested else self._client
+
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``"local cluster of 4 workers"``."""
         if self._client is None:

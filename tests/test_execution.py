@@ -214,3 +214,25 @@ def test_timing_model_grid_on_the_cluster_equals_in_process(cluster):
     measured = [(c.name, c.measured) for c in here.checks]
     assert len(measured) == 3 + 3 * 3 + 1 and measured == [(c.name, c.measured) for c in there.checks]
     assert [t.rows for t in here.tables] == [t.rows for t in there.tables]
+
+
+def test_a_large_timing_model_trains_with_xgboost_dask(cluster):
+    pytest.importorskip("xgboost.dask")
+    from refsuite import timing as T
+
+    pos = T.axial_positions(10.0)
+    train, _ = T.simulate_detector_pair(source_positions_mm=pos, n_per_position=300, seed=20)
+    test, _ = T.simulate_detector_pair(source_positions_mm=pos, n_per_position=300, seed=2)
+    kw = dict(kind="explicit", max_depth=5, offsets_ps=T.skew_calibration(train), n_estimators=40, learning_rate=0.3,
+              max_bin=64, seed=0)
+    here = T.train_correction(train, n_jobs=1, **kw)
+    there = T.train_correction(train, executor=cluster, distributed_min_rows=1000, **kw)
+    small = T.train_correction(train, executor=cluster, distributed_min_rows=10**6, n_jobs=1, **kw)
+    assert there.params["distributed"] and not here.params["distributed"] and not small.params["distributed"]
+    assert len(there.history["validation_mae_ps"]) >= there.n_trees > 5
+    a, b = (T.evaluate_timing(m, test, gate=False).mae for m in (here, there))
+    # one booster trained over both workers' partitions: as accurate as the single-process one
+    assert b["weighted_mae_ps"] < 0.8 * b["weighted_dummy_mae_ps"]
+    assert abs(b["weighted_mae_ps"] - a["weighted_mae_ps"]) < 0.05 * a["weighted_mae_ps"]
+    with pytest.raises(ValueError, match="distributed_min_rows"):
+        T.train_correction(train, executor=cluster, distributed_min_rows=0, **kw)
