@@ -236,3 +236,26 @@ def test_a_large_timing_model_trains_with_xgboost_dask(cluster):
     assert abs(b["weighted_mae_ps"] - a["weighted_mae_ps"]) < 0.05 * a["weighted_mae_ps"]
     with pytest.raises(ValueError, match="distributed_min_rows"):
         T.train_correction(train, executor=cluster, distributed_min_rows=0, **kw)
+
+
+def test_registration_weight_sweep_on_the_cluster_equals_in_process(cluster, tmp_path):
+    from refsuite.io import StageStore
+    from refsuite.registration import evaluate_registration, register, simulate_pet_ct_pair
+    from refsuite.report import RunContext
+    from validation import registration as study
+
+    pairs = [simulate_pet_ct_pair(shape=(34, 12, 17), seed=k) for k in (1, 2)]
+    settings = {"uniform 30": [30.0, 30.0], "uniform 100": [100.0, 100.0]}
+    ctx, its = RunContext(seed=1), (4, 3, 2)
+    here = study._sweep(settings, pairs, StageStore(None, {}), its, ctx, progress=False)
+    store = StageStore(tmp_path, {"test": 1})
+    there = study._sweep(settings, pairs, store, its, ctx, progress=False, executor=cluster)
+    direct = [evaluate_registration(p, register(p.fixed_pet, p.moving_pet, weight_map=100.0, spacing=p.spacing,
+                                                iterations=its)) for p in pairs]
+    np.testing.assert_equal(here["uniform 100"][0], direct)  # the tasks are the plain loop's registrations
+    assert list(there) == list(settings) and here["uniform 30"][0] != here["uniform 100"][0]
+    for key in settings:
+        np.testing.assert_equal(there[key][0], here[key][0])
+        assert there[key][1].shape[-4:] == (3, 34, 12, 17) and np.array_equal(there[key][1], here[key][1])
+        assert store.done(study._stage_name("instance", key))  # kept per setting: a rerun loads it
+    np.testing.assert_equal(study._sweep(settings, pairs, store, its, ctx, progress=False, executor=cluster), there)
