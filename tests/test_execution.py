@@ -259,3 +259,45 @@ def test_registration_weight_sweep_on_the_cluster_equals_in_process(cluster, tmp
         assert there[key][1].shape[-4:] == (3, 34, 12, 17) and np.array_equal(there[key][1], here[key][1])
         assert store.done(study._stage_name("instance", key))  # kept per setting: a rerun loads it
     np.testing.assert_equal(study._sweep(settings, pairs, store, its, ctx, progress=False, executor=cluster), there)
+
+
+def test_mc_chunks_on_the_cluster_are_bitwise_equal(cluster, tmp_path, capsys):
+    from refsuite.cli import main
+    from refsuite.geometry import preset
+    from refsuite.io import read_coincidences
+    from refsuite.mc import simulate
+    from refsuite.phantoms import PointSources
+
+    scanner, phantom = preset("thull_sim"), PointSources([[0.0, 0.0, 0.0], [20.0, 5.0, -10.0]])
+    kw = dict(n_decays=70_000, seed=3, chunk_size=4096)  # 18 chunks: several tasks per worker
+    here = simulate(scanner, phantom, **kw)
+    there = simulate(scanner, phantom, executor=cluster, **kw)
+    assert len(here["EventID1"]) > 1000 and here.attrs["counts"] == there.attrs["counts"]
+    assert all(np.array_equal(here[c], there[c]) for c in here)
+    # the command: --scheduler reaches the cluster; the file holds the in-process events
+    base = ["simulate", "--n-decays", "30000", "--chunk-size", "4096", "--seed", "4", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a.root")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b.root"), "--scheduler", cluster._cluster.scheduler_address]) == 0
+    a, b = read_coincidences(tmp_path / "a.root"), read_coincidences(tmp_path / "b.root")
+    assert len(a["EventID1"]) > 100 and all(np.array_equal(a[c], b[c]) for c in a)
+    assert main(base + ["--out", str(tmp_path / "c.root"), "--workers", "0"]) == 2
+    assert "--workers 0: must be 1" in capsys.readouterr().err and not (tmp_path / "c.root").exists()
+
+
+def test_imap_streams_in_order_with_a_bounded_window(cluster):
+    pulled = []
+
+    def items():
+        for i in range(8):
+            pulled.append(i)
+            yield i
+
+    stream = cluster.imap(_square_with_noise, items(), window=3)
+    first = next(stream)
+    assert first == _square_with_noise(0) and len(pulled) <= 4  # the window, plus the one refilled
+    assert [first, *stream] == [_square_with_noise(i) for i in range(8)]
+    assert list(Executor().imap(_square_with_noise, range(3))) == [_square_with_noise(i) for i in range(3)]
+    with pytest.raises(ZeroDivisionError):
+        list(cluster.imap(_inverse, [1.0, 0.0, 2.0]))
+    with pytest.raises(ValueError, match="window"):
+        next(cluster.imap(_inverse, [1.0], window=0))
