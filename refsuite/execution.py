@@ -1,7 +1,8 @@
 """Where the studies and their embarrassingly parallel work run: in-process, or as Dask tasks.
 
 One small interface, :class:`Executor`, with one method, :meth:`Executor.map`: apply a
-function to a list of items and return the results in item order. Where the tasks run is
+function to a list of items and return the results in item order (and :meth:`Executor.imap`,
+its streaming form for long runs: results in order, a bounded number of tasks in flight). Where the tasks run is
 chosen when the executor is made:
 
 * in-process (the default): a plain loop in the calling process. Nothing else is imported,
@@ -163,6 +164,12 @@ class Executor:
             return 1
         return max(1, len(self._client.scheduler_info(n_workers=-1).get("workers", {})))
 
+    @property
+    def client(self):
+        """The ``distributed.Client`` of a local cluster or a running one, else None (in-process or
+        inside a task). For libraries with their own Dask training, e.g. ``xgboost.dask``."""
+        return None if self._nested else self._client
+
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``"local cluster of 4 workers"``."""
         if self._client is None:
@@ -224,6 +231,64 @@ class Executor:
             return self._map_dask(fn, items, key, bar, on_done)
         finally:
             bar.close()
+
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], *, window: int | None = None,
+             key: str | None = None, progress: bool = False, desc: str | None = None, unit: str = "task"):
+        """Generator of ``fn(item)`` for each item, in item order, with a bounded number of tasks in flight.
+
+        For streams too long to hold at once (the chunks of a large simulation written to one
+        file): ``items`` is consumed lazily and at most ``window`` tasks (default twice the
+        workers) are submitted or finished but not yet yielded, so memory stays bounded. The
+        tasks run in parallel; the results come back in order. In-process: a plain lazy loop.
+        ``fn``, ``key``, ``progress``, ``desc`` and ``unit`` are those of :meth:`map`; a failing
+        task's error is raised here and the tasks still in flight are cancelled.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        from tqdm.auto import tqdm
+
+        with tqdm(desc=desc or getattr(fn, "__name__", "tasks"), unit=unit, disable=not progress) as bar:
+            if self._client is None:
+                for item in items:
+                    result = fn(item)
+                    bar.update(1)
+                    yield result
+            elif self._nested:
+                from distributed import worker_client
+
+                with worker_client() as client:
+                    yield from self._stream(client, fn, items, window, key, bar)
+            else:
+                yield from self._stream(self._client, fn, items, window, key, bar)
+
+    def _stream(self, client, fn, items, window, key, bar):
+        from collections import deque
+
+        window = window or 2 * self.n_workers
+        label, token = _safe(key or getattr(fn, "__name__", "task")), uuid.uuid4().hex[:10]
+        items, pending, submitted = iter(items), deque(), 0
+
+        def submit() -> bool:
+            nonlocal submitted
+            for item in items:
+                pending.append(client.submit(fn, item, key=f"{label}-{token}-{submitted}", retries=self.retries,
+                                             pure=False))
+                submitted += 1
+                return True
+            return False
+
+        try:
+            while len(pending) < window and submit():
+                pass
+            while pending:
+                result = pending.popleft().result()  # the oldest task: results in item order
+                submit()
+                bar.update(1)
+                yield result
+        finally:
+            client.cancel([f for f in pending if not f.done()])
 
     @staticmethod
     def _map_here(fn, items, bar, on_done) -> list:

@@ -80,7 +80,7 @@ def _writer(run: Run, out: Path, kw: dict):
 
 
 def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                progress: bool = False) -> dict:
+                progress: bool = False, executor=None) -> dict:
     """Simulate one scenario run with the built-in MC; write ``out`` and the truth next to it.
 
     Parameters
@@ -97,6 +97,9 @@ def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int =
         Decays per vectorised pass.
     progress : bool
         tqdm progress bar.
+    executor : refsuite.execution.Executor, optional
+        A Dask cluster to simulate the chunks on (a few chunks per task; the same events);
+        default this process. The file is written here, in order.
 
     Returns
     -------
@@ -114,7 +117,8 @@ def run_builtin(run: Run, out, *, n_decays: int | None = None, chunk_size: int =
     scanner_file, phantom_file = truth_paths(out)
     totals: dict = {}
     with _writer(run, out, kw) as w:
-        for cols, counts in iter_simulate(run.scanner, run.phantom, chunk_size=chunk_size, progress=progress, **kw):
+        for cols, counts in iter_simulate(run.scanner, run.phantom, chunk_size=chunk_size, progress=progress,
+                                          executor=executor, **kw):
             w.write(cols)
             for k, v in counts.items():
                 totals[k] = totals.get(k, 0) + v

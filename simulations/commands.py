@@ -21,6 +21,7 @@ import enum
 import sys
 
 from refsuite._cli_errors import count
+from refsuite.execution import add_execution_flags, check_execution, executor_from_args
 
 __all__ = ["register", "Engine", "scenario_from_options"]
 
@@ -91,6 +92,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output .root file, or .petsird / .bin / .ndjson for PETSIRD "
                                                 "(not with a scenario file)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_execution_flags(p, what="the chunks of the built-in engine (a few per task; the same events; OUT is "
+                                "written here)")
     p.set_defaults(func=_cmd_simulate, _defaults={k: p.get_default(k) for k in _SCENARIO_CONFLICTS})
 
 
@@ -138,10 +141,11 @@ def scenario_from_options(args: argparse.Namespace):
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     """Validate everything (options or scenario file) before any work, then run each run."""
-    from pathlib import Path
-
     try:
+        check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
         engine = Engine(args.engine)
+        if engine is Engine.GATE and (args.workers is not None or args.scheduler is not None):
+            raise ValueError("--workers/--scheduler apply to --engine builtin (GATE runs its own --threads)")
         options_form = args.scenario is None and engine is Engine.REFSUITE
         if options_form:
             runs = scenario_from_options(args).runs(overlap_hint="pass --allow-overlap to simulate it anyway")
@@ -151,6 +155,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"refsuite simulate: {exc}", file=sys.stderr)
         return 2
+    try:
+        executor = executor_from_args(args)
+    except ValueError as exc:
+        print(f"refsuite simulate: {exc}", file=sys.stderr)
+        return 2
+    with executor:
+        return _run_all(args, runs, n, engine, options_form, executor)
+
+
+def _run_all(args: argparse.Namespace, runs, n, engine: Engine, options_form: bool, executor) -> int:
+    """Simulate every run of the command and print one line each (exit status 2 on a refused run)."""
+    from pathlib import Path
+
     out = Path(args.out)
     for run in runs:
         path = run.output_path(out)
@@ -163,7 +180,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             else:
                 from .builtin import run_builtin
 
-                totals = run_builtin(run, path, n_decays=n, chunk_size=args.chunk_size, progress=not args.no_progress)
+                totals = run_builtin(run, path, n_decays=n, chunk_size=args.chunk_size, progress=not args.no_progress,
+                                     executor=executor)
         except (ValueError, TypeError, RuntimeError) as exc:
             print(f"refsuite simulate: {exc}", file=sys.stderr)
             return 2

@@ -197,3 +197,107 @@ def test_a_killed_worker_is_retried_and_changes_nothing(cluster, tmp_path):
     while cluster.n_workers < 2 and time.time() < deadline:  # the nanny restarts the worker
         time.sleep(0.2)
     assert cluster.n_workers == 2
+
+
+def test_timing_model_grid_on_the_cluster_equals_in_process(cluster):
+    from refsuite.report import RunContext
+    from validation import timing as study
+
+    tiny = study.Sizes(n_train=4000, n_test_per_position=300, n_test_iso=2000, n_calib_per_position=1000,
+                       depths=(4,), steps_mm=(50.0, 100.0), grids=(1,), n_estimators=20, learning_rate=0.3,
+                       max_bin=32, n_jobs=1)
+    jobs = study._model_jobs(tiny, 7, "cpu", np.zeros((2, 16)), None)
+    assert [j.key for j in jobs] == ["timing-implicit-50mm-d4", "timing-explicit-50mm-d4", "timing-implicit-100mm-d4",
+                                     "timing-explicit-100mm-d4", "timing-explicit-1x1-d4"]
+    here = study._study(RunContext(seed=7), tiny)
+    there = study._study(RunContext(seed=7), tiny, executor=cluster)
+    measured = [(c.name, c.measured) for c in here.checks]
+    assert len(measured) == 3 + 3 * 3 + 1 and measured == [(c.name, c.measured) for c in there.checks]
+    assert [t.rows for t in here.tables] == [t.rows for t in there.tables]
+
+
+def test_a_large_timing_model_trains_with_xgboost_dask(cluster):
+    pytest.importorskip("xgboost.dask")
+    from refsuite import timing as T
+
+    pos = T.axial_positions(10.0)
+    train, _ = T.simulate_detector_pair(source_positions_mm=pos, n_per_position=300, seed=20)
+    test, _ = T.simulate_detector_pair(source_positions_mm=pos, n_per_position=300, seed=2)
+    kw = dict(kind="explicit", max_depth=5, offsets_ps=T.skew_calibration(train), n_estimators=40, learning_rate=0.3,
+              max_bin=64, seed=0)
+    here = T.train_correction(train, n_jobs=1, **kw)
+    there = T.train_correction(train, executor=cluster, distributed_min_rows=1000, **kw)
+    small = T.train_correction(train, executor=cluster, distributed_min_rows=10**6, n_jobs=1, **kw)
+    assert there.params["distributed"] and not here.params["distributed"] and not small.params["distributed"]
+    assert len(there.history["validation_mae_ps"]) >= there.n_trees > 5
+    a, b = (T.evaluate_timing(m, test, gate=False).mae for m in (here, there))
+    # one booster trained over both workers' partitions: as accurate as the single-process one
+    assert b["weighted_mae_ps"] < 0.8 * b["weighted_dummy_mae_ps"]
+    assert abs(b["weighted_mae_ps"] - a["weighted_mae_ps"]) < 0.05 * a["weighted_mae_ps"]
+    with pytest.raises(ValueError, match="distributed_min_rows"):
+        T.train_correction(train, executor=cluster, distributed_min_rows=0, **kw)
+
+
+def test_registration_weight_sweep_on_the_cluster_equals_in_process(cluster, tmp_path):
+    from refsuite.io import StageStore
+    from refsuite.registration import evaluate_registration, register, simulate_pet_ct_pair
+    from refsuite.report import RunContext
+    from validation import registration as study
+
+    pairs = [simulate_pet_ct_pair(shape=(34, 12, 17), seed=k) for k in (1, 2)]
+    settings = {"uniform 30": [30.0, 30.0], "uniform 100": [100.0, 100.0]}
+    ctx, its = RunContext(seed=1), (4, 3, 2)
+    here = study._sweep(settings, pairs, StageStore(None, {}), its, ctx, progress=False)
+    store = StageStore(tmp_path, {"test": 1})
+    there = study._sweep(settings, pairs, store, its, ctx, progress=False, executor=cluster)
+    direct = [evaluate_registration(p, register(p.fixed_pet, p.moving_pet, weight_map=100.0, spacing=p.spacing,
+                                                iterations=its)) for p in pairs]
+    np.testing.assert_equal(here["uniform 100"][0], direct)  # the tasks are the plain loop's registrations
+    assert list(there) == list(settings) and here["uniform 30"][0] != here["uniform 100"][0]
+    for key in settings:
+        np.testing.assert_equal(there[key][0], here[key][0])
+        assert there[key][1].shape[-4:] == (3, 34, 12, 17) and np.array_equal(there[key][1], here[key][1])
+        assert store.done(study._stage_name("instance", key))  # kept per setting: a rerun loads it
+    np.testing.assert_equal(study._sweep(settings, pairs, store, its, ctx, progress=False, executor=cluster), there)
+
+
+def test_mc_chunks_on_the_cluster_are_bitwise_equal(cluster, tmp_path, capsys):
+    from refsuite.cli import main
+    from refsuite.geometry import preset
+    from refsuite.io import read_coincidences
+    from refsuite.mc import simulate
+    from refsuite.phantoms import PointSources
+
+    scanner, phantom = preset("thull_sim"), PointSources([[0.0, 0.0, 0.0], [20.0, 5.0, -10.0]])
+    kw = dict(n_decays=70_000, seed=3, chunk_size=4096)  # 18 chunks: several tasks per worker
+    here = simulate(scanner, phantom, **kw)
+    there = simulate(scanner, phantom, executor=cluster, **kw)
+    assert len(here["EventID1"]) > 1000 and here.attrs["counts"] == there.attrs["counts"]
+    assert all(np.array_equal(here[c], there[c]) for c in here)
+    # the command: --scheduler reaches the cluster; the file holds the in-process events
+    base = ["simulate", "--n-decays", "30000", "--chunk-size", "4096", "--seed", "4", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a.root")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b.root"), "--scheduler", cluster._cluster.scheduler_address]) == 0
+    a, b = read_coincidences(tmp_path / "a.root"), read_coincidences(tmp_path / "b.root")
+    assert len(a["EventID1"]) > 100 and all(np.array_equal(a[c], b[c]) for c in a)
+    assert main(base + ["--out", str(tmp_path / "c.root"), "--workers", "0"]) == 2
+    assert "--workers 0: must be 1" in capsys.readouterr().err and not (tmp_path / "c.root").exists()
+
+
+def test_imap_streams_in_order_with_a_bounded_window(cluster):
+    pulled = []
+
+    def items():
+        for i in range(8):
+            pulled.append(i)
+            yield i
+
+    stream = cluster.imap(_square_with_noise, items(), window=3)
+    first = next(stream)
+    assert first == _square_with_noise(0) and len(pulled) <= 4  # the window, plus the one refilled
+    assert [first, *stream] == [_square_with_noise(i) for i in range(8)]
+    assert list(Executor().imap(_square_with_noise, range(3))) == [_square_with_noise(i) for i in range(3)]
+    with pytest.raises(ZeroDivisionError):
+        list(cluster.imap(_inverse, [1.0, 0.0, 2.0]))
+    with pytest.raises(ValueError, match="window"):
+        next(cluster.imap(_inverse, [1.0], window=0))

@@ -42,3 +42,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     np.savez(bad, time_ps=np.zeros((3, 2, 16)))
     assert main(["timing", "calibrate", str(bad), "--out", str(tmp_path / "m.json")]) == 2
     assert "missing columns" in capsys.readouterr().err
+    # execution flags are checked before the events are read
+    assert main(["timing", "calibrate", str(bad), "--out", str(tmp_path / "m.json"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers 0: must be 1" in err and "missing columns" not in err and len(err.strip().splitlines()) == 1

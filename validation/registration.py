@@ -269,6 +269,45 @@ def _pair_task(job):
     return store.load_or_compute(name, lambda: simulate_pet_ct_pair(shape=shape, seed=seed))
 
 
+def _register_task(job):
+    """Register one test pair with one weight setting (a task): its metrics, and its DDF if it is pair 0."""
+    from refsuite.registration import evaluate_registration, limited_threads, register
+
+    pair, weight, index, iterations, device, threads = job
+    with limited_threads(threads):  # the study's thread budget, also on a worker
+        ddf = register(pair.fixed_pet, pair.moving_pet, weight_map=weight, spacing=pair.spacing,
+                       iterations=iterations, device=device)
+    return evaluate_registration(pair, ddf), (np.asarray(ddf) if index == 0 else None)
+
+
+def _sweep(settings: dict, test: list, store, iterations, ctx: RunContext, *, progress: bool, executor=None) -> dict:
+    """The instance optimisation of every setting: one task per (setting, test pair).
+
+    ``settings`` maps a row key to the per-pair weights (a number or a CT map each). Returns
+    ``{key: (metrics per pair, DDF of the first pair)}``. A setting is kept in ``store`` as soon as
+    its pairs are done (an interrupted sweep resumes there) and loaded from it when it was.
+    ``executor``: default in-process, or the cluster the study runs on.
+    """
+    from refsuite.execution import current_executor
+
+    out = {key: store.load_or_compute(_stage_name("instance", key), None) for key in settings
+           if store.done(_stage_name("instance", key))}
+    jobs = [(key, (pair, w, i, tuple(iterations), ctx.device, ctx.threads))
+            for key, weights in settings.items() if key not in out for i, (pair, w) in enumerate(zip(test, weights))]
+    parts: dict[str, dict] = {key: {} for key, _ in jobs}
+
+    def done(i: int, result) -> None:
+        key, (_, _, index, *_rest) = jobs[i]
+        parts[key][index] = result
+        if len(parts[key]) == len(test):  # the setting is complete: keep it
+            metrics = [parts[key][k][0] for k in range(len(test))]
+            out[key] = store.load_or_compute(_stage_name("instance", key), lambda: (metrics, parts[key][0][1]))
+
+    (executor or current_executor()).map(_register_task, [job for _, job in jobs], key=lambda j: f"register-pair{j[2]}",
+                            progress=progress, desc="instance optimisation", unit="registration", on_done=done)
+    return {key: out[key] for key in settings}
+
+
 def _seeds(ctx: RunContext, stream: int, n: int) -> list[int]:
     return [int(x) for x in ctx.rng(stream).integers(0, 2**31 - 1, n)]
 
@@ -279,14 +318,11 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         ct_regularization_map,
         evaluate_registration,
         predict_ddf,
-        register,
         train_network,
         training_loss,
     )
 
     from dataclasses import asdict
-
-    from tqdm.auto import tqdm
 
     from refsuite.execution import current_executor
     from refsuite.io import StageStore
@@ -303,13 +339,9 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         return current_executor().map(_pair_task, jobs, key=lambda j: j[1], progress=show,
                                       desc=f"simulating {kind} pairs", unit="pair")
 
-    def registrations(key: str, weights: list) -> tuple[list[dict], object]:
-        """Metrics of every test pair registered with ``weights`` and the first pair's DDF."""
-        def compute():
-            out = [register(p.fixed_pet, p.moving_pet, weight_map=w, spacing=p.spacing, iterations=s.iterations,
-                            device=ctx.device) for p, w in zip(test, weights)]
-            return [evaluate_registration(p, d) for p, d in zip(test, out)], np.asarray(out[0])
-        return store.load_or_compute(_stage_name("instance", key), compute)
+    def registrations(settings: dict[str, list]) -> dict[str, tuple[list[dict], object]]:
+        """Per setting (key: per-pair weights): the metrics of every test pair and the first pair's DDF."""
+        return _sweep(settings, test, store, s.iterations, ctx, progress=show)
 
     t0 = time.perf_counter()
     test = simulate("test", _seeds(ctx, 1, s.n_test))
@@ -326,15 +358,14 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
     results: dict[str, list[dict]] = {"identity": ident, "truth": truth}
     ddfs: dict[str, object] = {}
     t0 = time.perf_counter()
-    for lam in tqdm(s.uniform_weights, desc="instance optimisation", unit="weight", disable=not show):
-        key = f"uniform {lam:g}"
-        results[key], ddfs[key] = registrations(key, [lam] * len(test))
+    for key, (metrics, ddf) in registrations({f"uniform {lam:g}": [lam] * len(test) for lam in s.uniform_weights}).items():
+        results[key], ddfs[key] = metrics, ddf
     best = max(s.uniform_weights, key=lambda lam: np.mean([r["dice_soft"] for r in results[f"uniform {lam:g}"]]))
     best_key = f"uniform {best:g}"
     ct_key = f"CT-guided {best:g}/{best * s.bone_factor:g}"
     maps = [ct_regularization_map(p.fixed_ct, spacing=p.spacing, soft_weight=best, bone_weight=best * s.bone_factor)
             for p in test]
-    results[ct_key], ddfs[ct_key] = registrations(ct_key, maps)
+    results[ct_key], ddfs[ct_key] = registrations({ct_key: maps})[ct_key]
     t_inst = time.perf_counter() - t0
     mean = lambda key, m: float(np.mean([r[m] for r in results[key]]))  # noqa: E731
     sec.check("instance: TRE CT-guided / identity", mean(ct_key, "tre_mm") / mean("identity", "tre_mm"),

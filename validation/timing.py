@@ -21,12 +21,16 @@ analytic-only and oracle CTRs are shown as simulator calibration (the detectors 
 them), not judged. In the quick plan the in-plane models' slope criterion is shown and judged
 in the full plan (the deviation shrinks as the training set grows; at 2e4 training coincidences
 it measures the size of the training set). Units: ps, mm, keV.
+Each model of the grid (kind x step width or grid x depth) is one task of the run's executor: its
+training set comes from the run seed and the set (never from the worker), so the results are the
+same in-process and on any number of workers.
 Scaled runs and depth sweeps: ``docs/studies/timing.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -71,9 +75,13 @@ def _sizes(ctx: RunContext) -> Sizes:
                  n_estimators=2000, learning_rate=0.1, max_bin=256, n_jobs=None)
 
 
-def run(ctx: RunContext, *, sizes: Sizes | None = None) -> Section:
-    """The study at the mode's sizes, or at ``sizes`` (the scaled runs of the module docstring)."""
-    return _study(ctx, _sizes(ctx) if sizes is None else sizes)
+def run(ctx: RunContext, *, sizes: Sizes | None = None, executor=None) -> Section:
+    """The study at the mode's sizes, or at ``sizes`` (the scaled runs of the module docstring).
+
+    Every model of the grid (kind x training step or grid x depth) is one task of ``executor``
+    (a :class:`refsuite.execution.Executor`; default in-process, or the cluster a report runs on).
+    """
+    return _study(ctx, _sizes(ctx) if sizes is None else sizes, executor=executor)
 
 
 def _declare(section: Section, sizes: Sizes) -> None:
@@ -134,7 +142,7 @@ def _declare(section: Section, sizes: Sizes) -> None:
                               "(best case about 25 %)", false_alarm=MARGIN))
 
 
-def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
+def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None, executor=None) -> Section:
     from refsuite import timing as T
 
     section = Section(study=NAME, title=TITLE, summary=(
@@ -157,10 +165,7 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
                   detail=f"rms z = {np.std(z):.2f}; mean standard error {sigma.mean():.1f} ps; truth = per-channel "
                          "skew + mean higher-order delay of events with that main channel, zero mean")
 
-    test_pos = T.axial_positions(10.0)
-    # the iso-centre acquisition is longer (CTR), as the paper's dedicated iso-centre data
-    counts = np.where(test_pos[:, 2] == 0.0, sizes.n_test_iso, sizes.n_test_per_position)
-    test, test_truth = T.simulate_detector_pair(source_positions_mm=test_pos, n_per_position=counts, seed=seed + 2)
+    test, test_truth = _test_set(sizes.n_test_per_position, sizes.n_test_iso, seed)
     if perturb_test is not None:
         test = perturb_test(test)
     analytic = T.evaluate_timing(offsets, test, label="analytic only", gate=False)
@@ -174,62 +179,35 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
     section.check("simulator calibration: oracle CTR (all deterministic skews removed), 430-590 keV", oracle.fwhm, _ORACLE_TARGET_PS,
                   detail=f"{oracle.fwhm:.1f} +- {oracle.fwhm_err:.1f} ps (main-channel jitter only)")
 
-    from tqdm.auto import tqdm
-
-    n_models = len(sizes.depths) * (2 * len(sizes.steps_mm) + len(sizes.grids))
-    bar = tqdm(total=n_models, desc="timing models", unit="model", disable=ctx.quick)
+    evs = _train_and_evaluate(_model_jobs(sizes, seed, ctx.device, offsets, perturb_test), executor,
+                              progress=not ctx.quick)
     rows, evaluations = [_row("analytic only", "-", "-", analytic)], {}
-    for step in sizes.steps_mm:
-        pos = T.axial_positions(step)
-        train, _ = T.simulate_detector_pair(source_positions_mm=pos, n_per_position=sizes.n_train // len(pos),
-                                            seed=seed + 10 + int(step))
-        for depth in sizes.depths:
-            for kind in ("implicit", "explicit"):
-                model = T.train_correction(train, kind=kind, max_depth=depth, offsets_ps=offsets, **train_kw)
-                central = (-100.0, 100.0) if kind == "implicit" else None
-                ev = T.evaluate_timing(model, test, label=f"{kind} {step:g} mm d{depth}", central_range_mm=central,
-                                       gate=False)
-                evaluations[(kind, step, depth)] = ev
-                bar.update()
-                rows.append(_row(kind, f"{step:g}", depth, ev))
-                if kind == "explicit":
-                    tag = f"explicit {step:g} mm d{depth}"
-                    section.check(f"{tag}: slope deviation from 2/c", ev.linearity["n_sigma"],
-                                  detail=_lin_text(ev))
-                    section.check(f"{tag}: linearity chi-square p-value", ev.linearity["p_value"],
-                                  detail=_lin_text(ev))
-                    section.check(f"{tag}: CTR improvement over analytic",
-                                  T.ctr_improvement(a_ctr.fwhm, ev.ctr["iso_photopeak"].fwhm),
-                                  detail=f"{a_ctr.fwhm:.1f} -> {ev.ctr['iso_photopeak'].fwhm:.1f} ps")
-                elif step == 100.0:
+    in_plane_rows, in_plane = [_row("analytic only", "-", "-", analytic)], {}
+    for job, ev in evs:
+        if job.source[0] == "grid":
+            grid, depth = job.source[1], job.depth
+            in_plane[(grid, depth)] = ev
+            in_plane_rows.append(_row("explicit", f"{grid}x{grid}", depth, ev))
+            tag = f"in-plane {grid}x{grid} d{depth}"
+        else:
+            step, depth, kind = job.source[1], job.depth, job.kind
+            evaluations[(kind, step, depth)] = ev
+            rows.append(_row(kind, f"{step:g}", depth, ev))
+            if kind == "implicit":
+                if step == 100.0:
                     section.check(f"implicit 100 mm d{depth}: linearity chi-square p-value (collapse expected)",
                                   ev.linearity["p_value"], detail=_lin_text(ev))
+                continue
+            tag = f"explicit {step:g} mm d{depth}"
+        section.check(f"{tag}: slope deviation from 2/c", ev.linearity["n_sigma"], detail=_lin_text(ev))
+        section.check(f"{tag}: linearity chi-square p-value", ev.linearity["p_value"], detail=_lin_text(ev))
+        section.check(f"{tag}: CTR improvement over analytic", T.ctr_improvement(a_ctr.fwhm, ev.ctr["iso_photopeak"].fwhm),
+                      detail=f"{a_ctr.fwhm:.1f} -> {ev.ctr['iso_photopeak'].fwhm:.1f} ps")
     section.tables.append(Table(
         "Transaxial study: three-fold evaluation on 10 mm test data", _COLUMNS, rows,
         caption="MAE: weighted mean over label values (dummy predicts 0). Linearity over -150...150 mm "
                 "(implicit: -100...100 mm as in the paper). CTR: Gaussian-fit FWHM at the iso-centre, and "
                 "the mean of the per-position CTRs along the axis (430-590 keV). Levels: data/physics pass."))
-
-    in_plane_rows = [_row("analytic only", "-", "-", analytic)]
-    in_plane = {}
-    for grid in sizes.grids:
-        pos = T.in_plane_grid(grid)
-        counts = np.full(len(pos), sizes.n_train // len(pos))
-        train, _ = T.simulate_detector_pair(source_positions_mm=pos, n_per_position=counts,
-                                            seed=seed + 100 + grid)
-        for depth in sizes.depths:
-            model = T.train_correction(train, kind="explicit", max_depth=depth, offsets_ps=offsets, **train_kw)
-            ev = T.evaluate_timing(model, test, label=f"explicit {grid}x{grid} d{depth}", gate=False)
-            in_plane[(grid, depth)] = ev
-            bar.update()
-            in_plane_rows.append(_row("explicit", f"{grid}x{grid}", depth, ev))
-            tag = f"in-plane {grid}x{grid} d{depth}"
-            section.check(f"{tag}: slope deviation from 2/c", ev.linearity["n_sigma"], detail=_lin_text(ev))
-            section.check(f"{tag}: linearity chi-square p-value", ev.linearity["p_value"], detail=_lin_text(ev))
-            section.check(f"{tag}: CTR improvement over analytic",
-                          T.ctr_improvement(a_ctr.fwhm, ev.ctr["iso_photopeak"].fwhm),
-                          detail=f"{a_ctr.fwhm:.1f} -> {ev.ctr['iso_photopeak'].fwhm:.1f} ps")
-    bar.close()
     section.tables.append(Table(
         "In-plane study: explicit models trained on k x k grids at z = 0", _COLUMNS, in_plane_rows,
         caption="Sources at the centres of k x k cells of the detector face (15.2 x 15.2 mm); equal training "
@@ -247,6 +225,91 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None) -> Section:
         f"The analytic calibration alone also deviates (n_sigma {analytic.linearity['n_sigma']:.1f}): "
         "it equalises per-pair means while the linearity test uses Gaussian-fit peaks of skewed distributions.")
     return section
+
+
+@dataclass(frozen=True)
+class _ModelJob:
+    """One model of the grid: a task. Its randomness comes from the run seed and its training set."""
+
+    kind: str              # "implicit" or "explicit"
+    source: tuple          # ("axial", step_mm) or ("grid", k)
+    depth: int
+    sizes: Sizes
+    seed: int
+    device: str
+    offsets_ps: np.ndarray
+    perturb_test: object = None
+
+    @property
+    def key(self) -> str:
+        where = f"{self.source[1]:g}mm" if self.source[0] == "axial" else f"{self.source[1]}x{self.source[1]}"
+        return f"timing-{self.kind}-{where}-d{self.depth}"
+
+
+def _model_jobs(sizes: Sizes, seed: int, device: str, offsets, perturb_test) -> list[_ModelJob]:
+    """The grid in the order of the tables: axial steps x depths x kinds, then in-plane grids x depths."""
+    common = dict(sizes=sizes, seed=seed, device=device, offsets_ps=offsets, perturb_test=perturb_test)
+    jobs = [_ModelJob(kind, ("axial", float(step)), depth, **common)
+            for step in sizes.steps_mm for depth in sizes.depths for kind in ("implicit", "explicit")]
+    return jobs + [_ModelJob("explicit", ("grid", int(grid)), depth, **common)
+                   for grid in sizes.grids for depth in sizes.depths]
+
+
+def _train_and_evaluate(jobs: list[_ModelJob], executor, *, progress: bool) -> list[tuple]:
+    """``[(job, TimingEvaluation)]``: each model trained and evaluated as one task of ``executor``."""
+    from refsuite.execution import current_executor
+
+    evs = (executor or current_executor()).map(_model_task, jobs, key=lambda j: j.key, progress=progress,
+                                                desc="timing models", unit="model")
+    _training_set.cache_clear()
+    _test_set.cache_clear()
+    return list(zip(jobs, evs))
+
+
+def _model_task(job: _ModelJob):
+    """Train one model of the grid on its own training set and evaluate it on the test set (a task)."""
+    from refsuite import timing as T
+
+    s = job.sizes
+    train = _training_set(job.source, s.n_train, job.seed)
+    test = _test_set(s.n_test_per_position, s.n_test_iso, job.seed)[0]
+    if job.perturb_test is not None:
+        test = job.perturb_test(test)
+    model = T.train_correction(train, kind=job.kind, max_depth=job.depth, offsets_ps=job.offsets_ps,
+                               n_estimators=s.n_estimators, learning_rate=s.learning_rate, max_bin=s.max_bin,
+                               n_jobs=s.n_jobs, device=job.device, seed=job.seed)
+    central = (-100.0, 100.0) if job.kind == "implicit" else None
+    where = f"{job.source[1]:g} mm" if job.source[0] == "axial" else f"{job.source[1]}x{job.source[1]}"
+    return T.evaluate_timing(model, test, label=f"{job.kind} {where} d{job.depth}", central_range_mm=central,
+                             gate=False)
+
+
+@lru_cache(maxsize=1)
+def _training_set(source: tuple, n_train: int, seed: int) -> dict:
+    """Training coincidences of one step width (``("axial", mm)``) or in-plane grid (``("grid", k)``).
+
+    The seed depends on the training set only, so every model trained on it (any depth, kind or
+    worker) sees the same events; kept for the next model of the same set in this process.
+    """
+    from refsuite import timing as T
+
+    if source[0] == "axial":
+        pos = T.axial_positions(source[1])
+        return T.simulate_detector_pair(source_positions_mm=pos, n_per_position=n_train // len(pos),
+                                        seed=seed + 10 + int(source[1]))[0]
+    pos = T.in_plane_grid(source[1])
+    return T.simulate_detector_pair(source_positions_mm=pos, n_per_position=np.full(len(pos), n_train // len(pos)),
+                                    seed=seed + 100 + source[1])[0]
+
+
+@lru_cache(maxsize=1)
+def _test_set(n_per_position: int, n_iso: int, seed: int) -> tuple[dict, dict]:
+    """(events, truth) of the 10 mm axial test acquisition, longer at the iso-centre (the paper's CTR data)."""
+    from refsuite import timing as T
+
+    pos = T.axial_positions(10.0)
+    counts = np.where(pos[:, 2] == 0.0, n_iso, n_per_position)
+    return T.simulate_detector_pair(source_positions_mm=pos, n_per_position=counts, seed=seed + 2)
 
 
 _COLUMNS = ["model", "train step / grid", "max depth", "levels (data/phys)", "weighted MAE (ps)",

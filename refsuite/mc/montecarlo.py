@@ -12,7 +12,8 @@ from its own generator ``SeedSequence(seed, spawn_key=(k,))``; the blocks' start
 from a separate stream. The energy and time blur and the phantom-survival variates of a
 block's decays whose photons both interact are drawn from its generator after the
 transport (which depends only on the block's own draws). A chunk is a whole number of seed
-blocks, so the events do not depend on the chunk size.
+blocks, so the events do not depend on the chunk size, nor on where the chunks run (with an
+``executor`` on a Dask cluster, a few chunks per task, see :meth:`refsuite.execution.Executor.imap`).
 """
 
 from __future__ import annotations
@@ -258,11 +259,13 @@ def _options(detector, *, n_decays, seed, chunk_size, acollinearity_fwhm_deg, at
 def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
                   acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
                   energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
-                  activity_bq: float | None = None, progress: bool = False, allow_overlap: bool = False):
+                  activity_bq: float | None = None, progress: bool = False, allow_overlap: bool = False,
+                  executor=None):
     """Run the Monte Carlo chunk by chunk; yields ``(columns, counts)`` per chunk.
 
     Same parameters as :func:`simulate` (the checks run at the first chunk). Memory is
-    bounded by ``chunk_size`` (a few hundred bytes per decay), whatever ``n_decays``.
+    bounded by ``chunk_size`` (a few hundred bytes per decay), whatever ``n_decays``; on a
+    cluster, by ``chunk_size`` times the chunks in flight (:func:`_cluster_chunks`).
     """
     act = phantom.total_activity if activity_bq is None else activity_bq
     opt = _options(scanner, n_decays=n_decays, seed=seed, chunk_size=chunk_size,
@@ -275,6 +278,10 @@ def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int
         check_block_clearance(scanner, hint="pass allow_overlap=True to simulate it anyway (each block then "
                                             "counts the shared volume)")
     per_chunk = max(1, -(-int(chunk_size) // SEED_BLOCK))
+    if executor is not None and executor.kind != "in-process":
+        yield from _cluster_chunks(executor, scanner, phantom, int(seed), int(n_decays), act, per_chunk, opt,
+                                   progress=progress)
+        return
     bar = None
     if progress:
         from tqdm import tqdm
@@ -291,10 +298,45 @@ def iter_simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int
             bar.close()
 
 
+#: decays per cluster task (whole chunks): large enough that a task outweighs its scheduling
+_TASK_DECAYS = 2**20
+
+
+def _cluster_chunks(executor, scanner, phantom, seed, n_decays, activity_bq, per_chunk, opt, *, progress):
+    """The chunks of :func:`iter_simulate` computed as tasks of ``executor``, yielded in order.
+
+    The seed-block schedule is drawn here, a chunk at a time, exactly as in-process; each task
+    simulates a few consecutive chunks (at least four tasks per worker) from their own seed
+    blocks, so the events are those of the in-process run, bit for bit, whatever the workers.
+    """
+    chunk_decays = per_chunk * SEED_BLOCK
+    n_chunks = -(-n_decays // chunk_decays)
+    per_task = max(1, min(_TASK_DECAYS // chunk_decays, n_chunks // (4 * executor.n_workers)))
+    schedule = _block_schedule(seed, n_decays, activity_bq, per_chunk)
+
+    def tasks():
+        while True:
+            group = [c for _, c in zip(range(per_task), schedule)]
+            if not group:
+                return
+            yield scanner, phantom, group, seed, opt
+
+    for outs in executor.imap(_chunks_task, tasks(), key="mc-chunks", progress=progress, desc="refsuite mc",
+                              unit="task"):
+        yield from outs
+
+
+def _chunks_task(job) -> list:
+    """Simulate consecutive chunks of the schedule (a task): ``[(columns, counts)]`` in order."""
+    scanner, phantom, group, seed, opt = job
+    return [_simulate_chunk(scanner, phantom, *chunk, seed, opt) for chunk in group]
+
+
 def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
              acollinearity_fwhm_deg: float = 0.0, attenuation: bool = True, energy_resolution: float = 0.12,
              energy_window_kev=(450.0, 650.0), ctr_ps: float = 250.0, coincidence_window_ps: float = 5000.0,
-             activity_bq: float | None = None, progress: bool = False, allow_overlap: bool = False) -> Events:
+             activity_bq: float | None = None, progress: bool = False, allow_overlap: bool = False,
+             executor=None) -> Events:
     """Simulate back-to-back 511 keV pairs from a phantom into a scanner (built-in MC).
 
     Parameters
@@ -335,6 +377,9 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DE
         Simulate a scanner whose blocks interpenetrate. Default: ValueError naming the
         deepest pair (:func:`refsuite.geometry.check_block_clearance`), since a photon in the
         shared volume would count for both blocks and GATE rejects such a geometry.
+    executor : refsuite.execution.Executor, optional
+        A local or running Dask cluster: the chunks are simulated as its tasks (a few chunks
+        each), the events are the same, bit for bit. Default (or in-process): this process.
 
     Returns
     -------
@@ -357,7 +402,8 @@ def simulate(scanner, phantom, *, n_decays: int, seed: int, chunk_size: int = DE
                                       acollinearity_fwhm_deg=acollinearity_fwhm_deg, attenuation=attenuation,
                                       energy_resolution=energy_resolution, energy_window_kev=energy_window_kev,
                                       ctr_ps=ctr_ps, coincidence_window_ps=coincidence_window_ps,
-                                      activity_bq=activity_bq, progress=progress, allow_overlap=allow_overlap):
+                                      activity_bq=activity_bq, progress=progress, allow_overlap=allow_overlap,
+                                      executor=executor):
         chunks.append(cols)
         for key, v in counts.items():
             totals[key] = totals.get(key, 0) + v

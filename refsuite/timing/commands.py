@@ -13,6 +13,7 @@ from refsuite._cli_errors import (
     UsageError, check_memory, count, device, finite_float, input_file, nonnegative_int, output_file, positive_float,
     positive_int, reading,
 )
+from refsuite.execution import add_execution_flags, check_execution, executor_from_args
 
 __all__ = ["register"]
 
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
     c.add_argument("--skew-events", help="separate coincidences for the analytic step (.npz)")
     c.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when available)")
     c.add_argument("--seed", type=nonnegative_int, default=0)
+    add_execution_flags(c, what="the training (xgboost.dask over the workers from 1e6 calibration rows)")
     c.set_defaults(func=_calibrate)
 
     a = sub.add_parser("apply", help="add corrected time differences (dt_corrected_ps) to a list-mode file")
@@ -143,12 +145,14 @@ def _simulate(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from refsuite import timing as T
 
+    check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
     output_file(args.out, "--out", suffixes=(".json", ".ubj"))
     events = _load_events(args.events, "EVENTS")
     skew_events = _load_events(args.skew_events, "--skew-events") if args.skew_events else None
-    model = T.calibrate(events, kind=args.kind, max_depth=args.max_depth, skew_method=args.skew_method,
-                        skew_events=skew_events, n_estimators=args.n_estimators,
-                        learning_rate=args.learning_rate, device=args.device, seed=args.seed)
+    with executor_from_args(args) as ex:
+        model = T.calibrate(events, kind=args.kind, max_depth=args.max_depth, skew_method=args.skew_method,
+                            skew_events=skew_events, n_estimators=args.n_estimators,
+                            learning_rate=args.learning_rate, device=args.device, seed=args.seed, executor=ex)
     T.save_model(model, args.out)
     print(f"{model.kind.value} model, {model.n_trees} trees -> {args.out}")
     return 0

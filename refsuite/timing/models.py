@@ -111,6 +111,8 @@ def train_correction(
     seed: int = 0,
     device: str | None = None,
     n_jobs: int | None = None,
+    executor=None,
+    distributed_min_rows: int = 1_000_000,
 ) -> CorrectionModel:
     """Train an explicit or implicit GBDT correction on labelled coincidences.
 
@@ -142,7 +144,17 @@ def train_correction(
     device : str, optional
         ``"cpu"`` or ``"cuda"``; default CUDA when available.
     n_jobs : int, optional
-        CPU threads (default: all).
+        CPU threads (default: all; per worker with a cluster).
+    executor : refsuite.execution.Executor, optional
+        A local or running Dask cluster. When the training set has at least
+        ``distributed_min_rows`` rows, the model is trained with ``xgboost.dask`` (XGBoost's own
+        distributed training): the rows are split into one partition per worker, each worker
+        builds the gradient histograms of its partition and XGBoost's collective sums them, so
+        one model uses the memory and cores of all workers. Such a model is not bitwise the
+        single-process one (the histogram cuts are sketched per partition) but equally accurate.
+        Default (or an in-process executor, or fewer rows): one process.
+    distributed_min_rows : int
+        Rows from which a cluster ``executor`` trains with ``xgboost.dask``.
 
     Returns
     -------
@@ -156,6 +168,9 @@ def train_correction(
     check_positive("learning_rate", learning_rate)
     check_in_range("validation_fraction", validation_fraction, 0.0, 0.9)
     check_in_range("subsample", subsample, 0.0, 1.0, low_inclusive=False)
+    if isinstance(distributed_min_rows, bool) or not isinstance(distributed_min_rows, (int, np.integer)) \
+            or distributed_min_rows < 1:
+        raise ValueError(f"distributed_min_rows must be an integer >= 1, got {distributed_min_rows!r}")
     device = resolve_device(device)
     n = validate_events(events)
     if offsets_ps is None:
@@ -169,7 +184,7 @@ def train_correction(
     idx = np.flatnonzero(keep)
     x = extract_features(events, offsets_ps, kind)[idx]
     y = _label(events, offsets_ps, kind)[idx]
-    xgb = _xgb()
+    _xgb()  # refuse early when xgboost is missing
     rng = np.random.default_rng([seed, 0x7B])
     n_val = int(round(validation_fraction * len(idx)))
     perm = rng.permutation(len(idx))
@@ -177,7 +192,6 @@ def train_correction(
     names = feature_names(np.shape(events["time_ps"])[-1], kind)
     if not isinstance(max_bin, (int, np.integer)) or max_bin < 2:
         raise ValueError(f"max_bin must be an integer >= 2, got {max_bin!r}")
-    dtrain = xgb.QuantileDMatrix(x[tr], y[tr], feature_names=names, max_bin=int(max_bin))
     params = {
         "objective": "reg:squarederror",
         "eval_metric": "mae",
@@ -191,24 +205,61 @@ def train_correction(
     }
     if n_jobs is not None:
         params["nthread"] = int(n_jobs)
-    evals = [(dtrain, "train")]
-    history: dict = {}
-    kwargs = {}
-    if n_val > 0:
-        dval = xgb.QuantileDMatrix(x[val], y[val], feature_names=names, ref=dtrain, max_bin=int(max_bin))
-        evals.append((dval, "validation"))
-        kwargs["early_stopping_rounds"] = int(early_stopping_rounds)
-    booster = xgb.train(params, dtrain, num_boost_round=int(n_estimators), evals=evals,
-                        evals_result=history, verbose_eval=False, **kwargs)
+    client = getattr(executor, "client", None)
+    boost = _boost_dask if client is not None and len(tr) >= distributed_min_rows else _boost_here
+    booster, history = boost(params, (x[tr], y[tr]), (x[val], y[val]) if n_val > 0 else None, names=names,
+                             n_rounds=int(n_estimators), early_stopping_rounds=int(early_stopping_rounds),
+                             client=client)
     if n_val > 0 and booster.best_iteration + 1 < booster.num_boosted_rounds():
         booster = booster[: booster.best_iteration + 1]
     settings = {**params, "n_estimators": int(n_estimators), "validation_fraction": float(validation_fraction),
                 "early_stopping_rounds": int(early_stopping_rounds),
                 "energy_window_kev": None if energy_window_kev is None else list(energy_window_kev),
-                "n_train": int(len(tr)), "n_validation": int(n_val)}
+                "n_train": int(len(tr)), "n_validation": int(n_val), "distributed": boost is _boost_dask}
     hist = {f"{k}_mae_ps": list(map(float, v["mae"])) for k, v in history.items()}
     return CorrectionModel(kind=kind, booster=booster, offsets_ps=offsets_ps, feature_names=names,
                            params=settings, history=hist)
+
+
+def _boost_here(params, train, val, *, names, n_rounds, early_stopping_rounds, client=None):
+    """(booster, evals history) of ``xgboost.train`` in this process (``val`` None: no early stopping)."""
+    xgb = _xgb()
+    dtrain = xgb.QuantileDMatrix(*train, feature_names=names, max_bin=params["max_bin"])
+    evals, kwargs, history = [(dtrain, "train")], {}, {}
+    if val is not None:
+        evals.append((xgb.QuantileDMatrix(*val, feature_names=names, ref=dtrain, max_bin=params["max_bin"]),
+                      "validation"))
+        kwargs["early_stopping_rounds"] = early_stopping_rounds
+    booster = xgb.train(params, dtrain, num_boost_round=n_rounds, evals=evals, evals_result=history,
+                        verbose_eval=False, **kwargs)
+    return booster, history
+
+
+def _boost_dask(params, train, val, *, names, n_rounds, early_stopping_rounds, client):
+    """(booster, evals history) of ``xgboost.dask.train`` over the workers of ``client``.
+
+    The rows are cut into one partition per worker (``dask.array`` chunks) and scattered;
+    XGBoost's Dask interface builds a quantile matrix on each worker and trains one booster.
+    """
+    import dask.array as da
+    from xgboost import dask as dxgb
+
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+
+    def matrix(x, y, ref=None):
+        rows = -(-len(x) // n_workers)
+        return dxgb.DaskQuantileDMatrix(client, da.from_array(x, chunks=(rows, -1)), da.from_array(y, chunks=rows),
+                                        feature_names=names, max_bin=params["max_bin"], ref=ref)
+
+    with client.as_current():  # xgboost.dask also looks up the current client itself
+        dtrain = matrix(*train)
+        evals, kwargs = [(dtrain, "train")], {}
+        if val is not None:
+            evals.append((matrix(*val, ref=dtrain), "validation"))
+            kwargs["early_stopping_rounds"] = early_stopping_rounds
+        out = dxgb.train(client, params, dtrain, num_boost_round=n_rounds, evals=evals, verbose_eval=False,
+                         **kwargs)
+    return out["booster"], out["history"]
 
 
 def _label(events, offsets_ps, kind: CorrectionKind) -> np.ndarray:
