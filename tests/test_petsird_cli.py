@@ -5,11 +5,9 @@ PETSIRD keeps per coincidence the crystal ids, the TOF bin and the time block. W
 bins centred on 0 (the alignment's own binning) every event falls in the same TOF bin through
 either file. What PETSIRD does not keep is which single came first inside the bin centred on 0
 (~2 % of the events here): it stores such a pair in its own order (higher detection bin first).
-The alignment samples points in the two crystals of an event with per-end random draws, so the
-orientation changes its stochastic path; the reconstruction walks such a LOR from the other end,
-which changes its float32 sums in the last bits. With the ROOT events put in the PETSIRD file's
-orientation both are bitwise equal, which is what these tests assert, besides the raw ROOT
-reconstruction to float32 rounding.
+The alignment and the reconstruction use every event in refsuite's canonical pair and row order
+(refsuite.events.canonical_pairs: lower detection id first), so both are bitwise equal from the
+two files, which is what these tests assert.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ pytest.importorskip("petsird")
 
 from refsuite.cli import main  # noqa: E402
 from refsuite.geometry import Scanner, preset  # noqa: E402
-from refsuite.io import petsird_format, read_events, read_petsird, write_coincidences  # noqa: E402
+from refsuite.io import petsird_format, read_events, read_petsird  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,15 +29,9 @@ IDS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
 SIM = ["simulate", "--binning", "4mm", "--seed", "3", "--no-progress"]
 
 
-def _oriented_like(root_events, petsird_events):
-    """The ROOT events with each pair in the PETSIRD file's order (differs only in the centre TOF bin)."""
-    ev = root_events
-    swapped = ev["BlockID1"] != petsird_events["BlockID1"]
-    for col in ("BlockID", "CrystalID", "GlobalTime", "TotalEnergyDeposit",
-                "PostPosition_X", "PostPosition_Y", "PostPosition_Z"):
-        one, two = ev[f"{col}1"].copy(), ev[f"{col}2"].copy()
-        ev[f"{col}1"], ev[f"{col}2"] = np.where(swapped, two, one), np.where(swapped, one, two)
-    return ev, swapped
+def _swapped(root_events, petsird_events):
+    """Events whose singles the two files hold in opposite orders (only in the centre TOF bin)."""
+    return root_events["BlockID1"] != petsird_events["BlockID1"]
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +44,7 @@ def chain(tmp_path_factory):
     for name in ("shell.root", "shell.petsird"):
         assert main([*SIM, "--phantom", "shell", "--n-decays", "1e6", "--out", str(d / name)]) == 0
     bp = Scanner.load(d / "bp.json")
-    root, pet = read_events(d / "scan.root", bp), read_events(d / "scan.petsird", bp)
-    oriented, swapped = _oriented_like(root, pet)
-    write_coincidences(d / "oriented.root", oriented)
-    return d, swapped
+    return d, _swapped(read_events(d / "scan.root", bp), read_events(d / "scan.petsird", bp))
 
 
 def test_simulate_writes_the_nominal_scanner_and_the_events(chain, tmp_path):
@@ -94,9 +83,10 @@ def test_simulate_petsird_refuses_a_scenario(tmp_path, capsys):
 
 
 def test_align_from_petsird_equals_align_from_root(chain):
-    d, _ = chain
+    d, swapped = chain
+    assert swapped.any()  # the two files differ in the order of some pairs
     found = {}
-    for key, events, shell in (("pet", "scan.petsird", "shell.petsird"), ("root", "oriented.root", "shell.root")):
+    for key, events, shell in (("pet", "scan.petsird", "shell.petsird"), ("root", "scan.root", "shell.root")):
         out = d / f"aligned_{key}.json"
         assert main(["align", "--events", str(d / events), "--scanner", str(d / "bp.json"), "--phantom",
                      str(d / "scan.phantom.json"), "--efficiency-events", str(d / shell), "--out", str(out),
@@ -131,20 +121,19 @@ def test_align_petsird_out_needs_a_petsird_name(chain, capsys):
 
 
 def test_recon_from_petsird_equals_recon_from_root(chain):
-    d, _ = chain
+    d, swapped = chain
+    assert swapped.any()
     grid = ["--scanner", str(d / "bp.json"), "--voxel", "4", "--shape", "12", "12", "10", "--iterations", "2",
             "--subsets", "4", "--sensitivity-lines", "1e5", "--device", "cpu", "--no-progress", "--npy"]
     images = {}
-    for key in ("scan.petsird", "scan.root", "oriented.root"):
+    for key in ("scan.petsird", "scan.root"):
         out = d / f"img_{key.replace('.', '_')}.nii"
         assert main(["recon", str(d / key), "--out", str(out), *grid]) == 0
         images[key] = np.load(out.with_suffix(".npy"))
     pet = images["scan.petsird"]
     assert pet.sum() > 1000
-    # crystal-centre LORs from the same crystal ids: identical when the pairs have the same orientation
-    np.testing.assert_array_equal(pet, images["oriented.root"])
-    # the raw ROOT file walks the centre-bin LORs from the other end: float32 rounding only
-    np.testing.assert_allclose(pet, images["scan.root"], rtol=0, atol=1e-5 * pet.max())
+    # crystal-centre LORs from the same crystal pairs, in the canonical order: bitwise equal
+    np.testing.assert_array_equal(pet, images["scan.root"])
 
 
 def test_acceptance_demo_writes_petsird_scans(tmp_path):
