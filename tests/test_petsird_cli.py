@@ -43,6 +43,8 @@ def chain(tmp_path_factory):
                      str(d / name)]) == 0
     for name in ("shell.root", "shell.petsird"):
         assert main([*SIM, "--phantom", "shell", "--n-decays", "1e6", "--out", str(d / name)]) == 0
+    for name in ("hotrod.root", "hotrod.petsird"):
+        assert main([*SIM, "--phantom", "hotrod", "--n-decays", "3e5", "--out", str(d / name)]) == 0
     bp = Scanner.load(d / "bp.json")
     return d, _swapped(read_events(d / "scan.root", bp), read_events(d / "scan.petsird", bp))
 
@@ -108,6 +110,58 @@ def test_align_from_petsird_equals_align_from_root(chain):
     eff = fan_sum_efficiencies(read_events(d / "shell.root", bp), bp)
     np.testing.assert_allclose(header.efficiencies, eff, rtol=1e-7)
     assert "fan sums" in header.header.scanner.detection_efficiencies.method_description
+
+
+CHAIN_PLAN = """name = "chain"
+[scanner]
+file = "bp.json"
+[data]
+point_sources = "scan{ext}"
+point_phantom = "scan.phantom.json"
+shell = "shell{ext}"
+hot_rod = "hotrod{ext}"
+hot_rod_phantom = "hotrod.phantom.json"
+[checks.geometry]
+translation = "100 um"
+rotation = "0.1 deg"
+n_iter = 4
+batch_size = 10000
+[checks.efficiency]
+min_fraction = 0.5
+[checks.image_quality]
+voxel_mm = 1.0
+n_iter = 1
+n_subsets = 2
+n_sensitivity_lines = 100000
+"""
+
+
+def test_acceptance_on_petsird_scans_equals_the_root_path(chain):
+    """simulate -> acceptance on a plan whose scans are the PETSIRD files: every measured value, state
+    and verdict equals the run on the ROOT files of the same events (geometry from the ML alignment
+    with TOF and the fan-sum efficiencies, image quality from LM-OSEM with the aligned scanner)."""
+    d, swapped = chain
+    assert swapped.any()
+    results = {}
+    for ext in (".petsird", ".root"):
+        plan = d / f"plan_{ext[1:]}.toml"
+        plan.write_text(CHAIN_PLAN.format(ext=ext))
+        out = d / f"acc_{ext[1:]}"
+        # the drawn 1 mm / 0.5 deg misalignment fails the geometry check (the short shell scan the
+        # efficiency check's count floor)
+        assert main(["acceptance", str(plan), "--out", str(out), "--no-progress", "--device", "cpu"]) == 1
+        results[ext] = json.loads((out / "results.json").read_text())["acceptance"]
+    pet, root = results[".petsird"], results[".root"]
+    assert pet["failed"] == root["failed"] and "geometry" in pet["failed"]
+    for name in ("geometry", "efficiency", "image_quality"):
+        a, b = pet["checks"][name], root["checks"][name]
+        assert a["criteria"] and a["state"], name
+        for key in ("criteria", "offenders", "state", "passed"):
+            assert a[key] == b[key], (name, key)
+        untimed = [{k: v for k, v in x["figures"].items() if not k.endswith("_s")} for x in (a, b)]
+        assert untimed[0] == untimed[1], name  # (run times differ)
+    assert max(pet["checks"]["geometry"]["state"]["translation_um"]) > 100  # the alignment found the misalignment
+    assert pet["checks"]["image_quality"]["figures"]
 
 
 def test_align_petsird_out_needs_a_petsird_name(chain, capsys):

@@ -264,10 +264,28 @@ def _header_attrs(info, path):
         attrs["coincidence_window_ps"] = float(2e3 * np.abs(edges).max() / c_mm_per_ns)
     tof_res = float(info.tof_resolution[0][0]) if info.tof_resolution else 0.0
     if tof_res > 0:
-        attrs["ctr_ps"] = 2e3 * tof_res / c_mm_per_ns
+        attrs["ctr_ps"] = _shortest_decimal(tof_res, lambda ctr: c_mm_per_ns * 1e-3 * ctr / 2.0,
+                                            2e3 * tof_res / c_mm_per_ns)
     if info.energy_resolution_at_511 and float(info.energy_resolution_at_511[0]) > 0:
-        attrs["energy_resolution"] = float(info.energy_resolution_at_511[0])
+        res = float(info.energy_resolution_at_511[0])
+        attrs["energy_resolution"] = _shortest_decimal(res, lambda x: x, res)
     return attrs
+
+
+def _shortest_decimal(stored, forward, approx):
+    """The shortest decimal ``x`` (<= 17 significant digits) with ``float32(forward(x)) == stored``.
+
+    The header's resolutions are float32 (the CTR as ``c ctr / 2`` mm): a CTR of 250 ps comes
+    back as 249.999993 ps when simply converted. The shortest value consistent with the file is
+    the one that was written (250), so a solver given the CTR from a PETSIRD file uses the
+    same kernel as from the ROOT file it was made from; ``approx`` when nothing shorter fits.
+    """
+    target = np.float32(stored)
+    for digits in range(1, 18):
+        x = float(f"{approx:.{digits}g}")
+        if np.float32(forward(x)) == target:
+            return x
+    return float(approx)
 
 
 def _decode(chunks, info, scanner, crystal_ids, attrs, path):
