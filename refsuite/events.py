@@ -8,6 +8,17 @@ times ns, deposited energies MeV (so a written file reads in GATE's own tools); 
 :func:`energies_kev` for keV. :data:`COLUMNS` lists the columns the built-in Monte Carlo
 writes; files of other layouts are converted to these names by :func:`refsuite.io.read_events`.
 
+Canonical pair order. A file keeps each coincidence's singles in its own order: GATE's ROOT
+trees the earlier single first, PETSIRD (which stores a TOF bin, not two times) its higher
+detection bin first. The solvers (alignment, list-mode OSEM) therefore turn every event into
+one canonical form before use (:func:`canonical_pairs`): single 1 is the single with the lower
+detection id, ``(BlockID, CrystalID)`` compared lexicographically (i.e. ``BlockID *
+n_crystals + CrystalID``); swapping the singles of an event swaps every ``1``/``2`` column, so
+``t1 - t2`` and the TOF offset change sign with it, ``tof_bin`` is negated and ``xstart`` /
+``xend`` swap. Rows are then sorted by :func:`canonical_row_order` (ids, then TOF bin), so a
+solver's input depends on the set of events only, not on the order of the singles or of the
+rows in the file.
+
 Everything here works on any mapping of columns and on a scanner used through its methods
 (``crystal_positions``, ``sample_in_crystals``, ``n_blocks``, ``n_crystals``), so this module
 imports nothing else of refsuite.
@@ -22,8 +33,9 @@ import numpy as np
 
 from .constants import SPEED_OF_LIGHT_MM_PER_NS
 
-__all__ = ["COLUMNS", "CRYSTAL_ID_COLUMNS", "Events", "LORPlacement", "REQUIRED_COLUMNS", "check_events",
-           "column_names", "crystal_ids", "energies_kev", "lor_endpoints", "positions", "tof_offsets_mm"]
+__all__ = ["COLUMNS", "CRYSTAL_ID_COLUMNS", "Events", "LORPlacement", "REQUIRED_COLUMNS", "canonical_pairs",
+           "canonical_row_order", "check_events", "column_names", "crystal_ids", "energies_kev", "lor_endpoints",
+           "positions", "swapped_pairs", "tof_offsets_mm"]
 
 #: Columns of an event table, GATE 10 names and units (opengate.actors.coincidences: every
 #: singles attribute with suffix 1/2; 3-vectors split into _X/_Y/_Z), then our own.
@@ -141,6 +153,85 @@ def crystal_ids(events, scanner=None) -> np.ndarray:
                     f"[0, {hi - 1}] (first {int(v[bad][0])}); scanner {getattr(scanner, 'name', '')!r} has "
                     f"{scanner.n_blocks} blocks of {scanner.n_crystals} crystal voxels")
     return ids
+
+
+def swapped_pairs(events) -> np.ndarray:
+    """Events whose singles are out of the canonical pair order, bool (n,).
+
+    Canonical: single 1 has the lower detection id, ``(BlockID1, CrystalID1) < (BlockID2,
+    CrystalID2)`` lexicographically (module docstring). Both singles in one crystal voxel count
+    as ordered.
+    """
+    ids = crystal_ids(events)
+    return (ids[:, 0] > ids[:, 2]) | ((ids[:, 0] == ids[:, 2]) & (ids[:, 1] > ids[:, 3]))
+
+
+#: Columns that swap (or change sign) with the singles, besides the ``...1``/``...2`` pairs.
+_SWAPPED_WITH_SINGLES = {"xstart": "xend", "xend": "xstart"}
+
+
+def canonical_pairs(events, *, columns=None) -> Events:
+    """The events with every pair in the canonical order: lower detection id first.
+
+    Where :func:`swapped_pairs` is true, every column ``A1`` takes the value of ``A2`` and vice
+    versa (so ``GlobalTime1 - GlobalTime2`` and :func:`tof_offsets_mm` change sign), ``xstart``
+    and ``xend`` swap, and a signed TOF bin column ``tof_bin`` (towards ``xend``) is negated.
+    Rows keep their order (see :func:`canonical_row_order`).
+
+    Parameters
+    ----------
+    events : mapping
+        With the crystal ids :data:`CRYSTAL_ID_COLUMNS`.
+    columns : sequence of str, optional
+        The columns to return (default all); a column whose partner (``A2`` of ``A1``) is not
+        in ``events`` is kept as it is.
+
+    Returns
+    -------
+    Events
+        Same ``attrs``.
+    """
+    swap = swapped_pairs(events)
+    names = list(events) if columns is None else list(columns)
+    missing = [c for c in names if c not in events]
+    if missing:
+        raise ValueError(f"events lack the columns {missing}")
+    out = {}
+    for name in names:
+        v = np.asarray(events[name])
+        partner = _SWAPPED_WITH_SINGLES.get(name) or (
+            name[:-1] + {"1": "2", "2": "1"}[name[-1]] if name[-1:] in ("1", "2") else None)
+        if partner is not None and partner in events:
+            w = np.asarray(events[partner])
+            out[name] = np.where(swap.reshape((-1,) + (1,) * (v.ndim - 1)), w, v)
+        elif name == "tof_bin":
+            out[name] = np.where(swap, -v, v)
+        else:
+            out[name] = v
+    return Events(out, attrs=dict(getattr(events, "attrs", None) or {}))
+
+
+def canonical_row_order(ids, tof_bin=None) -> np.ndarray:
+    """Indices that sort coincidences by ``(BlockID1, CrystalID1, BlockID2, CrystalID2, tof_bin)``.
+
+    With pairs in canonical order (:func:`canonical_pairs`), two event lists holding the same
+    coincidences (crystal pairs and TOF bins) in any order become identical arrays, so a
+    solver's random batches and float sums do not depend on the file's row order.
+
+    Parameters
+    ----------
+    ids : int array (n, 4)
+        :func:`crystal_ids`.
+    tof_bin : array (n,), optional
+        Signed TOF bins, the last key.
+
+    Returns
+    -------
+    ndarray (n,) of int64
+    """
+    ids = np.asarray(ids)
+    keys = [ids[:, 3], ids[:, 2], ids[:, 1], ids[:, 0]]
+    return np.lexsort(keys if tof_bin is None else [np.asarray(tof_bin), *keys])
 
 
 def tof_offsets_mm(events, *, true_times: bool = False) -> np.ndarray:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from refsuite.constants import SPEED_OF_LIGHT_MM_PER_NS
-from refsuite.events import (CRYSTAL_ID_COLUMNS, Events, LORPlacement, crystal_ids, lor_endpoints, positions,
-                             tof_offsets_mm)
+from refsuite.events import (CRYSTAL_ID_COLUMNS, Events, LORPlacement, canonical_pairs, canonical_row_order,
+                             crystal_ids, lor_endpoints, positions, swapped_pairs, tof_offsets_mm)
 from refsuite.geometry import preset
 
 SCANNER = preset("thull_sim")
@@ -61,3 +61,45 @@ def test_lor_endpoints_placements():
     with pytest.raises(TypeError, match="rng must be a numpy Generator"):
         lor_endpoints(ev, SCANNER, placement="crystal_samples")
     assert CRYSTAL_ID_COLUMNS == ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
+
+
+def test_canonical_pairs_lower_detection_id_first():
+    # rows: ordered; swapped by block; same block, swapped by crystal; one crystal (kept)
+    ev = Events({"BlockID1": np.array([1, 5, 2, 3]), "CrystalID1": np.array([9, 0, 7, 4]),
+                 "BlockID2": np.array([4, 2, 2, 3]), "CrystalID2": np.array([0, 3, 1, 4]),
+                 "GlobalTime1": np.array([1.0, 2.0, 3.0, 4.0]), "GlobalTime2": np.array([1.5, 2.1, 2.9, 4.0]),
+                 "tof_bin": np.array([1, -2, 3, 0]), "xstart": np.arange(12.0).reshape(4, 3),
+                 "xend": -np.arange(12.0).reshape(4, 3), "run": np.array([7, 7, 7, 7])}, attrs={"ctr_ps": 200.0})
+    assert swapped_pairs(ev).tolist() == [False, True, True, False]
+    c = canonical_pairs(ev)
+    assert isinstance(c, Events) and c.attrs == {"ctr_ps": 200.0} and set(c) == set(ev)
+    assert crystal_ids(c).tolist() == [[1, 9, 4, 0], [2, 3, 5, 0], [2, 1, 2, 7], [3, 4, 3, 4]]
+    # the TOF offset and the signed bin change sign with the swap; unpaired columns stay
+    np.testing.assert_allclose(tof_offsets_mm(c), tof_offsets_mm(ev) * [1, -1, -1, 1])
+    assert c["tof_bin"].tolist() == [1, 2, -3, 0] and c["run"].tolist() == [7, 7, 7, 7]
+    np.testing.assert_array_equal(c["xstart"][1], ev["xend"][1])
+    np.testing.assert_array_equal(c["xend"][2], ev["xstart"][2])
+    np.testing.assert_array_equal(c["xstart"][0], ev["xstart"][0])
+    assert not swapped_pairs(c).any()
+    # an event written either way round is one canonical event (not decidable in one crystal: row 3)
+    flipped = Events({k: ev[{"1": k[:-1] + "2", "2": k[:-1] + "1"}[k[-1]]] if k[-1] in "12" else ev[k] for k in ev})
+    flipped["tof_bin"], flipped["xstart"], flipped["xend"] = -ev["tof_bin"], ev["xend"], ev["xstart"]
+    back = canonical_pairs(flipped)
+    for k in ev:
+        np.testing.assert_array_equal(back[k][:3], c[k][:3], err_msg=k)
+    assert list(canonical_pairs(ev, columns=["BlockID1", "GlobalTime2"])) == ["BlockID1", "GlobalTime2"]
+    with pytest.raises(ValueError, match="lack the columns"):
+        canonical_pairs(ev, columns=["nope"])
+    with pytest.raises(ValueError, match="crystal-id columns"):
+        swapped_pairs({"GlobalTime1": np.zeros(2)})
+
+
+def test_canonical_row_order_sorts_ids_then_tof_bin():
+    ids = np.array([[2, 0, 5, 1], [1, 3, 4, 0], [2, 0, 5, 1], [1, 3, 2, 9]])
+    assert canonical_row_order(ids).tolist() == [3, 1, 0, 2]  # stable for equal keys
+    assert canonical_row_order(ids, np.array([4, 0, -1, 0])).tolist() == [3, 1, 2, 0]
+    # any permutation of the same rows sorts to the same arrays
+    perm = np.random.default_rng(1).permutation(4)
+    tb = np.array([4, 0, -1, 0])
+    o1, o2 = canonical_row_order(ids, tb), canonical_row_order(ids[perm], tb[perm])
+    np.testing.assert_array_equal(ids[o1], ids[perm][o2])

@@ -15,7 +15,7 @@ import petsird.helpers  # noqa: E402  (expand_detection_bin: their reading of a 
 
 from refsuite.geometry import CrystalLUT, Scanner, preset  # noqa: E402
 from refsuite.io.petsird import petsird_format, read_petsird, write_petsird  # noqa: E402
-from refsuite.mc import SPEED_OF_LIGHT_MM_PER_NS, simulate  # noqa: E402
+from refsuite.mc import SPEED_OF_LIGHT_MM_PER_NS, simulate, tof_offsets_mm  # noqa: E402
 from refsuite.phantoms import PointSources  # noqa: E402
 
 IDS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
@@ -78,7 +78,9 @@ def test_round_trip_ring_scanner(thull, tmp_path, fmt):
     _assert_events_match(ev, scan.prompts, 25.0)
     assert scan.delayeds.n_events == 0
     assert np.allclose(scan.efficiencies, eff, rtol=1e-7, atol=0)
-    assert scan.prompts.attrs["ctr_ps"] == pytest.approx(ev.attrs["ctr_ps"], rel=1e-6)
+    # stored as float32 c ctr / 2 mm; read back as the shortest decimal that fits: the CTR written
+    assert scan.prompts.attrs["ctr_ps"] == ev.attrs["ctr_ps"] == 250.0
+    assert scan.prompts.attrs["energy_resolution"] == ev.attrs["energy_resolution"]
     assert scan.prompts.attrs["energy_window_kev"] == [450.0, 650.0]
     assert np.allclose(scan.prompts["PostPosition_X1"],
                        s.crystal_positions(scan.prompts["BlockID1"], scan.prompts["CrystalID1"])[:, 0])
@@ -95,6 +97,25 @@ def test_round_trip_float32_exact_poses(tmp_path, fmt):
     assert np.abs(r.block_size - s.block_size).max() <= 1e-9
     assert np.abs(r.crystals.centres - s.crystals.centres).max() <= 1e-9
     _assert_events_match(ev, scan.prompts, 25.0, energy_tol_mev=0.025)  # four 50 keV energy bins
+
+
+@pytest.mark.parametrize("name", ["lin_clinical", "thull_halfrings"])
+def test_poses_round_trip_to_half_a_float32_ulp(tmp_path, name):
+    """PETSIRD's RigidTransformation is float32 (schema): each pose coordinate comes back rounded
+    to nearest, |dP_i| <= 2^-24 |P_i| (1.5e-5 mm at lin_clinical's 414 mm), not to 1e-9 mm;
+    float32-exact poses come back exactly (test_round_trip_float32_exact_poses)."""
+    from refsuite.geometry import perturb
+
+    s = perturb(preset(name), sigma_t_mm=0.3, sigma_r_deg=0.3, rng=np.random.default_rng(4))
+    r = read_petsird(write_petsird(tmp_path / "p.petsird", s)).scanner
+    ulp = 2.0**-24
+    dp = np.abs(r.positions - s.positions)
+    assert np.all(dp <= ulp * np.abs(s.positions)) and dp.max() > 0
+    assert np.abs(r.axes - s.axes).max() <= ulp  # entries <= 1, re-orthonormalised on reading
+    assert np.abs(r.crystals.centres - s.crystals.centres).max() <= ulp * np.abs(s.crystals.centres).max()
+    blk, cr = np.divmod(np.arange(s.n_blocks * s.n_crystals), s.n_crystals)
+    a, b = s.crystal_positions(blk, cr), r.crystal_positions(blk, cr)
+    assert np.linalg.norm(a - b, axis=1).max() <= 2 * ulp * np.linalg.norm(a, axis=1).max()
 
 
 def test_prompts_and_delayeds_kept_apart(thull, tmp_path):
@@ -161,6 +182,26 @@ def test_tof_sign_follows_petsird(tmp_path):
         assert abs(value - expect) <= (edges[1] - edges[0]) / 2 + 1e-4
         assert e.detection_bins[0] >= e.detection_bins[1]
     assert 0.2 < kept / len(stored) < 0.8  # both orders occur, so both branches were checked
+
+
+def test_tof_bins_are_the_solvers_bins_even_at_the_edges(thull, tmp_path):
+    """The file's TOF bin of every event is the bin the alignment gives it from the exact times,
+    also for offsets within float32 rounding of a bin edge (binned from the width, in float64)."""
+    from refsuite.events import canonical_pairs
+    from refsuite.projectors import TOFParameters
+
+    s, ev = thull
+    w = TOFParameters.from_ctr(num_bins=1, bin_width_ps=25.0, ctr_fwhm_ps=200.0).bin_width_mm
+    k = np.random.default_rng(3).integers(-40, 40, ev.n_events)
+    eps = np.random.default_rng(4).choice([-1e-7, -1e-9, 1e-9, 1e-7], ev.n_events)
+    edge = dict(ev, GlobalTime2=ev["GlobalTime1"] - 2 * (k + 0.5 + eps) * w / SPEED_OF_LIGHT_MM_PER_NS)
+    back = read_petsird(write_petsird(tmp_path / "edge.petsird", s, edge, tof_bin_width_ps=25.0)).prompts
+
+    def bins(e):
+        return np.round(tof_offsets_mm(canonical_pairs(e)) / w)
+
+    assert back.n_events == ev.n_events
+    np.testing.assert_array_equal(bins(back), bins(edge))
 
 
 def _generator_file(path, n_events=300):
@@ -447,10 +488,11 @@ def test_write_validates_before_writing(thull, tmp_path):
 def test_align_from_petsird_equals_align_from_root(tmp_path):
     """The ML alignment sees the same data through PETSIRD as through ROOT.
 
-    PETSIRD keeps crystal ids and the TOF bin; with 25 ps bins centred on 0 (align's own
-    binning) every event's TOF bin is the same. The one thing PETSIRD does not keep is which
-    single came first inside the bin centred on 0; with the ROOT events put in the file's
-    order there, the float64 alignment is identical.
+    PETSIRD keeps crystal ids and the TOF bin (25 ps bins centred on 0, align's own binning);
+    it does not keep which single came first inside the bin centred on 0, nor the row order
+    across module types. ``align`` uses every event in the canonical pair and row order
+    (refsuite.events.canonical_pairs), so the raw ROOT events, the PETSIRD events and the ROOT
+    events in shuffled rows give bitwise the same float64 alignment.
     """
     import torch
 
@@ -467,14 +509,13 @@ def test_align_from_petsird_equals_align_from_root(tmp_path):
     pet = read_petsird(write_petsird(tmp_path / "scan.petsird", bp, ev, tof_bin_width_ps=25.0)).prompts
     swapped = root["BlockID1"] != pet["BlockID1"]
     dt_root = 1e3 * (root["GlobalTime1"] - root["GlobalTime2"])
-    assert 0 < swapped.sum() and np.all(np.abs(dt_root[swapped]) <= 12.5 + 1e-6)  # only in the centre bin
-    for col in ("BlockID", "CrystalID", "GlobalTime"):
-        one, two = root[f"{col}1"].copy(), root[f"{col}2"].copy()
-        root[f"{col}1"], root[f"{col}2"] = np.where(swapped, two, one), np.where(swapped, one, two)
+    assert 0 < swapped.sum() and np.all(np.abs(dt_root[swapped]) <= 12.5 + 1e-6)  # the files differ there
+    shuffled = root.take(np.random.default_rng(2).permutation(root.n_events))
     kw = dict(n_iter=6, batch_size=20_000, model_sigma_mm=0.5, support_radius_mm=4.5, max_support=200_000,
-              progress=False, uncertainty=False, dtype=torch.float64, ctr_ps=250.0)
-    a, b = align(root, bp, src, **kw), align(pet, bp, src, **kw)
+              progress=False, uncertainty=False, dtype=torch.float64)  # CTR from the files (250 ps)
+    a, b, c = align(root, bp, src, **kw), align(pet, bp, src, **kw), align(shuffled, bp, src, **kw)
     assert np.abs(a.translations_mm).max() > 0.5  # the solver moved the blocks
-    np.testing.assert_array_equal(a.translations_mm, b.translations_mm)
-    np.testing.assert_array_equal(a.rotations_rad, b.rotations_rad)
-    np.testing.assert_array_equal(a.nll_history, b.nll_history)
+    for other in (b, c):
+        np.testing.assert_array_equal(a.translations_mm, other.translations_mm)
+        np.testing.assert_array_equal(a.rotations_rad, other.rotations_rad)
+        np.testing.assert_array_equal(a.nll_history, other.nll_history)

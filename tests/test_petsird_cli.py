@@ -5,11 +5,9 @@ PETSIRD keeps per coincidence the crystal ids, the TOF bin and the time block. W
 bins centred on 0 (the alignment's own binning) every event falls in the same TOF bin through
 either file. What PETSIRD does not keep is which single came first inside the bin centred on 0
 (~2 % of the events here): it stores such a pair in its own order (higher detection bin first).
-The alignment samples points in the two crystals of an event with per-end random draws, so the
-orientation changes its stochastic path; the reconstruction walks such a LOR from the other end,
-which changes its float32 sums in the last bits. With the ROOT events put in the PETSIRD file's
-orientation both are bitwise equal, which is what these tests assert, besides the raw ROOT
-reconstruction to float32 rounding.
+The alignment and the reconstruction use every event in refsuite's canonical pair and row order
+(refsuite.events.canonical_pairs: lower detection id first), so both are bitwise equal from the
+two files, which is what these tests assert.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ pytest.importorskip("petsird")
 
 from refsuite.cli import main  # noqa: E402
 from refsuite.geometry import Scanner, preset  # noqa: E402
-from refsuite.io import petsird_format, read_events, read_petsird, write_coincidences  # noqa: E402
+from refsuite.io import petsird_format, read_events, read_petsird  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,15 +29,9 @@ IDS = ("BlockID1", "CrystalID1", "BlockID2", "CrystalID2")
 SIM = ["simulate", "--binning", "4mm", "--seed", "3", "--no-progress"]
 
 
-def _oriented_like(root_events, petsird_events):
-    """The ROOT events with each pair in the PETSIRD file's order (differs only in the centre TOF bin)."""
-    ev = root_events
-    swapped = ev["BlockID1"] != petsird_events["BlockID1"]
-    for col in ("BlockID", "CrystalID", "GlobalTime", "TotalEnergyDeposit",
-                "PostPosition_X", "PostPosition_Y", "PostPosition_Z"):
-        one, two = ev[f"{col}1"].copy(), ev[f"{col}2"].copy()
-        ev[f"{col}1"], ev[f"{col}2"] = np.where(swapped, two, one), np.where(swapped, one, two)
-    return ev, swapped
+def _swapped(root_events, petsird_events):
+    """Events whose singles the two files hold in opposite orders (only in the centre TOF bin)."""
+    return root_events["BlockID1"] != petsird_events["BlockID1"]
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +43,10 @@ def chain(tmp_path_factory):
                      str(d / name)]) == 0
     for name in ("shell.root", "shell.petsird"):
         assert main([*SIM, "--phantom", "shell", "--n-decays", "1e6", "--out", str(d / name)]) == 0
+    for name in ("hotrod.root", "hotrod.petsird"):
+        assert main([*SIM, "--phantom", "hotrod", "--n-decays", "3e5", "--out", str(d / name)]) == 0
     bp = Scanner.load(d / "bp.json")
-    root, pet = read_events(d / "scan.root", bp), read_events(d / "scan.petsird", bp)
-    oriented, swapped = _oriented_like(root, pet)
-    write_coincidences(d / "oriented.root", oriented)
-    return d, swapped
+    return d, _swapped(read_events(d / "scan.root", bp), read_events(d / "scan.petsird", bp))
 
 
 def test_simulate_writes_the_nominal_scanner_and_the_events(chain, tmp_path):
@@ -94,9 +85,10 @@ def test_simulate_petsird_refuses_a_scenario(tmp_path, capsys):
 
 
 def test_align_from_petsird_equals_align_from_root(chain):
-    d, _ = chain
+    d, swapped = chain
+    assert swapped.any()  # the two files differ in the order of some pairs
     found = {}
-    for key, events, shell in (("pet", "scan.petsird", "shell.petsird"), ("root", "oriented.root", "shell.root")):
+    for key, events, shell in (("pet", "scan.petsird", "shell.petsird"), ("root", "scan.root", "shell.root")):
         out = d / f"aligned_{key}.json"
         assert main(["align", "--events", str(d / events), "--scanner", str(d / "bp.json"), "--phantom",
                      str(d / "scan.phantom.json"), "--efficiency-events", str(d / shell), "--out", str(out),
@@ -120,6 +112,58 @@ def test_align_from_petsird_equals_align_from_root(chain):
     assert "fan sums" in header.header.scanner.detection_efficiencies.method_description
 
 
+CHAIN_PLAN = """name = "chain"
+[scanner]
+file = "bp.json"
+[data]
+point_sources = "scan{ext}"
+point_phantom = "scan.phantom.json"
+shell = "shell{ext}"
+hot_rod = "hotrod{ext}"
+hot_rod_phantom = "hotrod.phantom.json"
+[checks.geometry]
+translation = "100 um"
+rotation = "0.1 deg"
+n_iter = 4
+batch_size = 10000
+[checks.efficiency]
+min_fraction = 0.5
+[checks.image_quality]
+voxel_mm = 1.0
+n_iter = 1
+n_subsets = 2
+n_sensitivity_lines = 100000
+"""
+
+
+def test_acceptance_on_petsird_scans_equals_the_root_path(chain):
+    """simulate -> acceptance on a plan whose scans are the PETSIRD files: every measured value, state
+    and verdict equals the run on the ROOT files of the same events (geometry from the ML alignment
+    with TOF and the fan-sum efficiencies, image quality from LM-OSEM with the aligned scanner)."""
+    d, swapped = chain
+    assert swapped.any()
+    results = {}
+    for ext in (".petsird", ".root"):
+        plan = d / f"plan_{ext[1:]}.toml"
+        plan.write_text(CHAIN_PLAN.format(ext=ext))
+        out = d / f"acc_{ext[1:]}"
+        # the drawn 1 mm / 0.5 deg misalignment fails the geometry check (the short shell scan the
+        # efficiency check's count floor)
+        assert main(["acceptance", str(plan), "--out", str(out), "--no-progress", "--device", "cpu"]) == 1
+        results[ext] = json.loads((out / "results.json").read_text())["acceptance"]
+    pet, root = results[".petsird"], results[".root"]
+    assert pet["failed"] == root["failed"] and "geometry" in pet["failed"]
+    for name in ("geometry", "efficiency", "image_quality"):
+        a, b = pet["checks"][name], root["checks"][name]
+        assert a["criteria"] and a["state"], name
+        for key in ("criteria", "offenders", "state", "passed"):
+            assert a[key] == b[key], (name, key)
+        untimed = [{k: v for k, v in x["figures"].items() if not k.endswith("_s")} for x in (a, b)]
+        assert untimed[0] == untimed[1], name  # (run times differ)
+    assert max(pet["checks"]["geometry"]["state"]["translation_um"]) > 100  # the alignment found the misalignment
+    assert pet["checks"]["image_quality"]["figures"]
+
+
 def test_align_petsird_out_needs_a_petsird_name(chain, capsys):
     d, _ = chain
     assert main(["align", "--events", str(d / "scan.petsird"), "--scanner", str(d / "bp.json"), "--phantom",
@@ -131,20 +175,19 @@ def test_align_petsird_out_needs_a_petsird_name(chain, capsys):
 
 
 def test_recon_from_petsird_equals_recon_from_root(chain):
-    d, _ = chain
+    d, swapped = chain
+    assert swapped.any()
     grid = ["--scanner", str(d / "bp.json"), "--voxel", "4", "--shape", "12", "12", "10", "--iterations", "2",
             "--subsets", "4", "--sensitivity-lines", "1e5", "--device", "cpu", "--no-progress", "--npy"]
     images = {}
-    for key in ("scan.petsird", "scan.root", "oriented.root"):
+    for key in ("scan.petsird", "scan.root"):
         out = d / f"img_{key.replace('.', '_')}.nii"
         assert main(["recon", str(d / key), "--out", str(out), *grid]) == 0
         images[key] = np.load(out.with_suffix(".npy"))
     pet = images["scan.petsird"]
     assert pet.sum() > 1000
-    # crystal-centre LORs from the same crystal ids: identical when the pairs have the same orientation
-    np.testing.assert_array_equal(pet, images["oriented.root"])
-    # the raw ROOT file walks the centre-bin LORs from the other end: float32 rounding only
-    np.testing.assert_allclose(pet, images["scan.root"], rtol=0, atol=1e-5 * pet.max())
+    # crystal-centre LORs from the same crystal pairs, in the canonical order: bitwise equal
+    np.testing.assert_array_equal(pet, images["scan.root"])
 
 
 def test_acceptance_demo_writes_petsird_scans(tmp_path):

@@ -25,7 +25,7 @@ import torch
 
 from refsuite._checks import check_in_range, check_positive
 from refsuite.devices import torch_device
-from refsuite.events import crystal_ids, tof_offsets_mm
+from refsuite.events import CRYSTAL_ID_COLUMNS, canonical_pairs, canonical_row_order, crystal_ids, tof_offsets_mm
 from refsuite.geometry import GroupMotion, Scanner
 from refsuite.io.atomic import atomic_path
 from refsuite.projectors import TOFParameters
@@ -256,7 +256,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     dev = torch_device(device, purpose="align")
-    ev_cr = prepare_events(events, blueprint)
+    ev_cr, tof_par, ev_tof = _event_arrays(events, blueprint, tof, ctr_ps, tof_bin_ps)
     model = blob_model(phantom, sigma_mm=model_sigma_mm)
     r_fov, z_lo, z_hi = _fov(blueprint)
     c = model.centres
@@ -274,7 +274,6 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     if dead.any():
         raise ValueError(f"{int(dead.sum())} events were recorded by crystals whose efficiency is 0; the efficiency "
                          "acquisition is too short for this binning (fan sums need many counts per crystal voxel)")
-    tof_par, ev_tof = _tof(events, tof, ctr_ps, tof_bin_ps)
     groups_arr = None if groups is None else (blueprint.groups if groups is True else np.asarray(groups))
 
     # ---- static problem: candidates of every event, support of the normalisation
@@ -513,6 +512,22 @@ def _polish(problem, poses, good, info, n_steps, seed, floor):
             np.abs(step[:, 3:]).max()), "max_rotation_step_deg": float(np.degrees(np.abs(step[:, :3]).max()))})
         rot, trans, value, grad = r_new, t_new, v_new, g_new
     return (rot, trans), records
+
+
+def _event_arrays(events, blueprint, tof, ctr_ps, bin_ps):
+    """Global crystal pairs (n, 2), TOF parameters and signed TOF bins (n,) or None, in canonical form.
+
+    Pairs in the canonical order (lower detection id first, the TOF sign with it) and rows
+    sorted by ids and TOF bin (:func:`refsuite.events.canonical_pairs`): the alignment depends on
+    the set of coincidences only, so a ROOT file (earlier single first) and a PETSIRD file of the
+    same events (its own pair and row order) give identical inputs.
+    """
+    cols = [c for c in (*CRYSTAL_ID_COLUMNS, "GlobalTime1", "GlobalTime2") if c in events]
+    ev = canonical_pairs(events, columns=cols)
+    ev_cr = prepare_events(ev, blueprint)
+    tof_par, ev_tof = _tof(ev, tof, ctr_ps, bin_ps)
+    order = canonical_row_order(crystal_ids(ev), ev_tof)
+    return ev_cr[order], tof_par, None if ev_tof is None else ev_tof[order]
 
 
 def _tof(events, tof, ctr_ps, bin_ps):

@@ -14,8 +14,9 @@ Private helpers of :mod:`refsuite.io.petsird`. The mapping (PETSIRD model files
   element index, so ids survive when crystals of one size are contiguous in the LUT (every
   preset).
 
-PETSIRD stores coordinates and matrices as 32-bit floats: positions round to ~6e-8 of their
-magnitude, and rotations are re-orthonormalised (nearest rotation, SVD) on reading.
+PETSIRD stores coordinates and matrices as 32-bit floats: positions round to nearest
+(``|dP_i| <= 2^-24 |P_i|``), and rotations are re-orthonormalised (nearest rotation, SVD) on
+reading (see :mod:`refsuite.io.petsird` for the bounds).
 """
 
 from __future__ import annotations

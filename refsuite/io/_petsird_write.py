@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from refsuite._checks import check_choice, check_finite, check_positive
-from refsuite.constants import SPEED_OF_LIGHT_MM_PER_NS
+from refsuite.constants import SPEED_OF_LIGHT_MM_PER_NS, SPEED_OF_LIGHT_MM_PER_PS
 
 from ._petsird_geometry import crystal_types, scanner_geometry
 from .atomic import atomic_open
@@ -40,13 +40,28 @@ def petsird_suffix_format(path) -> str | None:
     return "ndjson" if suffix == ".ndjson" else "binary"
 
 
+def _tof_width_mm(width_ps):
+    """TOF bin width in mm of ``(t1 - t2) c / 2``: the expression of
+    :meth:`refsuite.projectors.TOFParameters.from_ctr`, so both bin alike."""
+    return SPEED_OF_LIGHT_MM_PER_PS * width_ps / 2.0
+
+
 def _tof_edges_mm(width_ps, n_bins, reach_ps):
     """Symmetric TOF bin edges (mm of ``(t1 - t2) c / 2``), ``n_bins`` of ``width_ps`` centred on 0;
     without ``n_bins`` the fewest odd number covering ``|t1 - t2| <= reach_ps``."""
-    w_mm = SPEED_OF_LIGHT_MM_PER_NS * 1e-3 * width_ps / 2.0
     if n_bins is None:
         n_bins = 2 * max(0, math.ceil(reach_ps / width_ps - 0.5)) + 1
-    return ((np.arange(n_bins + 1) - n_bins / 2.0) * w_mm).astype(np.float32)
+    return ((np.arange(n_bins + 1) - n_bins / 2.0) * _tof_width_mm(width_ps)).astype(np.float32)
+
+
+def _tof_index(tof_mm, width_mm, n_bins):
+    """TOF bin of each signed offset (mm): ``round(s / w)`` from the middle bin when ``n_bins`` is
+    odd, ``floor(s / w)`` from the upper middle one when even. Computed in float64 from the
+    width, as refsuite's TOF projectors and :func:`refsuite.alignment.align` bin, not from the
+    file's float32 edges: an offset within their rounding (~1e-7 of the range) of an edge would
+    otherwise fall into the neighbouring bin of the one the alignment gives it through ROOT."""
+    q = tof_mm / width_mm
+    return (np.round(q) + (n_bins - 1) // 2 if n_bins % 2 else np.floor(q) + n_bins // 2).astype(np.int64)
 
 
 def _scanner_info(scanner, kind, half, *, tof_edges, energy_edges, ctr_ps, energy_resolution, efficiencies,
@@ -75,7 +90,7 @@ def _scanner_info(scanner, kind, half, *, tof_edges, energy_edges, ctr_ps, energ
     return info
 
 
-def _encode(events, which, kind, element, n_el, tof_edges, energy_edges, c_mm_per_ns, block_ns):
+def _encode(events, which, kind, element, n_el, tof_edges, tof_width_mm, energy_edges, c_mm_per_ns, block_ns):
     """Per event: time block, module-type pair, the two detection bins and the TOF index."""
     b = [np.asarray(events[f"BlockID{k}"]).astype(np.int64) for k in (1, 2)]
     c = [np.asarray(events[f"CrystalID{k}"]).astype(np.int64) for k in (1, 2)]
@@ -102,8 +117,7 @@ def _encode(events, which, kind, element, n_el, tof_edges, energy_edges, c_mm_pe
     bin_a, bin_b = np.where(swap, bins[1], bins[0]), np.where(swap, bins[0], bins[1])
     tof = np.where(swap, -tof, tof)
     edges = tof_edges.astype(float)
-    tof_idx = np.searchsorted(edges, tof, side="right") - 1
-    tof_idx[tof == edges[-1]] = len(edges) - 2
+    tof_idx = _tof_index(tof, tof_width_mm, len(edges) - 1)
     bad = (tof_idx < 0) | (tof_idx >= len(edges) - 1)
     if bad.any():
         raise ValueError(f"{which}: {int(bad.sum())} events have |t1 - t2| beyond the TOF range "
@@ -241,6 +255,7 @@ class PetsirdWriter:
         self._n_el = np.bincount(self._kind, minlength=len(half))
         self._n_types = len(half)
         self._tof_edges = _tof_edges_mm(width, n_tof_bins, float(coincidence_window_ps))
+        self._tof_width_mm = _tof_width_mm(width)
         self._energy_edges = np.linspace(lo, hi, int(n_energy_bins) + 1).astype(np.float32)
         self._block_ms, self._block_ns = int(time_block_ms), int(time_block_ms) * 1e6
         self._max_disorder_ns = float(max_disorder_ns)
@@ -279,7 +294,7 @@ class PetsirdWriter:
                 encoded.append(None)
                 continue
             _check_event_table(name, table, self.scanner)
-            enc = _encode(table, name, self._kind, self._element, self._n_el, self._tof_edges,
+            enc = _encode(table, name, self._kind, self._element, self._n_el, self._tof_edges, self._tof_width_mm,
                           self._energy_edges.astype(float), SPEED_OF_LIGHT_MM_PER_NS, self._block_ns)
             if self._written_below is not None and enc[0].size and enc[0].min() < self._written_below:
                 raise ValueError(f"{name}: an event of time block {int(enc[0].min())} ({self._block_ms} ms each) "

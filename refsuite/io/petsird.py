@@ -22,16 +22,25 @@ Mapping to refsuite (see :mod:`refsuite.io._petsird_geometry` for the geometry):
   :func:`refsuite.mc.tof_offsets_mm` with single 1 = the first detection bin, i.e. our
   ``GlobalTime1 - GlobalTime2``. PETSIRD orders each pair (``bin1 >= bin2`` within a module
   type; higher type first), so writing may swap the singles of an event and negates its TOF
-  value with it. Reading puts the earlier detection first (our convention, ``GlobalTime1 <=
-  GlobalTime2``); in a bin centred on zero the order is the file's.
+  value with it. Writing bins ``s`` in float64 from the bin width as the TOF projectors and
+  :func:`refsuite.alignment.align` do (:func:`refsuite.io._petsird_write._tof_index`).
+  Reading puts the earlier detection first (GATE's convention, ``GlobalTime1 <=
+  GlobalTime2``); in a bin centred on zero the order is the file's. The solvers use events
+  in the canonical pair and row order of :func:`refsuite.events.canonical_pairs`, so a PETSIRD
+  file and a ROOT file of the same coincidences give them identical inputs when the file's
+  TOF bins are the solver's (same width, centred on zero).
 * Times: PETSIRD keeps, per coincidence, only its time block (``time_block_ms``) and the TOF
   bin. Read events get ``GlobalTime1`` = the block start and ``GlobalTime2 = GlobalTime1 -
   2 s / c`` with ``s`` the TOF bin centre (mm): ``t1 - t2`` is exact to half a TOF bin.
 * Energies: each single's energy window index; read back as the window centre (MeV in
   ``TotalEnergyDeposit``). Positions (``PostPosition_*``) read back as crystal-voxel centres.
 
-PETSIRD stores floats in 32 bits: block poses and crystal boxes round to ~6e-8 of their
-magnitude (3e-5 mm at 400 mm), TOF edges likewise.
+PETSIRD's schema stores these floats in 32 bits (``RigidTransformation.matrix``, box corners,
+bin edges are ``float32``; a float64 file would not be PETSIRD 0.12): each pose coordinate
+rounds to nearest, ``|dP_i| <= 2^-24 |P_i|`` (at most 1.5e-5 mm at lin_clinical's 414 mm,
+5e-6 mm on thull_sim), the rotation entries by <= 2^-24, so crystal centres move by <= 2e-5
+mm; poses exact in float32 come back exactly. Sub-1e-9 mm round trips of arbitrary poses
+are therefore not possible in PETSIRD; keep the JSON scanner (``Scanner.save``) for those.
 """
 
 from __future__ import annotations
@@ -255,10 +264,28 @@ def _header_attrs(info, path):
         attrs["coincidence_window_ps"] = float(2e3 * np.abs(edges).max() / c_mm_per_ns)
     tof_res = float(info.tof_resolution[0][0]) if info.tof_resolution else 0.0
     if tof_res > 0:
-        attrs["ctr_ps"] = 2e3 * tof_res / c_mm_per_ns
+        attrs["ctr_ps"] = _shortest_decimal(tof_res, lambda ctr: c_mm_per_ns * 1e-3 * ctr / 2.0,
+                                            2e3 * tof_res / c_mm_per_ns)
     if info.energy_resolution_at_511 and float(info.energy_resolution_at_511[0]) > 0:
-        attrs["energy_resolution"] = float(info.energy_resolution_at_511[0])
+        res = float(info.energy_resolution_at_511[0])
+        attrs["energy_resolution"] = _shortest_decimal(res, lambda x: x, res)
     return attrs
+
+
+def _shortest_decimal(stored, forward, approx):
+    """The shortest decimal ``x`` (<= 17 significant digits) with ``float32(forward(x)) == stored``.
+
+    The header's resolutions are float32 (the CTR as ``c ctr / 2`` mm): a CTR of 250 ps comes
+    back as 249.999993 ps when simply converted. The shortest value consistent with the file is
+    the one that was written (250), so a solver given the CTR from a PETSIRD file uses the
+    same kernel as from the ROOT file it was made from; ``approx`` when nothing shorter fits.
+    """
+    target = np.float32(stored)
+    for digits in range(1, 18):
+        x = float(f"{approx:.{digits}g}")
+        if np.float32(forward(x)) == target:
+            return x
+    return float(approx)
 
 
 def _decode(chunks, info, scanner, crystal_ids, attrs, path):

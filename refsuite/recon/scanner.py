@@ -14,7 +14,8 @@ import torch
 
 from refsuite._checks import check_positive
 from refsuite.devices import torch_device
-from refsuite.events import CRYSTAL_ID_COLUMNS, LORPlacement, crystal_ids, lor_endpoints
+from refsuite.events import (CRYSTAL_ID_COLUMNS, LORPlacement, canonical_pairs, canonical_row_order, crystal_ids,
+                             lor_endpoints)
 from refsuite.projectors import TOFParameters
 
 from .osem import attenuation_factors, lm_osem_lors, sensitivity_image
@@ -60,6 +61,16 @@ def events_to_lors(events: Mapping[str, np.ndarray], scanner=None, *, lor_placem
     raise ValueError(f"events must hold 'xstart'/'xend' (mm) or {CRYSTAL_ID_COLUMNS}; got keys {sorted(events)}")
 
 
+def _canonical(events):
+    """Events given as crystal ids in canonical form (:func:`refsuite.events.canonical_pairs`, rows by
+    :func:`refsuite.events.canonical_row_order`) with the columns :func:`lm_osem` uses; others as given."""
+    if ("xstart" in events and "xend" in events) or not all(k in events for k in CRYSTAL_ID_COLUMNS):
+        return events
+    extra = ("tof_bin", *(f"PostPosition_{a}{k}" for a in "XYZ" for k in (1, 2)))
+    ev = canonical_pairs(events, columns=[*CRYSTAL_ID_COLUMNS, *(c for c in extra if c in events)])
+    return ev.take(canonical_row_order(crystal_ids(ev), ev.get("tof_bin")))
+
+
 def lm_osem(
     events: Mapping[str, np.ndarray],
     scanner,
@@ -96,7 +107,9 @@ def lm_osem(
         ``xstart``/``xend`` (n, 3) mm (taken to be drawn inside the crystal voxels,
         :attr:`LORPlacement.CRYSTAL_SAMPLES`) or crystal ids ``BlockID1, CrystalID1, BlockID2,
         CrystalID2`` as :func:`refsuite.io.read_events` reads them (placed by ``lor_placement``);
-        optional ``tof_bin`` (n,) signed TOF bins (with ``tof``).
+        optional ``tof_bin`` (n,) signed TOF bins (with ``tof``). Events given as crystal ids are
+        used in the canonical pair and row order of :func:`refsuite.events.canonical_pairs`, so
+        the same coincidences read from a ROOT or a PETSIRD file reconstruct identically.
     scanner : refsuite.geometry.Scanner
         The geometry the reconstruction believes in.
     image_shape : (3,) ints; voxel_size : float or (3,) mm
@@ -139,6 +152,7 @@ def lm_osem(
     vs = np.broadcast_to(np.asarray(voxel_size, float), (3,))
     org = tuple(-(np.asarray(shape) - 1) / 2.0 * vs) if origin is None else origin
     placement = None if lor_placement is None else LORPlacement(lor_placement)
+    events = _canonical(events)
     xs, xe, ids = events_to_lors(events, scanner, lor_placement=placement, rng=np.random.default_rng([int(seed), 1]))
     dev = torch_device(device, purpose="lm_osem")
     t = lambda a: torch.as_tensor(a, dtype=dtype, device=dev)  # noqa: E731
