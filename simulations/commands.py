@@ -20,7 +20,7 @@ import argparse
 import enum
 import sys
 
-from refsuite._cli_errors import count
+from refsuite._cli_errors import count, nonnegative_int, one_line, positive_int
 from refsuite.execution import add_execution_flags, check_execution, executor_from_args
 
 __all__ = ["register", "Engine", "scenario_from_options"]
@@ -65,19 +65,19 @@ def register(subparsers) -> None:
                    help="scenario TOML file (simulations/scenarios/*.toml); replaces the description options")
     p.add_argument("--engine", choices=[*(e.value for e in Engine), "builtin"], default=Engine.REFSUITE.value,
                    help="simulation engine: builtin (= refsuite, default) or gate (needs a scenario)")
-    p.add_argument("--threads", type=int, default=1, help="Geant4 threads (--engine gate)")
+    p.add_argument("--threads", type=positive_int, default=1, help="Geant4 threads (--engine gate)")
     p.add_argument("--scanner", default="thull_sim", help="preset name or a scanner .json file (default thull_sim)")
     p.add_argument("--binning", default=None, help="thull_sim crystal binning, e.g. 2mm, 1mm, planar_2mm")
     p.add_argument("--phantom", default="points",
                    help=f"one of {', '.join(_PHANTOMS)} or a phantom .json file (default points)")
-    p.add_argument("--n-sources", type=int, default=10, help="point sources for points/tube (default 10)")
+    p.add_argument("--n-sources", type=positive_int, default=10, help="point sources for points/tube (default 10)")
     p.add_argument("--sigma-t-mm", type=float, default=0.0, help="misalignment: translation sigma, mm")
     p.add_argument("--sigma-r-deg", type=float, default=0.0, help="misalignment: rotation sigma, degrees")
     p.add_argument("--group-misalignment", action="store_true", help="share the misalignment per scanner group")
     p.add_argument("--n-decays", type=count, default=None,
                    help="number of decays, e.g. 1e7 (required without a scenario; overrides its acquisition)")
-    p.add_argument("--seed", type=int, default=12345, help="random seed (default 12345)")
-    p.add_argument("--chunk-size", type=int, default=2**16,  # = refsuite.mc.DEFAULT_CHUNK_SIZE (no numpy here)
+    p.add_argument("--seed", type=nonnegative_int, default=12345, help="random seed (default 12345)")
+    p.add_argument("--chunk-size", type=positive_int, default=2**16,  # = refsuite.mc.DEFAULT_CHUNK_SIZE (no numpy here)
                    help="decays per vectorised pass (does not change the events)")
     p.add_argument("--ctr-ps", type=float, default=250.0, help="coincidence time resolution FWHM, ps")
     p.add_argument("--energy-resolution", type=float, default=0.12, help="energy FWHM / 511 keV")
@@ -105,7 +105,6 @@ def scenario_from_options(args: argparse.Namespace):
     phantoms with its defaults (``tube`` threads the sources in their drawn order).
     Raises ValueError (one line, naming the option) on an invalid combination.
     """
-    from refsuite._cli_errors import one_line
     from refsuite.geometry import PRESETS
 
     from .scenario import ScenarioError, scenario_from_dict
@@ -141,7 +140,10 @@ def scenario_from_options(args: argparse.Namespace):
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     """Validate everything (options or scenario file) before any work, then run each run."""
+    from refsuite._cli_errors import output_file
+
     try:
+        output_file(args.out, "--out", suffixes=(".root", ".petsird", ".bin", ".ndjson"))
         check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
         engine = Engine(args.engine)
         if engine is Engine.GATE and (args.workers is not None or args.scheduler is not None):
@@ -153,12 +155,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         else:
             runs, n = _scenario_runs(args, engine)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"refsuite simulate: {exc}", file=sys.stderr)
+        print(f"refsuite simulate: {one_line(exc, 1000)}", file=sys.stderr)
         return 2
     try:
         executor = executor_from_args(args)
     except ValueError as exc:
-        print(f"refsuite simulate: {exc}", file=sys.stderr)
+        print(f"refsuite simulate: {one_line(exc, 1000)}", file=sys.stderr)
         return 2
     with executor:
         return _run_all(args, runs, n, engine, options_form, executor)
@@ -183,7 +185,7 @@ def _run_all(args: argparse.Namespace, runs, n, engine: Engine, options_form: bo
                 totals = run_builtin(run, path, n_decays=n, chunk_size=args.chunk_size, progress=not args.no_progress,
                                      executor=executor)
         except (ValueError, TypeError, RuntimeError) as exc:
-            print(f"refsuite simulate: {exc}", file=sys.stderr)
+            print(f"refsuite simulate: {one_line(exc, 1000)}", file=sys.stderr)
             return 2
         stem = path.with_suffix("")
         if options_form:

@@ -6,13 +6,17 @@ blueprint by minimising the Poisson NLL of the measured coincidences under the e
 model of Thull et al., sec. 2.3: crystal efficiencies (:func:`fan_sum_efficiencies`, sec. 2.2)
 times the attenuation times the TOF-weighted line integral of the known tracer between points
 sampled inside the two crystal voxels.
+
+The names are imported on first use (:mod:`refsuite._lazy`), so that ``refsuite align --help`` does
+not import torch.
 """
 
-from .efficiency import depth_layer_efficiencies, fan_partners, fan_sum_efficiencies
-from .model import BlobModel, blob_model
-from .poses import PoseModel
-from .solver import AlignmentDiverged, AlignmentResult, TOFMode, align, prepare_events
-from .uncertainty import PoseUncertainty, pose_fisher_information
+from refsuite._lazy import lazy_exports
 
-__all__ = ["AlignmentDiverged", "AlignmentResult", "BlobModel", "PoseModel", "PoseUncertainty", "TOFMode", "align", "blob_model",
-           "depth_layer_efficiencies", "fan_partners", "fan_sum_efficiencies", "pose_fisher_information", "prepare_events"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".efficiency": ("depth_layer_efficiencies", "fan_partners", "fan_sum_efficiencies"),
+    ".model": ("BlobModel", "blob_model"),
+    ".poses": ("PoseModel",),
+    ".solver": ("AlignmentDiverged", "AlignmentResult", "TOFMode", "align", "prepare_events"),
+    ".uncertainty": ("PoseUncertainty", "pose_fisher_information"),
+})

@@ -323,5 +323,5 @@ class Scanner:
         try:
             d = json.loads(path.read_text())
             return cls.from_dict(d)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             raise ValueError(f"cannot read scanner from {path}: {exc}") from exc

@@ -174,5 +174,5 @@ def load_phantom(path) -> Phantom:
     path = Path(path)
     try:
         return phantom_from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise ValueError(f"cannot read phantom from {path}: {exc}") from exc
