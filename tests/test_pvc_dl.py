@@ -156,3 +156,45 @@ def test_l1_ssim_loss_trains_and_has_gradients_on_empty_patches():
                       loss="l1+ssim")
     res = train(data, config=cfg, progress=False)
     assert res.history[-1]["train_loss"] < 0.7 * res.history[0]["train_loss"]
+
+
+def test_direct_output_form_trains_and_round_trips(tmp_path):
+    from refsuite.pvc import Output
+
+    torch.manual_seed(0)
+    model = build_network(Architecture.R2UNET, features=(2, 4), output=Output.DIRECT)
+    img = _toy_data(1, (8, 8, 8))["RR_n"][0].astype(np.float64)
+    out = correct(img, model)  # the paper's form is not the identity before training, but conserves
+    assert not np.allclose(out, img, rtol=1e-2) and (out >= 0).all() and abs(out.sum() / img.sum() - 1) < 1e-9
+    with pytest.raises(TypeError, match="output must be an Output"):
+        build_network(Architecture.R2UNET, features=(2, 4), output="direct")
+    with pytest.raises(ValueError, match="not a valid Output"):
+        TrainConfig(output="residual")
+    data = _toy_data(4)
+    cfg = TrainConfig(features=(2, 4), epochs=2, batch_size=2, val_fraction=0.0, inputs=("RR_n",), output="direct")
+    res = train(data, config=cfg, progress=False)
+    assert res.model.output is Output.DIRECT
+    save_model(tmp_path / "m.pt", res)
+    m = load_model(tmp_path / "m.pt")
+    assert m.output is Output.DIRECT and np.allclose(correct(img, m), correct(img, res.model))
+
+
+def test_ssim_weight_and_flips_options():
+    from refsuite.pvc.training import _batches, _loss_fn
+
+    image, target = torch.rand((2, 1, 16, 16, 16)), torch.rand((2, 1, 16, 16, 16))
+    l1 = float(torch.nn.functional.l1_loss(image, target))
+    one = float(_loss_fn(TrainConfig(loss="l1+ssim"))(image, target))
+    three = float(_loss_fn(TrainConfig(loss="l1+ssim", ssim_weight=3.0))(image, target))
+    assert three - l1 == pytest.approx(3 * (one - l1), rel=1e-5) and one > l1
+    with pytest.raises(ValueError, match="ssim_weight"):
+        TrainConfig(ssim_weight=-1.0)
+    x = np.arange(4 * 4 * 6 * 8, dtype=np.float32).reshape(4, 4, 6, 8)
+    seen = {}
+    for flips in (True, False):
+        cfg = TrainConfig(batch_size=4, flips=flips)
+        seen[flips] = [xb.numpy()[:, 0] for _ in range(8)
+                       for xb, _ in _batches(x, x, cfg, np.random.default_rng(_), 1)]
+    assert all(np.array_equal(np.sort(b, axis=0), np.sort(x, axis=0)) for b in seen[False])  # only shuffled
+    assert any(not np.array_equal(np.sort(b.reshape(4, -1), axis=0), np.sort(x.reshape(4, -1), axis=0))
+               for b in seen[True])  # some batch was flipped

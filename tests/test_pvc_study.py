@@ -47,3 +47,32 @@ def test_quick_study_is_green_and_a_broken_dl_pvc_turns_it_red(prepared):
         assert not broken.passed
     broken = study.evaluate(RunContext(), prepared, dl_correct=unconserved)
     assert not {c.name: c for c in broken.checks}[conservation].met  # the shown property still shows the fault
+
+
+def test_evaluation_tasks_give_the_same_result_on_a_cluster_as_in_process():
+    """IY-PVC + DL-PVC + metrics per test case are executor tasks; two workers change nothing."""
+    pytest.importorskip("distributed")
+    import types
+
+    import numpy as np
+    import torch
+
+    from refsuite.execution import Executor
+    from refsuite.pvc import DatasetConfig, Output, build_network, simulate_cases
+
+    cfg = DatasetConfig(shape=(12, 16, 16), n_views=8, time_per_view_s=450.0, recons=("RR", "noRR"))  # SSIM: >= 11
+    test = simulate_cases(range(3), cfg, seed=5)
+    torch.manual_seed(0)
+    model = build_network(features=(2, 4), output=Output.DIRECT).eval()  # random weights: not the identity
+    prep = types.SimpleNamespace(test=test, plan=types.SimpleNamespace(dataset=cfg), models={"RR_n": model})
+    here = study._per_case(prep, correct, 9.0, 18.0)
+    with Executor(workers=2) as cluster:
+        there = study._per_case(prep, correct, 9.0, 18.0, executor=cluster)
+    assert here[2] == there[2] < 1e-12  # DL-PVC conserves the activity
+    for key in ("RR_n", "RR_nf", "noRR_n", "noRR_nf"):
+        assert set(here[0][key]) == ({"none", "IY-PVC", "DL-PVC"} if key == "RR_n" else {"none", "IY-PVC"})
+        for m in here[0][key]:
+            assert here[0][key][m].shape == (3, 4) and np.array_equal(here[0][key][m], there[0][key][m])
+            assert all(np.array_equal(a, b) for a, b in zip(here[1][key][m], there[1][key][m]))
+    # the methods differ (the comparison is not trivially equal): IY-PVC changes the image
+    assert not np.array_equal(here[0]["RR_n"]["IY-PVC"], here[0]["RR_n"]["none"])

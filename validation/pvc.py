@@ -298,26 +298,7 @@ def _evaluate(section: Section, prep: Prepared, ctx: RunContext, dl_correct: Cal
     fw_rr, fw_norr = prep.fwhm_mm["RR_nf"], prep.fwhm_mm["noRR_nf"]
     section.check("matched-filter FWHM ratio RR / noRR", fw_rr / fw_norr,
                   detail=f"RR {fw_rr:.2f} mm, noRR {fw_norr:.2f} mm (paper 8.75 / 21.35 mm)")
-    results, conservation = {}, 0.0
-    outputs = {}
-    for key in ("RR_n", "RR_nf", "noRR_n", "noRR_nf"):
-        fwhm = fw_rr if key.startswith("RR") else fw_norr
-        rows = {m: [] for m in METHODS}
-        outs = {m: [] for m in METHODS}
-        for i in range(len(test["truth"])):
-            g = test[key][i].astype(np.float64)
-            truth = test["truth"][i].astype(np.float64)
-            mask = test["mask"][i]
-            images = {"none": g, "IY-PVC": iterative_yang(g, mask.astype(np.int64), fwhm_mm=fwhm, voxel_size_mm=voxel)}
-            if key in prep.models:
-                images["DL-PVC"] = dl_correct(g, prep.models[key])
-                conservation = max(conservation, abs(images["DL-PVC"].sum() / g.sum() - 1.0))
-            for m, img in images.items():
-                rows[m].append((ssim(img, truth, mask), 100 * nrmse(img, truth, mask), 100 * vaa(img, truth, mask),
-                                100 * activity_deviation(img, truth)))
-                outs[m].append(img)
-        results[key] = {m: np.array(v) for m, v in rows.items() if v}
-        outputs[key] = outs
+    results, outputs, conservation = _per_case(prep, dl_correct, fw_rr, fw_norr)
     section.check("DL-PVC activity conservation, max |sum(out) / sum(in) - 1|", conservation)
     for key in prep.plan.dl_keys:
         dl, none = results[key]["DL-PVC"], results[key]["none"]
@@ -354,8 +335,52 @@ def _evaluate(section: Section, prep: Prepared, ctx: RunContext, dl_correct: Cal
         "100-220 s on this CPU (load-dependent), so the 10,000-case full dataset is a GPU job (device='cuda'; not measured here).")
     section.notes.append(
         "Differences to the paper: analytic bodies instead of XCAT; Gaussian distance-dependent collimator response "
-        "with attenuation, no scatter or septal penetration (so no scatter correction); body-contour orbit with a "
-        "20 mm margin; the forward model equals the RR reconstruction model (an inverse crime that favours RR).")
+        "with attenuation, no scatter or septal penetration (so no scatter correction); body-contour orbit "
+        f"{prep.plan.dataset.orbit_margin_mm:g} mm from the skin; the forward model equals the RR reconstruction model (an inverse crime that favours RR).")
+
+
+_KEYS = ("RR_n", "RR_nf", "noRR_n", "noRR_nf")
+
+
+def _per_case(prep: Prepared, dl_correct: Callable, fw_rr: float, fw_norr: float, *, executor=None):
+    """IY-PVC, DL-PVC and the metrics of every test case, each case one task of ``executor``.
+
+    ``executor``: a :class:`refsuite.execution.Executor`; by default the current one (in-process, or
+    the cluster a report runs the study on). ``dl_correct`` must then be a module-level function.
+
+    Returns ``results[key][method]`` (n_test, 4) arrays of SSIM, NRMSE %, VAA %, AD %,
+    ``outputs[key][method]`` lists of images and the worst DL-PVC conservation error. Every task
+    is deterministic (no random numbers), so the result does not depend on the number of workers.
+    """
+    from refsuite.execution import current_executor
+
+    test, voxel = prep.test, prep.plan.dataset.voxel_mm
+    fwhm = {key: fw_rr if key.startswith("RR") else fw_norr for key in _KEYS}
+    jobs = [({key: test[key][i] for key in _KEYS}, test["truth"][i], test["mask"][i], fwhm, voxel, prep.models,
+             dl_correct) for i in range(len(test["truth"]))]
+    cases = (executor or current_executor()).map(_case_task, jobs, key="pvc-evaluate", desc="pvc evaluation", unit="case")
+    results, outputs = {}, {}
+    for key in _KEYS:
+        outputs[key] = {m: [c[key][m][1] for c in cases] for m in METHODS if m in cases[0][key]}
+        results[key] = {m: np.array([c[key][m][0] for c in cases]) for m in outputs[key]}
+    conservation = max((abs(img.sum() / test[key][i].astype(np.float64).sum() - 1.0)
+                        for key in prep.models for i, img in enumerate(outputs[key]["DL-PVC"])), default=0.0)
+    return results, outputs, conservation
+
+
+def _case_task(job) -> dict:
+    """One test case (a task): ``{key: {method: ((SSIM, NRMSE %, VAA %, AD %), image)}}``."""
+    images_in, truth, mask, fwhm, voxel, models, dl_correct = job
+    truth = truth.astype(np.float64)
+    out = {}
+    for key, image in images_in.items():
+        g = image.astype(np.float64)
+        images = {"none": g, "IY-PVC": iterative_yang(g, mask.astype(np.int64), fwhm_mm=fwhm[key], voxel_size_mm=voxel)}
+        if key in models:
+            images["DL-PVC"] = dl_correct(g, models[key])
+        out[key] = {m: ((ssim(img, truth, mask), 100 * nrmse(img, truth, mask), 100 * vaa(img, truth, mask),
+                         100 * activity_deviation(img, truth)), img) for m, img in images.items()}
+    return out
 
 
 def _full_factor(plan: Plan) -> float:
@@ -415,25 +440,34 @@ def _figures(section, prep, outputs, results, plt):
     z = int(np.argmax(test["mask"][i].sum(axis=(1, 2))))
     truth = test["truth"][i]
     panels = [("truth", truth)] + [(m, outputs["RR_n"][m][i]) for m in METHODS]  # RR_n always has DL-PVC
-    fig, axes = plt.subplots(2, 4, figsize=(12, 6))
+    voxel = prep.plan.dataset.voxel_mm
+    ny, nx = truth.shape[1:]
+    extent = (0.0, nx * voxel, ny * voxel, 0.0)  # mm, image rows downwards
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6.5), constrained_layout=True)
     vmax = truth.max()
     for k, (name, img) in enumerate(panels):
-        axes[0, k].imshow(img[z], cmap="inferno", vmin=0, vmax=vmax)
+        im = axes[0, k].imshow(img[z], cmap="inferno", vmin=0, vmax=vmax, extent=extent)
         axes[0, k].set_title(name)
-        axes[0, k].axis("off")
+        fig.colorbar(im, ax=axes[0, k], shrink=0.85, label="activity concentration (kBq/mL)")
         if k:
             ok = np.where(test["mask"][i][z], np.abs(img[z] - truth[z]) < 0.05 * truth[z], np.nan)
-            axes[1, k].imshow(ok, cmap="coolwarm_r", vmin=0, vmax=1)
+            im = axes[1, k].imshow(ok, cmap="coolwarm_r", vmin=0, vmax=1, extent=extent)
             axes[1, k].set_title(f"VAA map ({100 * vaa(img, truth, test['mask'][i]):.1f} %)")
-        axes[1, k].axis("off")
+            bar = fig.colorbar(im, ax=axes[1, k], shrink=0.85, ticks=[0, 1], label="|error| < 5 % of truth")
+            bar.ax.set_yticklabels(["no", "yes"])
+        for ax in axes[:, k] if k else axes[:1, k]:
+            ax.set_xlabel("x (mm)")
+            ax.set_ylabel("y (mm)")
     row = truth.shape[1] // 2
-    axes[1, 0].axis("on")
     for name, img in panels:
-        axes[1, 0].plot(img[z, row], label=name)
-    axes[1, 0].set_title("profile (kBq/mL)")
+        axes[1, 0].plot((np.arange(nx) + 0.5) * voxel, img[z, row], label=name)
+    axes[1, 0].set_title(f"profile at y = {(row + 0.5) * voxel:.0f} mm")
+    axes[1, 0].set_xlabel("x (mm)")
+    axes[1, 0].set_ylabel("activity concentration (kBq/mL)")
     axes[1, 0].legend(fontsize=7)
     section.figures.append(figure_from_matplotlib(fig, "Example test case, RR_n (paper Fig. 4)",
-                                                  "Axial slice; VAA maps: blue = within 5 % of the truth."))
+                                                  f"Axial slice z = {(z + 0.5) * voxel:.0f} mm; VAA maps: blue = within 5 % of the truth "
+                                                  "(inside the truth mask)."))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in ("truth", *METHODS):
         hists = [activity_volume_histogram(test["truth"][j] if name == "truth" else outputs["RR_n"][name][j],

@@ -10,7 +10,7 @@ from refsuite._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".dataset": ("DatasetConfig", "IncompleteDatasetError", "acquire_and_reconstruct", "image_key", "load_dataset",
                  "simulate_cases", "simulate_dataset"),
-    ".networks": ("Architecture", "R2UNet", "ResidualPVC", "build_network"),
+    ".networks": ("Architecture", "Output", "R2UNet", "ResidualPVC", "build_network"),
     ".phantoms": ("BodyRegion", "activity_distribution", "attenuation_map", "cube_phantom", "random_shape"),
     ".spect": ("MELP_208KEV", "Collimator", "Reconstruction", "SpectGeometry", "back_project", "contour_orbit",
                "forward_project", "osem", "pytomography_osem", "pytomography_system_matrix"),

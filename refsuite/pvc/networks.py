@@ -6,14 +6,17 @@ each level is a recurrent residual unit (RRCNN: 1x1x1 projection, two recurrent
 convolution blocks with t = 2 shared-weight recurrences, residual sum), max-pooling down,
 up-sampling + convolution up, skip concatenation (Alom et al., Fig. 4).
 
-Both are wrapped in :class:`ResidualPVC`: the network predicts a voxel-wise log-gain r of the
-max-normalised input, y = x exp(r), so the output is non-negative without a clipping that
+Both are wrapped in :class:`ResidualPVC`. Its default output form (:data:`Output.LOG_GAIN`): the
+network predicts a voxel-wise log-gain r of the max-normalised input, y = x exp(r), so the output is non-negative without a clipping that
 stops gradients; an untrained network (its last layer is zero-initialised) is therefore the
 identity (no PVC), which training must then improve on. (With the earlier y = max(0, x + r)
 the quick study's training stalled for some seeds: a negative bias zeroed ~97 % of the
 voxels, whose gradients then vanished.) A voxel with x = 0 stays 0; OSEM images are 0 only
 outside the reconstructed support. Activations are leaky ReLUs (slope 0.1) instead of Alom's
 ReLU, a precaution for the narrow quick-mode network (4 channels at the top level).
+The paper's form (:data:`Output.DIRECT`, a U-Net whose output is the corrected image) is
+y = softplus(net(x)) here (non-negative, so that the activity-conserving rescaling is defined),
+with the last layer left at PyTorch's default initialisation.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import enum
 import torch
 from torch import nn
 
-__all__ = ["Architecture", "R2UNet", "ResidualPVC", "build_network", "size_multiple"]
+__all__ = ["Architecture", "Output", "R2UNet", "ResidualPVC", "build_network", "size_multiple"]
 
 
 class Architecture(enum.Enum):
@@ -31,6 +34,13 @@ class Architecture(enum.Enum):
 
     UNET = "unet"
     R2UNET = "r2unet"
+
+
+class Output(enum.Enum):
+    """How the network's last layer h becomes the image: LOG_GAIN y = x exp(h); DIRECT y = softplus(h)."""
+
+    LOG_GAIN = "log-gain"
+    DIRECT = "direct"
 
 
 def _conv(cin, cout, kernel=3):
@@ -90,12 +100,15 @@ class R2UNet(nn.Module):
 
 
 class ResidualPVC(nn.Module):
-    """y = x exp(net(x)) on max-normalised images of shape (B, 1, D, H, W)."""
+    """y = x exp(net(x)) (LOG_GAIN) or softplus(net(x)) (DIRECT) on max-normalised (B, 1, D, H, W) images."""
 
-    def __init__(self, net: nn.Module, multiple: int):
+    def __init__(self, net: nn.Module, multiple: int, output: Output = Output.LOG_GAIN):
         super().__init__()
         self.net = net
         self.multiple = multiple
+        self.output = Output(output)
+        if self.output is Output.DIRECT:
+            return
         # Zero-initialised last layer: training starts from the identity (no PVC) and every
         # gradient step moves away from it, instead of first unlearning a random gain.
         last = [m for m in net.modules() if isinstance(m, nn.Conv3d)][-1]
@@ -109,6 +122,8 @@ class ResidualPVC(nn.Module):
         # zeroes most voxels, whose gradients then vanish, and the loss stalls), while
         # x * exp(r) is non-negative and differentiable everywhere. The clamp only guards
         # float32 overflow (gain <= e^10).
+        if self.output is Output.DIRECT:
+            return nn.functional.softplus(self.net(x))
         return x * torch.exp(self.net(x).clamp(max=10.0))
 
 
@@ -117,7 +132,8 @@ def size_multiple(arch: Architecture, features) -> int:
     return 16 if arch is Architecture.UNET else 2 ** (len(features) - 1)
 
 
-def build_network(arch: Architecture = Architecture.R2UNET, *, features=(16, 32, 64, 128)) -> ResidualPVC:
+def build_network(arch: Architecture = Architecture.R2UNET, *, features=(16, 32, 64, 128),
+                  output: Output = Output.LOG_GAIN) -> ResidualPVC:
     """Build a DL-PVC network.
 
     Parameters
@@ -126,9 +142,13 @@ def build_network(arch: Architecture = Architecture.R2UNET, *, features=(16, 32,
     features : sequence of int
         Channels per level. UNET takes 5 (MONAI BasicUNet's 5 encoder levels; a sixth, the
         up-path's last, is set equal to the first); R2UNET takes any length >= 2.
+    output : Output
+        Output form: LOG_GAIN (default, starts as the identity) or DIRECT (the paper's).
     """
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be an Architecture, got {arch!r}")
+    if not isinstance(output, Output):
+        raise TypeError(f"output must be an Output, got {output!r}")
     features = tuple(int(f) for f in features)
     if arch is Architecture.UNET:
         from monai.networks.nets import BasicUNet
@@ -141,4 +161,4 @@ def build_network(arch: Architecture = Architecture.R2UNET, *, features=(16, 32,
         if len(features) < 2:
             raise ValueError(f"features for R2UNET must have >= 2 entries, got {features}")
         net = R2UNet(1, 1, features)
-    return ResidualPVC(net, size_multiple(arch, features))
+    return ResidualPVC(net, size_multiple(arch, features), output)

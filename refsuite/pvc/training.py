@@ -22,6 +22,7 @@ training resumed from a checkpoint gives the same weights as an uninterrupted ru
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from .._checks import check_finite
 from ..devices import torch_device
 from ..io.atomic import atomic_path
 from ..schedules import Schedule, scheduled_learning_rate
-from .networks import Architecture, ResidualPVC, build_network
+from .networks import Architecture, Output, ResidualPVC, build_network
 
 __all__ = ["Loss", "Schedule", "TrainConfig", "TrainResult", "train", "correct", "save_model", "load_model", "normalise_pair"]
 
@@ -56,10 +57,13 @@ class Loss(enum.Enum):
 class TrainConfig:
     """Training options (the paper: R2U-Net, whole FOV, Adam).
 
-    arch, features: network (see :func:`refsuite.pvc.networks.build_network`).
+    arch, features, output: network and its output form, a :class:`~refsuite.pvc.networks.Output` value
+    (see :func:`refsuite.pvc.networks.build_network`).
     inputs: dataset image keys used as inputs, each paired with the same truth.
     patch: None for whole-FOV training, else the patch edge in voxels (32 in the paper).
-    loss: a :class:`Loss` value; schedule: a :class:`~refsuite.schedules.Schedule` value (of the
+    loss: a :class:`Loss` value; ssim_weight: w in L1 + w (1 - SSIM) (``loss="l1+ssim"`` only);
+    flips: random left-right and head-feet flips of each batch (a scaling of the intensities is
+    no augmentation here: the max normalisation undoes it, input and target alike); schedule: a :class:`~refsuite.schedules.Schedule` value (of the
     learning rate; cosine annealing reaches 0 after the last epoch).
     learning_rate: Adam's initial rate (the cosine schedule anneals it to 0 at the last epoch).
     """
@@ -75,10 +79,16 @@ class TrainConfig:
     loss: str = "l1"
     schedule: str = "cosine"
     seed: int = 0
+    output: str = "log-gain"
+    ssim_weight: float = 1.0
+    flips: bool = True
 
     def __post_init__(self):
         Architecture(self.arch)
+        Output(self.output)
         Loss(self.loss)
+        if not (isinstance(self.ssim_weight, (int, float)) and np.isfinite(self.ssim_weight) and self.ssim_weight >= 0):
+            raise ValueError(f"ssim_weight must be a finite number >= 0, got {self.ssim_weight!r}")
         Schedule(self.schedule)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
@@ -156,8 +166,8 @@ def _batches(x, t, config: TrainConfig, rng: np.random.Generator, multiple: int)
     for s in range(0, len(order), config.batch_size):
         idx = order[s:s + config.batch_size]
         xb, tb = x[idx], t[idx]
-        flips = [ax for ax in (1, 2, 3) if ax != 2 and rng.random() < 0.5]  # left-right and head-feet
-        if flips:
+        flips = [ax for ax in (1, 3) if rng.random() < 0.5]  # head-feet and left-right
+        if flips and config.flips:
             xb, tb = np.flip(xb, flips), np.flip(tb, flips)
         if config.patch is not None:
             xb, tb = _random_patches(xb, tb, config.patch, rng)
@@ -184,7 +194,7 @@ def _loss_fn(config: TrainConfig):
         return torch.nn.MSELoss()
     if loss is Loss.L1:
         return torch.nn.L1Loss()
-    return _l1_plus_masked_ssim
+    return functools.partial(_l1_plus_masked_ssim, weight=float(config.ssim_weight))
 
 
 def masked_ssim(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -214,8 +224,8 @@ def masked_ssim(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (smap * mask).sum(dim=dims) / mask.sum(dim=dims).clamp_min(1.0)
 
 
-def _l1_plus_masked_ssim(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.l1_loss(image, target) + (1.0 - masked_ssim(image, target)).mean()
+def _l1_plus_masked_ssim(image: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    return torch.nn.functional.l1_loss(image, target) + weight * (1.0 - masked_ssim(image, target)).mean()
 
 
 def _output(model: ResidualPVC, xb: torch.Tensor, config: TrainConfig) -> torch.Tensor:
@@ -264,7 +274,7 @@ def train(data: dict, *, config: TrainConfig = TrainConfig(), checkpoint_dir=Non
     x_tr, t_tr = _pairs(data, config, split[n_val:])
     x_va, t_va = _pairs(data, config, split[:n_val]) if n_val else (None, None)
     torch.manual_seed(config.seed)
-    model = build_network(Architecture(config.arch), features=config.features).to(dev)
+    model = build_network(Architecture(config.arch), features=config.features, output=Output(config.output)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = _loss_fn(config)
     history: list[dict] = []
@@ -348,7 +358,8 @@ def load_model(path, *, device="cpu") -> ResidualPVC:
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise ValueError(f"{str(path)!r} is not a DL-PVC model file (expected keys 'config' and 'model')")
     cfg = state["config"]
-    model = build_network(Architecture(cfg["arch"]), features=cfg["features"]).to(_device(device))
+    model = build_network(Architecture(cfg["arch"]), features=cfg["features"],
+                          output=Output(cfg.get("output", Output.LOG_GAIN.value))).to(_device(device))
     model.load_state_dict(state["model"])
     model.eval()
     model.train_config = json.dumps(cfg)
