@@ -145,8 +145,6 @@ class Prepared:
 
 def prepare(ctx: RunContext, plan: Plan | None = None, *, progress: bool = False) -> Prepared:
     """Simulate the data, train DL-PVC and measure the reconstructions' resolution."""
-    import torch
-
     plan = plan or plan_for(ctx)
     timings = {}
     t0 = time.perf_counter()
@@ -304,7 +302,6 @@ def _evaluate(section: Section, prep: Prepared, ctx: RunContext, dl_correct: Cal
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    test, voxel = prep.test, prep.plan.dataset.voxel_mm
     fw_rr, fw_norr = prep.fwhm_mm["RR_nf"], prep.fwhm_mm["noRR_nf"]
     section.check("matched-filter FWHM ratio RR / noRR", fw_rr / fw_norr,
                   detail=f"RR {fw_rr:.2f} mm, noRR {fw_norr:.2f} mm (paper 8.75 / 21.35 mm)")
