@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
+from validation._seed_records import MARGIN
 
 NAME = "registration"
 TITLE = "CT-guided spatially-varying regularisation for whole-body PET registration"
@@ -103,44 +104,6 @@ class Settings:
             raise ValueError(f"shown: unknown checks {unknown}; allowed: {sorted(SHOWN_IN_QUICK)}")
 
 
-#: the quick plan's record per check: how it fared over seeds 1-10 and 12345 (one run each) and the
-#: false-alarm rate of its bound for a correct implementation (normal approximation to the spread)
-_QUICK_RECORD = {
-    "truth: soft-organ Dice gain of the true DDF over identity":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0.0814 to 0.205; the bound is "
-        "3.0 SD from the mean: false-alarm rate ~1e-03 (normal approximation)",
-    "truth: bone rigidity error of the true DDF":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 1.09e-08 to 4.41e-08; round-off,"
-        " orders of magnitude below the bound",
-    "truth: minimum Jacobian determinant":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0.455 to 0.571; the bound is "
-        "10.1 SD from the mean: false-alarm rate ~2e-24 (normal approximation)",
-    "truth: inverse residual":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 1.14e-05 to 1.14e-05; round-off,"
-        " orders of magnitude below the bound",
-    "instance: TRE CT-guided / identity":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0.512 to 0.743; the bound is 2.6"
-        " SD from the mean: false-alarm rate ~5e-03 (normal approximation)",
-    "instance: bone rigidity CT-guided / best uniform":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0.443 to 0.639; the bound is 7.7"
-        " SD from the mean: false-alarm rate ~5e-15 (normal approximation)",
-    "instance: folding fraction CT-guided":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0 to 0; 0 on every run, a broken"
-        " warp or map folds",
-    "network: training loss gain over identity, both weights":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0.0634 to 0.13; the bound is 4.1"
-        " SD from the mean: false-alarm rate ~2e-05 (normal approximation)",
-    "network: folding fraction CT-guided":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0 to 0; 0 on every run, a broken"
-        " warp or map folds",
-    "network: held-out TRE / identity, both weights":
-        "Quick plan: passes 10/10 runs (seeds 1-4, 6-10 and 12345), measured 0.88 to 1.17; the bound is 2.7 "
-        "SD from the mean: false-alarm rate ~3e-03 (normal approximation)",
-}
-
-_LARGER_PLANS = "; medium and full plans: one run per seed (hours), not measured over seeds"
-_LARGER_PLANS_ONLY = "quick plan: not judged (shown or not made)"
-
 _NETWORK_NOTE = ("the quick plan's networks (6 training pairs, 120 steps) do not register held-out pairs (TRE / "
                  "identity about 1), so a difference between the two weights is noise at this size")
 #: claims the quick plan is too small to show, and why; judged in the medium and full plans
@@ -188,7 +151,7 @@ def run_with(ctx: RunContext, settings: Settings) -> Section:
 
 def _declare(sec: Section, s: Settings) -> None:
     def d(name: str, tolerance: Tolerance) -> None:
-        tolerance = replace(tolerance, false_alarm=_QUICK_RECORD.get(name, _LARGER_PLANS_ONLY) + _LARGER_PLANS)
+        tolerance = replace(tolerance, false_alarm=MARGIN)  # the seed-sweep record (validation/seed_records.json)
         if name in s.shown:
             sec.declare(name, tolerance, judged=False, judged_in="medium and full plans", note=SHOWN_IN_QUICK[name])
         else:
@@ -313,6 +276,10 @@ def _seeds(ctx: RunContext, stream: int, n: int) -> list[int]:
 
 
 def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
+    from dataclasses import asdict
+
+    from refsuite.execution import current_executor
+    from refsuite.io import StageStore
     from refsuite.registration import (
         NetworkConfig,
         ct_regularization_map,
@@ -321,11 +288,6 @@ def _measure(sec: Section, ctx: RunContext, s: Settings) -> None:
         train_network,
         training_loss,
     )
-
-    from dataclasses import asdict
-
-    from refsuite.execution import current_executor
-    from refsuite.io import StageStore
 
     # with ctx.work_dir, finished stages (pairs, one setting's registrations, U-Net checkpoints)
     # are kept there and an interrupted run resumes: each stage is a deterministic function of
