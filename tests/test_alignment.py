@@ -143,6 +143,11 @@ def test_checkpoint_resume_continues_the_run(small, tmp_path):
     np.testing.assert_allclose(resumed.nll_history, full.nll_history, rtol=1e-10)
     np.testing.assert_allclose(resumed.translations_mm, full.translations_mm, atol=1e-8)  # mm
     assert not np.allclose(resumed.translations_mm, 0.0)
+    # a completed run resumes to its stored final state (loaded with weights_only=True: tensors and plain types)
+    again = align(ev, bp, src, checkpoint=ckpt, checkpoint_every=3, resume=True, **kw)
+    np.testing.assert_array_equal(again.translations_mm, resumed.translations_mm)
+    assert resumed.uncertainty is not None  # the stored Fisher information came back as a numpy array
+    np.testing.assert_array_equal(again.uncertainty.covariance, resumed.uncertainty.covariance)
     with pytest.raises(ValueError, match="belongs to other data or options"):
         align(ev, bp, src, checkpoint=ckpt, resume=True, **dict(kw, n_iter=7))
 

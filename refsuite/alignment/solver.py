@@ -114,6 +114,37 @@ def _fov(scanner):
     return float(np.hypot(cc[:, 0], cc[:, 1]).min()), float(cc[:, 2].min()), float(cc[:, 2].max())
 
 
+def _tensor_tree(obj):
+    """``obj`` with numpy arrays as tensors and numpy scalars as Python numbers (for a checkpoint
+    that ``torch.load(weights_only=True)`` reads: no pickled code runs when it is loaded)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _tensor_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensor_tree(v) for v in obj)
+    return obj
+
+
+def _final_from_checkpoint(final):
+    """The ``final`` entry of a checkpoint as the solver keeps it: poses as tensors, the rest numpy."""
+    if final is None:
+        return None
+
+    def numpy_tree(obj):
+        if isinstance(obj, torch.Tensor):
+            return obj.cpu().numpy()
+        if isinstance(obj, dict):
+            return {k: numpy_tree(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(numpy_tree(v) for v in obj)
+        return obj
+
+    return {k: v if k in ("rotations", "translations") else numpy_tree(v) for k, v in final.items()}
+
+
 def _fingerprint(**items) -> str:
     h = hashlib.sha256()
     for k in sorted(items):
@@ -326,7 +357,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     resumed_final = None  # the polished solution and its information, once a run has completed
     ckpt = None if checkpoint is None else Path(checkpoint)
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        state = torch.load(ckpt, map_location=dev, weights_only=True)  # no pickled code runs on load
         if state.get("fingerprint") != fp:
             raise ValueError(f"checkpoint {ckpt} belongs to other data or options; remove it or resume=False")
         with torch.no_grad():
@@ -338,7 +369,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         rng.bit_generator.state = state["numpy_rng"]
         history = list(state["nll_history"])
         start_it = int(state["iteration"])
-        resumed_final = state.get("final")
+        resumed_final = _final_from_checkpoint(state.get("final"))
 
     def save_state(it, rng_state, gen_state, final=None):
         if ckpt is None:
@@ -346,7 +377,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
         state = {"fingerprint": fp, "iteration": it, "rotations": rot.detach().clone(),
                  "translations": trans.detach().clone(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "generator": gen_state, "numpy_rng": rng_state,
-                 "nll_history": list(history), "final": final}
+                 "nll_history": list(history), "final": _tensor_tree(final)}
         with atomic_path(ckpt, suffix=".pt") as tmp:
             torch.save(state, tmp)
 
