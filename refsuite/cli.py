@@ -114,8 +114,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rep.add_argument("--results-md", metavar="FILE", default=None,
                      help="also write DIR/results.md to FILE, e.g. docs/results.md (what `make report` does)")
     seed.add_argument("--seeds", metavar="SEEDS", default=None,
-                     help="a seed sweep instead of one seed, e.g. 1-10 or 1,4,7: each seed's report in DIR/seed-N/, "
-                          "and DIR/seeds.md / seeds.json: per check, in how many seeds its criterion was met")
+                     help="a seed sweep instead of one seed, e.g. 1-10 or 1,4,7: each seed's report in DIR/seed-N/ "
+                          "as soon as it is done, and DIR/seeds.md / seeds.json: per check, in how many seeds its "
+                          "criterion was met; the same command resumes an interrupted sweep (DIR/sweep.json)")
     add_execution_flags(rep, what="the studies (as tasks; the report is written here)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep.set_defaults(func=_cmd_report)

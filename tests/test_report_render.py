@@ -295,3 +295,29 @@ def test_plan_main_writes_results_md_and_refuses_a_negative_seed(tmp_path, capsy
     with pytest.raises(SystemExit) as exc:
         runner.plan_main("validation.plan", Sizes, run, ["--seed", "-1", "--out", str(tmp_path / "new")])
     assert exc.value.code == 2 and "--seed -1" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_seed_sweep_writes_each_seed_and_resumes_after_an_interruption(tmp_path, fake_studies):
+    """Each seed's report is written when its studies are done; an interrupted sweep resumes with
+    the seeds still to run (the finished ones are not run again); a finished sweep runs afresh."""
+    calls = []
+    real = fake_studies["beta"].run
+
+    def beta(ctx):
+        calls.append(ctx.seed)
+        if ctx.seed == 3 and calls.count(3) == 1:
+            raise KeyboardInterrupt  # the batch system's time limit, the first time seed 3 runs
+        return real(ctx)
+
+    fake_studies["beta"].run = beta
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_seed_sweep(RunContext(), tmp_path, [1, 2, 3], progress=False)
+    assert json.loads((tmp_path / "sweep.json").read_text())["done"] == [1, 2]
+    assert (tmp_path / "seed-2" / "results.json").is_file() and not (tmp_path / "seed-3").exists()
+    summary = runner.run_seed_sweep(RunContext(), tmp_path, [1, 2, 3], progress=False)
+    assert calls == [1, 2, 3, 3]  # seeds 1 and 2 came from their reports
+    assert json.loads((tmp_path / "seed-3" / "results.json").read_text())["studies"]["beta"]["seed"] == 3
+    assert json.loads((tmp_path / "sweep.json").read_text())["finished"] is True
+    assert "beta" in (tmp_path / "seeds.md").read_text() and summary
+    runner.run_seed_sweep(RunContext(), tmp_path, [1, 2, 3], progress=False)
+    assert calls == [1, 2, 3, 3, 1, 2, 3]  # finished: run again from the start

@@ -243,18 +243,23 @@ def run_seed_sweep(ctx: RunContext, out_dir: str | Path, seeds: Sequence[int], *
                    progress: bool = True, executor=None) -> dict:
     """Run the studies once per seed: each seed's report into ``out_dir/seed-N/``, plus a summary per check.
 
-    Every (seed, study) pair is one task of ``executor``. ``out_dir/seed-N`` is written as
-    :func:`run_report` writes a report (with ``only``, merged into the one already there). The
-    summary (``out_dir/seeds.json`` and ``out_dir/seeds.md``) gives, for every check, in how many
-    seeds its criterion was met (``met`` of ``n``) and the range of the measured values: the
-    statistical rule of the quick checks (a check with a stated false-alarm rate ``alpha`` should
-    fail in about ``alpha n`` seeds) is judged from it. Returns the summary dictionary.
+    Every (seed, study) pair is one task of ``executor`` (a bounded number in flight, see
+    :meth:`refsuite.execution.Executor.imap`). ``out_dir/seed-N`` is written as :func:`run_report`
+    writes a report (with ``only``, merged into the one already there) as soon as that seed's
+    studies are done, and ``out_dir/sweep.json`` records the finished seeds: the same command
+    after an interruption (Ctrl-C, a batch system's time limit) resumes with the seeds still to
+    run; a finished sweep is run again from the start. The summary (``out_dir/seeds.json`` and
+    ``out_dir/seeds.md``) gives, for every check, in how many seeds its criterion was met (``met``
+    of ``n``) and the range of the measured values: the statistical rule of the quick checks (a
+    check with a stated false-alarm rate ``alpha`` should fail in about ``alpha n`` seeds) is
+    judged from it. Returns the summary dictionary.
     """
     from dataclasses import replace
 
+    from refsuite.execution import current_executor
     from refsuite.io import atomic_write_text
     from refsuite.report.markdown import seed_summary_markdown
-    from refsuite.report.results import seed_summary
+    from refsuite.report.results import load_results, seed_summary
 
     studies = discover_studies()
     selected = select_studies(only, list(studies))
@@ -264,22 +269,42 @@ def run_seed_sweep(ctx: RunContext, out_dir: str | Path, seeds: Sequence[int], *
         check_seed(sd, name="seeds")
     check_device(ctx.device)
     out = check_output_dir(out_dir)
-    folders = {sd: out / f"seed-{sd}" for sd in seeds}
-    previous = {sd: _previous_results(f, merging=selected is not None) for sd, f in folders.items()}
     modules = list(studies.values()) if selected is None else [studies[n] for n in selected]
-    contexts = [replace(ctx, seed=int(sd)) for sd in seeds]
-    sections = run_studies(modules, contexts, executor=executor, progress=progress)
-    per_seed = {}
-    for k, c in enumerate(contexts):
-        own = sections[k * len(modules):(k + 1) * len(modules)]
+    folders = {sd: out / f"seed-{sd}" for sd in seeds}
+    state = {"studies": [m.NAME for m in modules], "mode": ctx.mode.value, "device": ctx.device, "done": []}
+    done = _interrupted_sweep(out / "sweep.json", state, folders)
+    previous = {sd: _previous_results(f, merging=selected is not None) for sd, f in folders.items() if sd not in done}
+    per_seed = {sd: load_results(folders[sd] / "results.json") for sd in done}
+    state["done"] = sorted(done)
+    todo = [replace(ctx, seed=int(sd)) for sd in seeds if sd not in done]
+    stream = (executor or current_executor()).imap(
+        _study_task, [(m.NAME, c) for c in todo for m in modules], key="sweep", progress=progress,
+        desc="studies", unit="study")
+    for c in todo:
+        own = [next(stream) for _ in modules]
         results = render_report(own, folders[c.seed], c, sum(x.runtime_s for x in own), previous=previous[c.seed],
                                 keep=set(studies))
         _write_markdown(results, folders[c.seed], None)
         per_seed[c.seed] = results
-    summary = seed_summary(per_seed, studies=[m.NAME for m in modules])
+        state["done"].append(c.seed)
+        atomic_write_text(out / "sweep.json", json.dumps(state, indent=1))
+    summary = seed_summary({sd: per_seed[sd] for sd in seeds}, studies=[m.NAME for m in modules])
     atomic_write_text(out / "seeds.json", json.dumps(summary, indent=1, default=str))
     atomic_write_text(out / "seeds.md", seed_summary_markdown(summary))
+    state["finished"] = True
+    atomic_write_text(out / "sweep.json", json.dumps(state, indent=1))
     return summary
+
+
+def _interrupted_sweep(path: Path, state: dict, folders: dict) -> set:
+    """Seeds an interrupted sweep of the same studies, mode and device finished (their reports kept)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(old, dict) or old.get("finished") or any(old.get(k) != state[k] for k in ("studies", "mode", "device")):
+        return set()
+    return {sd for sd in old.get("done", []) if sd in folders and (folders[sd] / "results.json").is_file()}
 
 
 def plan_main(prog: str, sizes: type, run, argv: Sequence[str] | None = None) -> int:
