@@ -25,8 +25,9 @@ What is specific here (and why):
   (``|s - s_k| <= n sigma + w/2``), which is exact since the kernel vanishes there.
 * **Two implementations** (``backend=``). On CPU float32/float64 tensors the default is a compiled,
   multi-threaded numba kernel (:mod:`~refsuite.projectors._joseph_numba`): the same arithmetic one
-  LOR at a time, LORs processed in an order that keeps consecutive LORs close in the image, the
-  back projection into one private image per thread summed at the end. It is a
+  LOR at a time, LORs streamed in batches (memory O(batch)) in an order that keeps consecutive
+  LORs close in the image, the back projection split by slabs of x planes, one per thread (no
+  private images, the same result for any thread count). It is a
   ``torch.autograd.Function`` differentiable with respect to the image / the values (its backward
   is the other kernel); gradients with respect to the end points take the torch path. The torch
   path (any device; the reference the kernel is tested against) groups LORs by principal axis,
@@ -76,7 +77,7 @@ def _triple(name: str, value, *, positive: bool) -> tuple[float, float, float]:
     return tuple(float(v) for v in arr)
 
 
-def _row_blocks(n: int, size: int = 1 << 16):
+def _row_blocks(n: int, size: int = 1 << 13):
     """Slices of ``size`` rows: checks on blocks keep temporaries O(block), not O(n_lor)."""
     return [slice(lo, lo + size) for lo in range(0, n, size)]
 
@@ -479,8 +480,9 @@ def joseph_back(
         One value per LOR (e.g. a ratio of measured to expected counts).
     xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, chunk_samples, backend
         As in :func:`joseph_forward` (the kernel's backward with respect to ``values`` is the
-        forward kernel). The kernel adds each thread's block of LORs into a private image and
-        sums the images at the end: no shared scatter, deterministic for a given thread count.
+        forward kernel). In the kernel each thread owns a slab of x planes of the image and adds
+        every LOR's samples inside it: no shared scatter, no private images, and the same result
+        (bit for bit) for any thread count.
     image_shape : (3,) ints
         ``(nx, ny, nz)``.
 
