@@ -155,11 +155,15 @@ def test_kernel_adjointness_property(geometry, use_tof):
     assert op.adjointness_error(seed=seed) <= 1e-12
 
 
-def test_kernel_adjointness_float32_with_two_threads():
+@pytest.mark.parametrize("sort", [True, False], ids=["locality-sorted", "input-order"])
+def test_kernel_adjointness_float32_with_two_threads(monkeypatch, sort):
     """Two threads: still the adjoint (float32 rounding), and the back projection is identical bit
     for bit to one thread's (each thread owns a slab of x planes and adds the LORs in the same
     order), also for more slabs than threads."""
+    from refsuite.projectors import _joseph_numba
     from refsuite.projectors.workloads import BENCHMARK_TOF, benchmark_image_geometry, cylinder_lors
+
+    monkeypatch.setattr(_joseph_numba, "SORT_MIN_VOXELS", 0 if sort else 10**12)
 
     shape, vs, origin = benchmark_image_geometry(30, 6.0)
     xs, xe, _ = cylinder_lors(6000, rng=np.random.default_rng(4))
@@ -194,6 +198,7 @@ def test_kernel_batches_stream_in_global_locality_order(monkeypatch, use_tof):
     kw = dict(voxel_size=vs, origin=origin, backend="numba", **(dict(tof=BENCHMARK_TOF, tof_bin=tb) if use_tof else {}))
     img = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     y = torch.rand(xs.shape[0], generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(_joseph_numba, "SORT_MIN_VOXELS", 0)  # sort even this small image
     whole = joseph_forward(img, xs, xe, **kw), joseph_back(y, xs, xe, image_shape=shape, **kw)
     batches = []
     real = _joseph_numba._collect
