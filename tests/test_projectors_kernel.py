@@ -293,3 +293,26 @@ def test_backend_argument_is_checked():
     with pytest.raises(ValueError, match="values"):
         joseph_back(torch.ones(2, dtype=F64), xs, xe, image_shape=(3, 3, 3), voxel_size=1.0, origin=0.0,
                     backend="numba")
+
+
+def test_memory_reference_counts_touches_and_checks_arguments():
+    """The bandwidth reference of the projector study: 4 voxel touches per Joseph sample (an
+    x-parallel LOR through 7 planes, an oblique one through 7 + a partial plane at each end, a
+    miss), and its timing function rejects bad arguments before any work."""
+    from refsuite.projectors._membench import gather_scatter_seconds, voxel_touches
+
+    img = torch.zeros((7, 5, 6), dtype=torch.float32)
+    kw = dict(voxel_size=1.0, origin=0.0)
+    along_x = voxel_touches(img, torch.tensor([[-3.0, 2.0, 2.0]]), torch.tensor([[9.0, 2.0, 2.0]]), **kw)
+    assert along_x == 4 * 7
+    miss = voxel_touches(img, torch.tensor([[-3.0, 20.0, 2.0]]), torch.tensor([[9.0, 20.0, 2.0]]), **kw)
+    assert miss == 0
+    # ends inside planes 1 and 5 (x = 1.2 .. 5.3): planes 1..5, five samples
+    inside = voxel_touches(img, torch.tensor([[1.2, 1.0, 1.0]]), torch.tensor([[5.3, 2.0, 3.0]]), **kw)
+    assert inside == 4 * 5
+    t = gather_scatter_seconds((7, 5, 6), 1000, mode="random")
+    assert set(t) == {"gather_s", "scatter_s"} and min(t.values()) > 0
+    with pytest.raises(ValueError, match="mode"):
+        gather_scatter_seconds((7, 5, 6), 1000, mode="strided")
+    with pytest.raises(ValueError, match="n_touches"):
+        gather_scatter_seconds((7, 5, 6), 1)

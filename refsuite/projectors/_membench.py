@@ -65,8 +65,10 @@ def voxel_touches(image, xs, xe, *, voxel_size, origin, tof=None, tof_bin=None, 
     Joseph sample, counted by the compiled kernel's own sampling plan (arguments as
     :func:`~refsuite.projectors.joseph_forward`)."""
     from ._cpu_kernel import _geometry
+    from .joseph import _check_args
 
-    g = _geometry(xs, xe, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype)
+    xs, xe, vs, org = _check_args(xs, xe, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype)
+    g = _geometry(xs, xe, vs, org, tof, tof_bin, tof_offset, image.dtype)
     return 4 * load_kernels().sample_count(image.shape, *g.args())
 
 
