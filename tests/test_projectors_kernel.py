@@ -155,20 +155,60 @@ def test_kernel_adjointness_property(geometry, use_tof):
     assert op.adjointness_error(seed=seed) <= 1e-12
 
 
-def test_kernel_adjointness_float32_with_two_threads():
-    """Enough LORs for one private image per thread: still the adjoint (float32 rounding), and the
-    1- and 2-thread back projections agree."""
-    from refsuite.projectors.workloads import benchmark_image_geometry, cylinder_lors
+@pytest.mark.parametrize("sort", [True, False], ids=["locality-sorted", "input-order"])
+def test_kernel_adjointness_float32_with_two_threads(monkeypatch, sort):
+    """Two threads: still the adjoint (float32 rounding), and the back projection is identical bit
+    for bit to one thread's (each thread owns a slab of x planes and adds the LORs in the same
+    order), also for more slabs than threads."""
+    from refsuite.projectors import _joseph_numba
+    from refsuite.projectors.workloads import BENCHMARK_TOF, benchmark_image_geometry, cylinder_lors
+
+    monkeypatch.setattr(_joseph_numba, "SORT_MIN_VOXELS", 0 if sort else 10**12)
 
     shape, vs, origin = benchmark_image_geometry(30, 6.0)
-    xs, xe, _ = cylinder_lors(3 * _cpu_kernel._MIN_LORS_PER_BLOCK, rng=np.random.default_rng(4))
+    xs, xe, _ = cylinder_lors(6000, rng=np.random.default_rng(4))
     op = JosephOperator(xs, xe, image_shape=shape, voxel_size=vs, origin=origin, backend="numba")
     y = torch.rand(xs.shape[0], generator=torch.Generator().manual_seed(0))
     with limited_threads(2):
         assert op.adjointness_error(dtype=torch.float32) <= 1e-5
         two = op.adjoint(y)
     one = op.adjoint(y)
-    torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-5 * float(one.max()))
+    assert torch.equal(two, one)
+    k = _cpu_kernel.load_kernels()
+    tb = torch.as_tensor(np.random.default_rng(5).integers(-5, 6, xs.shape[0]), dtype=torch.float32)
+    for tof in (None, BENCHMARK_TOF):
+        ref = joseph_back(y, xs, xe, image_shape=shape, voxel_size=vs, origin=origin, backend="numba", tof=tof,
+                          tof_bin=tb if tof else None).numpy().reshape(-1)
+        g = _cpu_kernel._geometry(xs, xe, vs, origin, tof, tb if tof else None, None, torch.float32)
+        for n_slabs in (2, 3, 7, 30):
+            out = np.zeros(one.numel(), np.float32)
+            k.back(y.numpy(), np.asarray(shape, np.int64), *g.args(), out, n_slabs)
+            assert np.array_equal(out, ref), (tof, n_slabs)
+
+
+@pytest.mark.parametrize("use_tof", [False, True])
+def test_kernel_batches_stream_in_global_locality_order(monkeypatch, use_tof):
+    """Tiny batches (many groups, and bins holding more LORs than a batch) give the same
+    projections, bit for bit, as one batch: the LORs are processed in the same global order."""
+    from refsuite.projectors import _joseph_numba
+    from refsuite.projectors.workloads import BENCHMARK_TOF, benchmark_image_geometry, cylinder_lors
+
+    shape, vs, origin = benchmark_image_geometry(20, 8.0)
+    xs, xe, tb = cylinder_lors(3000, rng=np.random.default_rng(6))
+    kw = dict(voxel_size=vs, origin=origin, backend="numba", **(dict(tof=BENCHMARK_TOF, tof_bin=tb) if use_tof else {}))
+    img = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    y = torch.rand(xs.shape[0], generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(_joseph_numba, "SORT_MIN_VOXELS", 0)  # sort even this small image
+    whole = joseph_forward(img, xs, xe, **kw), joseph_back(y, xs, xe, image_shape=shape, **kw)
+    batches = []
+    real = _joseph_numba._collect
+    monkeypatch.setattr(_joseph_numba, "_collect", lambda *a: batches.append(real(*a)) or batches[-1])
+    monkeypatch.setattr(_joseph_numba, "CHUNK", 7)
+    monkeypatch.setattr(_joseph_numba, "MAX_SCANS", 10**9)
+    with limited_threads(2):
+        small = joseph_forward(img, xs, xe, **kw), joseph_back(y, xs, xe, image_shape=shape, **kw)
+    assert len(batches) > 2 * 3000 // 7 and max(batches) == 7 and sum(batches) == 2 * 3000  # every LOR once
+    assert torch.equal(small[0], whole[0]) and torch.equal(small[1], whole[1])
 
 
 @pytest.mark.parametrize("use_tof", [False, True])
@@ -253,3 +293,26 @@ def test_backend_argument_is_checked():
     with pytest.raises(ValueError, match="values"):
         joseph_back(torch.ones(2, dtype=F64), xs, xe, image_shape=(3, 3, 3), voxel_size=1.0, origin=0.0,
                     backend="numba")
+
+
+def test_memory_reference_counts_touches_and_checks_arguments():
+    """The bandwidth reference of the projector study: 4 voxel touches per Joseph sample (an
+    x-parallel LOR through 7 planes, an oblique one through 7 + a partial plane at each end, a
+    miss), and its timing function rejects bad arguments before any work."""
+    from refsuite.projectors._membench import gather_scatter_seconds, voxel_touches
+
+    img = torch.zeros((7, 5, 6), dtype=torch.float32)
+    kw = dict(voxel_size=1.0, origin=0.0)
+    along_x = voxel_touches(img, torch.tensor([[-3.0, 2.0, 2.0]]), torch.tensor([[9.0, 2.0, 2.0]]), **kw)
+    assert along_x == 4 * 7
+    miss = voxel_touches(img, torch.tensor([[-3.0, 20.0, 2.0]]), torch.tensor([[9.0, 20.0, 2.0]]), **kw)
+    assert miss == 0
+    # ends inside planes 1 and 5 (x = 1.2 .. 5.3): planes 1..5, five samples
+    inside = voxel_touches(img, torch.tensor([[1.2, 1.0, 1.0]]), torch.tensor([[5.3, 2.0, 3.0]]), **kw)
+    assert inside == 4 * 5
+    t = gather_scatter_seconds((7, 5, 6), 1000, mode="random")
+    assert set(t) == {"gather_s", "scatter_s"} and min(t.values()) > 0
+    with pytest.raises(ValueError, match="mode"):
+        gather_scatter_seconds((7, 5, 6), 1000, mode="strided")
+    with pytest.raises(ValueError, match="n_touches"):
+        gather_scatter_seconds((7, 5, 6), 1)

@@ -161,7 +161,7 @@ def _accuracy(section: Section, rng, quick: bool) -> None:
 
 def _throughput(section: Section, rng, quick: bool) -> None:
     with limited_threads(1):  # see tests/test_projectors_bench.py: OpenMP threads stall on a shared machine
-        rows = []
+        rows, kernel_s = [], {}
         shape, vs, origin = benchmark_image_geometry()
         n = 100_000 if quick else 1_000_000
         xs, xe, tb = cylinder_lors(n, rng=rng)
@@ -170,7 +170,9 @@ def _throughput(section: Section, rng, quick: bool) -> None:
         for key, kw in (("non-TOF", {}), ("TOF", dict(tof=BENCHMARK_TOF, tof_bin=tb))):
             for backend in backends:
                 kw_b = dict(kw, voxel_size=vs, origin=origin, backend=backend)
-                P.joseph_forward(img, xs[:16], xe[:16], **{k: (v[:16] if k == "tof_bin" else v) for k, v in kw_b.items()})
+                small = {k: (v[:16] if k == "tof_bin" else v) for k, v in kw_b.items()}
+                P.joseph_back(P.joseph_forward(img, xs[:16], xe[:16], **small), xs[:16], xe[:16], image_shape=shape,
+                              **small)  # compile or load the kernels before timing
                 c0, t0 = time.process_time(), time.perf_counter()
                 y = P.joseph_forward(img, xs, xe, **kw_b)
                 P.joseph_back(y, xs, xe, image_shape=shape, **kw_b)
@@ -178,13 +180,52 @@ def _throughput(section: Section, rng, quick: bool) -> None:
                 ref = PARALLELPROJ_EVENTS_PER_S[key]
                 rows.append([key, backend, f"{n:.0e}", f"{n / wall:.3g}", f"{n / cpu:.3g}", f"{ref:.3g}",
                              f"{n / wall / ref:.3g}"])
+                if backend == "numba":
+                    kernel_s[key] = (wall, {k: v for k, v in kw_b.items() if k != "backend"})
         section.tables.append(Table(
             "List-mode fwd+back throughput, 200^3 float32, 1 thread (BENCHMARKS.md workload)",
             ["mode", "backend", "LORs", "events/s (wall)", "events/CPU-s", "parallelproj 2 cores", "ratio (wall)"], rows,
             caption="numba: the compiled CPU kernel (default on CPU); torch: the pure-torch path (CUDA, reference). "
                     "Measured on a shared 2-core machine (timings are lower bounds); parallelproj's figure is "
-                    "cited from BENCHMARKS.md (not importable here). Quick mode times 1e5 LORs; the kernel is "
-                    "compiled (or loaded from its cache) before timing."))
+                    "cited from BENCHMARKS.md (the side-by-side method is in docs/studies/projectors.md). Quick "
+                    "mode times 1e5 LORs; the kernel is compiled (or loaded from its cache) before timing."))
+        if kernel_s:
+            _bandwidth_distance(section, img, xs, xe, shape, kernel_s)
+
+
+_BANDWIDTH = "projector time / bandwidth-limit time ({}, 1 thread)"
+
+
+def _bandwidth_distance(section: Section, img, xs, xe, shape, kernel_s) -> None:
+    """The compiled projector's distance to the memory-bandwidth limit: its fwd+back wall time
+    over that of a gather + scatter of the same voxel touches streamed one cache line per voxel
+    pair (:mod:`refsuite.projectors._membench`); random touches show the no-locality case."""
+    from refsuite.projectors._membench import gather_scatter_seconds, voxel_touches
+
+    rows = []
+    for key, (wall, kw) in kernel_s.items():
+        name = _BANDWIDTH.format(key)
+        section.declare(name, Tolerance(1.0, Comparison.AT_MOST, unit="ratio", justification=(
+            "1 = as fast as streaming one 64-byte line per voxel pair through memory (no cache reuse); the "
+            "projector's arithmetic and cache misses put it above, its locality order (lines reused) below")),
+            judged=False, note="a timing on a shared machine that shows the remaining distance to the "
+                               "memory-bandwidth limit; it is not a correctness criterion")
+        touches = voxel_touches(img, xs, xe, **kw)
+        seq = gather_scatter_seconds(shape, touches, mode="sequential", repeats=2)
+        rnd = gather_scatter_seconds(shape, touches, mode="random")
+        limit = seq["gather_s"] + seq["scatter_s"]
+        section.check(name, wall / limit, detail=f"{touches:.3g} voxel touches per projection")
+        rows.append([key, f"{touches:.3g}", f"{wall:.3g}", f"{seq['gather_s']:.3g} + {seq['scatter_s']:.3g}",
+                     f"{rnd['gather_s']:.3g} + {rnd['scatter_s']:.3g}", f"{wall / limit:.2f}",
+                     f"{(rnd['gather_s'] + rnd['scatter_s']) / wall:.2f}"])
+    section.tables.append(Table(
+        "Distance to the memory-bandwidth limit (numba kernel, 1 thread, same LORs as above)",
+        ["mode", "voxel touches", "projector fwd+back (s)", "streamed gather + scatter (s)",
+         "random gather + scatter (s)", "projector / streamed", "random / projector"], rows,
+        caption="Gathers (forward) and scatters (back) of as many float32 voxels, in z-neighbour pairs, as the "
+                "projection touches (4 per Joseph sample), over an image of the same size, without the "
+                "projector's arithmetic. Streamed: one new cache line per pair in address order (the bandwidth "
+                "limit without cache reuse); random: pairs at pseudo-random positions (no locality)."))
 
 
 # hot-rod sizes: quick = coarse 1 mm voxels and ~6e5 coincidences (~25 s on one thread); full = the

@@ -1,6 +1,6 @@
 """The compiled CPU path of the Joseph projector: numba kernels behind torch autograd Functions.
 
-:func:`kernel_forward` / :func:`kernel_back` take validated arguments (see ``joseph._validate``)
+:func:`kernel_forward` / :func:`kernel_back` take validated arguments (see ``joseph._check_args``)
 and return torch tensors. They are differentiable with respect to the image (forward) and the
 values (back): the backward of each is the other kernel, so ``<A x, y> = <x, A^T y>`` holds for
 the gradients as for the operators, also at higher order. They are *not* differentiable with
@@ -26,10 +26,6 @@ __all__ = ["numba_available", "load_kernels", "kernel_forward", "kernel_back", "
 
 #: dtypes the compiled kernels handle (others take the torch path).
 KERNEL_DTYPES = (torch.float32, torch.float64)
-
-#: Fewest LORs per back-projection block (below that, fewer threads: a private image costs a
-#: zeroing and a reduction pass over the image).
-_MIN_LORS_PER_BLOCK = 4096
 
 #: Serialises kernel launches (numba's workqueue threading layer is not re-entrant; the kernels
 #: release the GIL, so Python threads could otherwise launch two at once).
@@ -80,22 +76,33 @@ def _numba_threads():
 
 @dataclass(frozen=True)
 class _Geometry:
-    """Numpy views of the validated LOR geometry (end points in the compute dtype, mm)."""
+    """Numpy views of the validated LOR geometry (end points, TOF bin indices and offsets in the
+    compute dtype, mm; length-1 dummies where absent)."""
 
     xs: np.ndarray
     xe: np.ndarray
     voxel_size: np.ndarray
     origin: np.ndarray
-    centre: np.ndarray
+    tof_bin: np.ndarray
+    tof_offset: np.ndarray
     tofp: np.ndarray
     erf_table: np.ndarray
 
+    def args(self):
+        """The geometry arguments of the kernels, in their order."""
+        return self.xs, self.xe, self.voxel_size, self.origin, self.tof_bin, self.tof_offset, self.tofp, self.erf_table
 
-def _geometry(xs, xe, voxel_size, origin, tof, centre, dtype) -> _Geometry:
+
+def _geometry(xs, xe, voxel_size, origin, tof, tof_bin, tof_offset, dtype) -> _Geometry:
     as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
-    c = as_np(centre) if centre is not None else np.zeros(1, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+    dummy = np.zeros(1, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+    use = tof is not None
+    kb = as_np(tof_bin) if use and tof_bin is not None else dummy
+    ko = as_np(tof_offset) if use and tof_offset is not None else dummy
+    tofp, table = load_kernels().tof_constants(tof, has_bin=use and tof_bin is not None,
+                                               has_offset=use and tof_offset is not None)
     return _Geometry(as_np(xs), as_np(xe), np.asarray(voxel_size, np.float64), np.asarray(origin, np.float64),
-                     c, *load_kernels().tof_constants(tof))
+                     kb, ko, tofp, table)
 
 
 def _forward_np(image: torch.Tensor, g: _Geometry) -> torch.Tensor:
@@ -103,25 +110,16 @@ def _forward_np(image: torch.Tensor, g: _Geometry) -> torch.Tensor:
     img = image.detach().contiguous()
     out = np.empty(g.xs.shape[0], dtype=img.numpy().dtype)
     with _numba_threads():
-        shape = np.asarray(img.shape, np.int64)
-        order = k.locality_order(shape, g.xs, g.xe, g.voxel_size, g.origin)
-        k.forward(img.numpy().reshape(-1), shape, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table,
-                  order, out)
+        k.forward(img.numpy().reshape(-1), np.asarray(img.shape, np.int64), *g.args(), out)
     return torch.from_numpy(out)
 
 
 def _back_np(values: torch.Tensor, g: _Geometry, shape) -> torch.Tensor:
     k = load_kernels()
     v = values.detach().contiguous().numpy()
-    numel = int(np.prod(shape))
-    out = np.zeros(numel, dtype=v.dtype)
-    with _numba_threads() as n_threads:
-        # one LOR block (and private image) per thread; small jobs are not worth a private image
-        n_blocks = max(1, min(n_threads, v.shape[0] // _MIN_LORS_PER_BLOCK))
-        partial = np.zeros((n_blocks - 1, numel), dtype=v.dtype)
-        shp = np.asarray(shape, np.int64)
-        order = k.locality_order(shp, g.xs, g.xe, g.voxel_size, g.origin)
-        k.back(v, shp, g.xs, g.xe, g.voxel_size, g.origin, g.centre, g.tofp, g.erf_table, order, out, partial)
+    out = np.zeros(int(np.prod(shape)), dtype=v.dtype)
+    with _numba_threads() as n_threads:  # one slab of x planes per thread
+        k.back(v, np.asarray(shape, np.int64), *g.args(), out, n_threads)
     return torch.from_numpy(out.reshape(shape))
 
 
@@ -147,13 +145,14 @@ class _Back(torch.autograd.Function):
         return (_Forward.apply(grad, ctx.geometry) if ctx.needs_input_grad[0] else None), None, None
 
 
-def kernel_forward(image, xs, xe, *, voxel_size, origin, tof, centre) -> torch.Tensor:
-    """Compiled forward projection (arguments validated by the caller; ``centre``: signed TOF bin
-    centres in mm or None). Differentiable with respect to ``image`` only."""
-    return _Forward.apply(image, _geometry(xs, xe, voxel_size, origin, tof, centre, image.dtype))
+def kernel_forward(image, xs, xe, *, voxel_size, origin, tof, tof_bin, tof_offset) -> torch.Tensor:
+    """Compiled forward projection (arguments validated by the caller; ``tof_bin``/``tof_offset``
+    as in :func:`~refsuite.projectors.joseph_forward`). Differentiable with respect to ``image`` only."""
+    return _Forward.apply(image, _geometry(xs, xe, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype))
 
 
-def kernel_back(values, xs, xe, *, image_shape, voxel_size, origin, tof, centre) -> torch.Tensor:
+def kernel_back(values, xs, xe, *, image_shape, voxel_size, origin, tof, tof_bin, tof_offset) -> torch.Tensor:
     """Compiled back projection, the exact adjoint of :func:`kernel_forward`. Differentiable with
     respect to ``values`` only."""
-    return _Back.apply(values, _geometry(xs, xe, voxel_size, origin, tof, centre, values.dtype), tuple(image_shape))
+    return _Back.apply(values, _geometry(xs, xe, voxel_size, origin, tof, tof_bin, tof_offset, values.dtype),
+                       tuple(image_shape))

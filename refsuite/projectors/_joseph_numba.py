@@ -3,15 +3,18 @@
 The same arithmetic as the torch path of :mod:`refsuite.projectors.joseph` (exact ray-box
 clipping of Smits' slab method, clipping to the TOF kernel's support, one sample per plane along
 the principal axis, exact partial end slabs, bilinear interpolation holding the edge value, the
-renormalised truncated-Gaussian TOF kernel), evaluated one LOR at a time: no per-sample arrays,
-so memory is O(n_lor) for the inputs plus O(threads x image) for the back projection, whatever
-the number of samples. Geometry and accumulation are in float64; the image is read and written in
-its own dtype.
+renormalised truncated-Gaussian TOF kernel), evaluated one LOR at a time: no per-sample arrays.
+Geometry and accumulation are in float64; the image is read and written in its own dtype.
 
-Back projection has no global scatter: the LORs are cut into one contiguous block per thread,
-each thread adds its block into its own image (thread 0 into the output) and the partial images
-are summed at the end (parallel over voxels). The result is deterministic for a given thread
-count.
+Memory is O(chunk) beyond the inputs and outputs: the LORs are streamed in chunks of
+:data:`CHUNK`, each sorted by a locality key (direction and position) in preallocated buffers,
+and the TOF bin centres are computed on the fly from the bin indices and offsets.
+
+Forward projection is parallel over blocks of a chunk's LORs. Back projection has no global
+scatter and no private images: each thread owns a slab of x planes of the output and adds, for
+every LOR of the chunk in the same order, the samples that write into its slab (the sample range
+is computed, the writes are checked one by one). The result is therefore identical, bit for bit,
+for any number of threads.
 
 Plain numpy in, numpy out; :mod:`refsuite.projectors._cpu_kernel` wraps these as differentiable
 torch functions. ``tofp`` and ``table`` pack the TOF constants (see :func:`tof_constants`).
@@ -33,23 +36,24 @@ from numba import njit, prange
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
-__all__ = ["forward", "back", "tof_constants", "locality_order"]
+__all__ = ["forward", "back", "tof_constants", "sample_count"]
 
 #: Intervals of the erf table of :func:`tof_constants` (64 kB: stays in the L1/L2 cache).
 _ERF_INTERVALS = 2048
 
 #: Bins per transverse slope (``d_a / d_p`` in [-1, 1]) and size (voxels) of the position bins
 #: of :func:`locality_order` (measured best of a few on the BENCHMARKS.md workload).
-_SLOPE_BINS = 4
-_POSITION_BIN_VOXELS = 16
+SLOPE_BINS = 4
+POSITION_BIN_VOXELS = 16
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
-def tof_constants(tof) -> tuple[np.ndarray, np.ndarray]:
+def tof_constants(tof, *, has_bin: bool = True, has_offset: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(tofp, erf_table)`` of a :class:`TOFParameters` (or None: zeros, unused).
 
-    ``tofp = [use_tof, half_window_mm, sqrt(2) sigma, h, lim, norm, 1 / table step]`` with
+    ``tofp = [use_tof, half_window_mm, sqrt(2) sigma, h, lim, norm, 1 / table step, bin width w,
+    sign, has_bin, has_offset]`` (the bin centre of LOR ``i`` is ``sign (k_i w + offset_i)``) with
     ``h = w / (2 sqrt(2) sigma)``, ``lim = n / sqrt(2)``, ``norm = 1 / (2 erf(lim))`` (tof.py's
     kernel). ``erf_table`` (``_ERF_INTERVALS``, 4): cubic Hermite coefficients of ``erf`` on
     ``[0, lim]`` (values and exact derivatives ``2/sqrt(pi) exp(-x^2)`` at the nodes). Its error is
@@ -57,7 +61,7 @@ def tof_constants(tof) -> tuple[np.ndarray, np.ndarray]:
     rounding of the sums; it replaces two libm ``erf`` calls (~17 ns each) per sample.
     """
     if tof is None:
-        return np.zeros(7), np.zeros((1, 4))
+        return np.zeros(11), np.zeros((1, 4))
     lim = tof.n_sigmas / math.sqrt(2.0)
     x = np.linspace(0.0, lim, _ERF_INTERVALS + 1)
     step = x[1] - x[0]
@@ -66,7 +70,8 @@ def tof_constants(tof) -> tuple[np.ndarray, np.ndarray]:
     f0, f1, d0, d1 = f[:-1], f[1:], d[:-1], d[1:]
     table = np.stack([f0, d0, 3.0 * (f1 - f0) - 2.0 * d0 - d1, 2.0 * (f0 - f1) + d0 + d1], axis=1)
     tofp = np.array([1.0, tof.half_window_mm, math.sqrt(2.0) * tof.sigma_mm,
-                     tof.bin_width_mm / (2.0 * math.sqrt(2.0) * tof.sigma_mm), lim, 0.5 / math.erf(lim), 1.0 / step])
+                     tof.bin_width_mm / (2.0 * math.sqrt(2.0) * tof.sigma_mm), lim, 0.5 / math.erf(lim), 1.0 / step,
+                     tof.bin_width_mm, float(tof.sign.value), float(has_bin), float(has_offset)])
     return tofp, np.ascontiguousarray(table)
 
 
@@ -91,14 +96,23 @@ def _slab(x0, x1, low, high):
     return min(t1, t2), max(t1, t2)
 
 
+@njit(inline="always", **_JIT)
+def _centre(i, tbin, toff, tofp):
+    """Signed TOF bin centre (mm, along ``xstart -> xend``) of LOR ``i``: ``sign (k w + offset)``."""
+    c = tbin[i] * tofp[7] if tofp[9] != 0.0 else 0.0
+    if tofp[10] != 0.0:
+        c += toff[i]
+    return c * tofp[8]
+
+
 @njit(**_JIT)
-def _setup(i, xs, xe, shape, strides, vs, org, centre, tofp):
+def _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp):
     """Per-LOR sampling plan (the torch path's ``_lor_parameters`` for one LOR).
 
     Clipping in world coordinates exactly as ``_box.clip_segment_to_box``. Returns ``count``
     (0: no sample), the first plane, the principal stride ``sp``, the transverse sizes/strides
     ``(n_a, sa, n_b, sb)``, the line ``q_a = qs_a + dm ra`` (same for b), ``qs_p``, ``scale`` (mm
-    per plane), the two end samples ``(dm, w)`` and the TOF ``gamma, delta``.
+    per plane), the two end samples ``(dm, w)``, the TOF ``gamma, delta`` and the principal axis.
     """
     t_in, t_out = 0.0, 1.0
     for ax in range(3):
@@ -113,7 +127,7 @@ def _setup(i, xs, xe, shape, strides, vs, org, centre, tofp):
     length = math.sqrt((xe[i, 0] - xs[i, 0]) ** 2 + (xe[i, 1] - xs[i, 1]) ** 2 + (xe[i, 2] - xs[i, 2]) ** 2)
     c = 0.0
     if tofp[0] != 0.0:
-        c = centre[i]
+        c = _centre(i, tbin, toff, tofp)
         t_in = max(t_in, 0.5 + (c - tofp[1]) / length)
         t_out = min(t_out, 0.5 + (c + tofp[1]) / length)
     p = 0  # principal axis: first largest |d| (torch.argmax)
@@ -144,7 +158,7 @@ def _setup(i, xs, xe, shape, strides, vs, org, centre, tofp):
         gamma = (c + 0.5 * length) / tofp[2]
         delta = -length / (dp * tofp[2])
     return (count, int(first), strides[p], shape[a], strides[a], shape[b], strides[b], qs[a], d[a] / dp,
-            qs[b], d[b] / dp, qs[p], scale, dm_f, w_f, dm_l, w_l, gamma, delta)
+            qs[b], d[b] / dp, qs[p], scale, dm_f, w_f, dm_l, w_l, gamma, delta, p)
 
 
 @njit(inline="always", **_JIT)
@@ -158,14 +172,15 @@ def _tof(w, dm, gamma, delta, tofp, table):
 
 @njit(inline="always", **_JIT)
 def _corner(plane, dm, sp, n_a, sa, qs_a, ra, n_b, sb, qs_b, rb):
-    """Flat index of the lower corner, steps ``(da, db)`` to the others and fractions ``(fa, fb)``."""
+    """Flat index of the lower corner, steps ``(da, db)`` to the others, fractions ``(fa, fb)``
+    and the lower corner's index ``ia`` along axis a."""
     qa = min(max(qs_a + dm * ra, 0.0), n_a - 1.0)
     qb = min(max(qs_b + dm * rb, 0.0), n_b - 1.0)
     ia = int(qa)
     ib = int(qb)
     da = sa if ia < n_a - 1 else 0  # at the last voxel the fraction is 0: hold the edge value
     db = sb if ib < n_b - 1 else 0
-    return plane * sp + ia * sa + ib * sb, da, db, qa - ia, qb - ib
+    return plane * sp + ia * sa + ib * sb, da, db, qa - ia, qb - ib, ia
 
 
 @njit(inline="always", **_JIT)
@@ -181,53 +196,149 @@ def _end_sample(j, plan):
 
 
 @njit(**_JIT)
-def _lor_samples(plan, tofp, table, ks, steps, ws):
-    """Phase 1 of a LOR (arithmetic only): corner index ``ks[j]``, corner steps ``steps[j] = (da,
-    db)`` and the four bilinear weights times the slab (and TOF) weight ``ws[j]`` of each sample.
+def _lor_samples(plan, j0, j1, tofp, table, ks, xi, steps, ws):
+    """Phase 1 of samples ``j0 <= j < j1`` of a LOR (arithmetic only), stored at ``j - j0``:
+    corner index ``ks``, x index of the corner ``xi``, corner steps ``steps = (da, db)`` and the
+    four bilinear weights times the slab (and TOF) weight ``ws``.
 
     Kept apart from the memory phase so that the gathers/scatters of many samples are in flight
-    at once (the projector is bound by memory latency). Returns the number of samples.
+    at once (the projector is bound by memory latency).
     """
     (count, first, sp, n_a, sa, n_b, sb, qs_a, ra, qs_b, rb, qs_p, scale, dm_f, w_f, dm_l, w_l,
-     gamma, delta) = plan
+     gamma, delta, p) = plan
     use_tof = tofp[0] != 0.0
-    for j in range(count):
+    for j in range(j0, j1):
         dm, w = _end_sample(j, plan)
         if use_tof:
             w = _tof(w, dm, gamma, delta, tofp, table)
-        k, da, db, fa, fb = _corner(first + j, dm, sp, n_a, sa, qs_a, ra, n_b, sb, qs_b, rb)
-        ks[j] = k
-        steps[j, 0] = da
-        steps[j, 1] = db
+        k, da, db, fa, fb, ia = _corner(first + j, dm, sp, n_a, sa, qs_a, ra, n_b, sb, qs_b, rb)
+        s = j - j0
+        ks[s] = k
+        xi[s] = first + j if p == 0 else ia  # x is the principal axis (p = 0) or axis a (p = 1, 2)
+        steps[s, 0] = da
+        steps[s, 1] = db
         w1 = w * fb
         w0 = w - w1
-        ws[j, 1] = w0 * fa
-        ws[j, 0] = w0 - ws[j, 1]
-        ws[j, 3] = w1 * fa
-        ws[j, 2] = w1 - ws[j, 3]
-    return count
+        ws[s, 1] = w0 * fa
+        ws[s, 0] = w0 - ws[s, 1]
+        ws[s, 3] = w1 * fa
+        ws[s, 2] = w1 - ws[s, 3]
+
+
+@njit(inline="always", **_JIT)
+def _slab_samples(plan, x0, x1, n_x):
+    """``[j0, j1)``: a superset of the samples of a LOR that write voxels with x index in
+    ``[x0, x1)`` (the writes themselves are checked one by one).
+
+    Along the principal axis x the planes are the x indices; otherwise x is the transverse axis
+    ``a``, linear and monotone in the sample index (``q_a = qs_a + (first + j - qs_p) ra``, end
+    samples within half a plane), and a sample writes x indices ``floor(q_a)`` and the next one.
+    """
+    count, first, qs_a, ra, qs_p, p = plan[0], plan[1], plan[7], plan[8], plan[11], plan[19]
+    if x0 <= 0 and x1 >= n_x:
+        return 0, count
+    if p == 0:
+        return min(max(x0 - first, 0), count), min(max(x1 - first, 0), count)
+    if ra == 0.0:
+        return 0, count
+    lo_q = -1e30 if x0 <= 0 else x0 - 1.0
+    hi_q = 1e30 if x1 >= n_x else float(x1)
+    t1 = (lo_q - qs_a) / ra - (first - qs_p)
+    t2 = (hi_q - qs_a) / ra - (first - qs_p)
+    j0 = max(min(math.floor(min(t1, t2)) - 1.0, float(count)), 0.0)
+    j1 = max(min(math.ceil(max(t1, t2)) + 2.0, float(count)), 0.0)
+    return int(j0), int(j1)
+
+
+@njit(inline="always", **_JIT)
+def _principal(i, xs, xe, ivs):
+    """Principal axis of LOR ``i`` (first largest ``|d|`` in voxel units, as :func:`_setup`) and
+    the direction ``d`` (voxel units)."""
+    d0 = (xe[i, 0] - xs[i, 0]) * ivs[0]
+    d1 = (xe[i, 1] - xs[i, 1]) * ivs[1]
+    d2 = (xe[i, 2] - xs[i, 2]) * ivs[2]
+    a0, a1 = abs(d0), abs(d1)
+    p = 2 if abs(d2) > max(a0, a1) else (1 if a1 > a0 else 0)
+    return p, d0, d1, d2
+
+
+@njit(inline="always", **_JIT)
+def _locality_key(i, shape, xs, xe, ivs, org, n_slope, pos_bin, n_pos):
+    """Bin of LOR ``i``: principal axis, coarse direction (``n_slope`` bins per transverse slope)
+    and where it crosses the image's central plane (bins of ``pos_bin`` voxels, ``n_pos`` per axis).
+    ``ivs``: inverse voxel sizes (1/mm)."""
+    p, d0, d1, d2 = _principal(i, xs, xe, ivs)
+    a, b = (1, 2) if p == 0 else ((0, 2) if p == 1 else (0, 1))
+    d = (d0, d1, d2)
+    dp = d[p]
+    inv = 1.0 / dp if dp != 0.0 else 0.0
+    # crossing of the central plane, from the midpoint
+    t = (0.5 * (shape[p] - 1) - ((0.5 * (xs[i, p] + xe[i, p]) - org[p]) * ivs[p])) * inv
+    key = p
+    for ax in (a, b):
+        key = key * n_slope + min(max(int((d[ax] * inv + 1.0) * 0.5 * n_slope), 0), n_slope - 1)
+    for ax in (a, b):
+        pos = ((0.5 * (xs[i, ax] + xe[i, ax]) - org[ax]) * ivs[ax] + t * d[ax]) / pos_bin + 2.0
+        key = key * n_pos + min(max(int(pos), 0), n_pos - 1)
+    return key
+
+
+def _n_keys(shape) -> tuple[int, int]:
+    """``(n_pos, n_keys)`` of :func:`_locality_key` for an image shape."""
+    n_pos = (max(shape) + 4 * POSITION_BIN_VOXELS) // POSITION_BIN_VOXELS + 1
+    return n_pos, 3 * SLOPE_BINS**2 * n_pos**2
 
 
 @njit(parallel=True, **_JIT)
-def forward(image, shape, xs, xe, vs, org, centre, tofp, table, order, out):
-    """``out[i] = sum_samples w * bilinear(image)`` for every LOR ``i`` (parallel over LORs).
+def _histogram(shape, xs, xe, vs, org, n_slope, pos_bin, n_pos, bounds, counts):
+    """``counts[t, key]``: the number of LORs of part ``t`` (``bounds[t] <= i < bounds[t + 1]``)
+    in each locality bin."""
+    counts[:] = 0
+    for t in prange(counts.shape[0]):
+        for i in range(bounds[t], bounds[t + 1]):
+            counts[t, _locality_key(i, shape, xs, xe, vs, org, n_slope, pos_bin, n_pos)] += 1
 
-    ``image`` is the flat C-ordered ``(nx, ny, nz)`` image; ``shape`` int64 (3,); ``vs``/``org``
-    float64 (3,), mm; ``xs``/``xe`` (n, 3) mm; ``centre`` (n,) signed TOF bin centres (mm), unused
-    without TOF; ``order`` (n,) int64: the LORs in the order to process them (see
-    :func:`locality_order`); ``out`` (n,) is overwritten.
-    """
-    strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
-    n = xs.shape[0]
-    m = max(shape[0], shape[1], shape[2]) + 1
-    n_blocks = min(n, 256)
+
+@njit(parallel=True, **_JIT)
+def _collect(k0, k1, r_lo, cap, shape, xs, xe, vs, org, n_slope, pos_bin, n_pos, bounds, counts, offsets, order):
+    """``order[:m]``: the LORs with a key in ``[k0, k1)`` whose rank in that group (sorted by key,
+    then index) lies in ``[r_lo, r_lo + cap)``. Parts of the LOR range are scanned in parallel,
+    each from its own offsets, so the order does not depend on the number of parts. Returns ``m``."""
+    n_parts = counts.shape[0]
+    acc = 0
+    for k in range(k0, k1):
+        for t in range(n_parts):
+            offsets[t, k] = acc
+            acc += counts[t, k]
+    per_axis = n_slope * n_slope * n_pos * n_pos  # keys per principal axis (the leading part of the key)
+    p_lo, p_hi = k0 // per_axis, (k1 - 1) // per_axis
+    for t in prange(n_parts):
+        for i in range(bounds[t], bounds[t + 1]):
+            if p_lo == p_hi and _principal(i, xs, xe, vs)[0] != p_lo:  # quick reject by principal axis
+                continue
+            key = _locality_key(i, shape, xs, xe, vs, org, n_slope, pos_bin, n_pos)
+            if key >= k0 and key < k1:
+                r = offsets[t, key]
+                offsets[t, key] = r + 1
+                if r >= r_lo and r < r_lo + cap:
+                    order[r - r_lo] = i
+    return min(acc - r_lo, cap)
+
+
+@njit(parallel=True, **_JIT)
+def _forward_chunk(image, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out):
+    n_blocks = min(m, 64)
+    size = max(shape[0], shape[1], shape[2]) + 1
     for t in prange(n_blocks):
-        ks = np.empty(m, np.int64)
-        steps = np.empty((m, 2), np.int64)
-        ws = np.empty((m, 4))
-        for r in range(t * n // n_blocks, (t + 1) * n // n_blocks):
+        ks = np.empty(size, np.int64)
+        xi = np.empty(size, np.int64)
+        steps = np.empty((size, 2), np.int64)
+        ws = np.empty((size, 4))
+        for r in range(t * m // n_blocks, (t + 1) * m // n_blocks):
             i = order[r]
-            count = _lor_samples(_setup(i, xs, xe, shape, strides, vs, org, centre, tofp), tofp, table, ks, steps, ws)
+            plan = _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp)
+            count = plan[0]
+            _lor_samples(plan, 0, count, tofp, table, ks, xi, steps, ws)
             acc = 0.0
             for j in range(count):
                 k, da, db = ks[j], steps[j, 0], steps[j, 1]
@@ -237,87 +348,143 @@ def forward(image, shape, xs, xe, vs, org, centre, tofp, table, order, out):
 
 
 @njit(**_JIT)
-def _back_block(values, order, lo, hi, shape, strides, xs, xe, vs, org, centre, tofp, table, target):
-    m = max(shape[0], shape[1], shape[2]) + 1
-    ks = np.empty(m, np.int64)
-    steps = np.empty((m, 2), np.int64)
-    ws = np.empty((m, 4))
-    for r in range(lo, hi):
+def _back_slab(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, x0, x1, out):
+    """Add the chunk's LORs into the voxels with x index in ``[x0, x1)`` of ``out`` (in order)."""
+    size = max(shape[0], shape[1], shape[2]) + 1
+    ks = np.empty(size, np.int64)
+    xi = np.empty(size, np.int64)
+    steps = np.empty((size, 2), np.int64)
+    ws = np.empty((size, 4))
+    for r in range(m):
         i = order[r]
         v = values[i]
         if v == 0.0:
             continue
-        count = _lor_samples(_setup(i, xs, xe, shape, strides, vs, org, centre, tofp), tofp, table, ks, steps, ws)
-        for j in range(count):
-            k, da, db = ks[j], steps[j, 0], steps[j, 1]
-            target[k] += v * ws[j, 0]
-            target[k + da] += v * ws[j, 1]
-            target[k + db] += v * ws[j, 2]
-            target[k + da + db] += v * ws[j, 3]
+        plan = _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp)
+        j0, j1 = _slab_samples(plan, x0, x1, shape[0])
+        if j1 <= j0:
+            continue
+        _lor_samples(plan, j0, j1, tofp, table, ks, xi, steps, ws)
+        if plan[19] == 0:  # principal axis x: the four corners lie in plane xi
+            for s in range(j1 - j0):
+                k, da, db, ix = ks[s], steps[s, 0], steps[s, 1], xi[s]
+                if ix >= x0 and ix < x1:
+                    out[k] += v * ws[s, 0]
+                    out[k + da] += v * ws[s, 1]
+                    out[k + db] += v * ws[s, 2]
+                    out[k + da + db] += v * ws[s, 3]
+        else:  # x is axis a: corners at xi and, unless at the last plane (weight 0 there), xi + 1
+            for s in range(j1 - j0):
+                k, da, db, ix = ks[s], steps[s, 0], steps[s, 1], xi[s]
+                if ix >= x0 and ix < x1:
+                    out[k] += v * ws[s, 0]
+                    out[k + db] += v * ws[s, 2]
+                if da != 0 and ix + 1 >= x0 and ix + 1 < x1:
+                    out[k + da] += v * ws[s, 1]
+                    out[k + da + db] += v * ws[s, 3]
 
 
 @njit(parallel=True, **_JIT)
-def back(values, shape, xs, xe, vs, org, centre, tofp, table, order, out, partial):
+def _back_chunk(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, n_slabs, out):
+    for t in prange(n_slabs):
+        _back_slab(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table,
+                   t * shape[0] // n_slabs, (t + 1) * shape[0] // n_slabs, out)
+
+
+#: LORs per batch (at least; at most :data:`MAX_SCANS` batches): memory is O(batch), not O(n_lor).
+CHUNK = 1 << 16
+MAX_SCANS = 32
+#: Smallest image (voxels) for which the LORs are sorted by locality: a smaller image stays in
+#: the L2/L3 caches and the sort's scans cost more than they gain (measured on the BENCHMARKS.md
+#: workload: 128x128x32 15 % faster unsorted, 200^3 1.4x faster sorted).
+SORT_MIN_VOXELS = 1 << 21
+
+
+def _batches(shape, xs, xe, vs, org, n_parts):
+    """Yield ``(order, m)``: batches of at most ``cap`` LORs in locality order, O(cap) memory.
+
+    A histogram of the locality keys cuts the key range into groups of at most ``cap`` LORs; each
+    group is collected by a scan that recomputes the keys (a few ns per LOR, about ``n / cap``
+    scans, ``n_parts`` threads) and comes out sorted by key. So the LORs are processed in the
+    order of a global stable sort by key, without an O(n) permutation array (a global sort was
+    1.4x faster than sorting fixed chunks of 65536 LORs on the BENCHMARKS.md workload:
+    consecutive LORs reuse cached image lines). Images below :data:`SORT_MIN_VOXELS`: batches in
+    input order.
+    """
+    n = xs.shape[0]
+    if n >= 2**31:
+        raise ValueError(f"at most 2**31 - 1 LORs per call, got {n}")
+    cap = max(1, min(n, max(CHUNK, -(-n // MAX_SCANS))))
+    order = np.empty(cap, np.int32)
+    if int(np.prod(shape)) < SORT_MIN_VOXELS:  # the image stays in the caches: input order
+        for c0 in range(0, n, cap):
+            m = min(cap, n - c0)
+            order[:m] = np.arange(c0, c0 + m, dtype=np.int32)
+            yield order, m
+        return
+    n_pos, n_keys = _n_keys(tuple(int(s) for s in shape))
+    key_args = (shape, xs, xe, 1.0 / vs, org, SLOPE_BINS, POSITION_BIN_VOXELS, n_pos)
+    bounds = np.linspace(0, n, n_parts + 1).astype(np.int64)
+    counts = np.empty((n_parts, n_keys), np.int64)
+    _histogram(*key_args, bounds, counts)
+    total = counts.sum(axis=0)
+    offsets = np.zeros((n_parts, n_keys), np.int64)
+    k0 = 0
+    while k0 < n_keys:
+        k1, size = k0, 0
+        while k1 < n_keys and size + total[k1] <= cap:
+            size += total[k1]
+            k1 += 1
+        if k1 == k0:  # one bin holds more than cap LORs: several batches of it
+            k1 = k0 + 1
+            for r_lo in range(0, int(total[k0]), cap):
+                yield order, _collect(k0, k1, r_lo, cap, *key_args, bounds, counts, offsets, order)
+        elif size:
+            yield order, _collect(k0, k1, 0, cap, *key_args, bounds, counts, offsets, order)
+        k0 = k1
+
+
+def _strides(shape) -> np.ndarray:
+    return np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
+
+
+def forward(image, shape, xs, xe, vs, org, tbin, toff, tofp, table, out):
+    """``out[i] = sum_samples w * bilinear(image)`` for every LOR ``i`` (parallel over LORs).
+
+    ``image`` is the flat C-ordered ``(nx, ny, nz)`` image; ``shape`` int64 (3,); ``vs``/``org``
+    float64 (3,), mm; ``xs``/``xe`` (n, 3) mm; ``tbin``/``toff`` (n,) TOF bin indices / offsets
+    (mm) or length-1 dummies (see :func:`tof_constants`); ``out`` (n,) is overwritten. LORs are
+    processed in batches in locality order (see :func:`_batches`).
+    """
+    strides = _strides(shape)
+    for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
+        _forward_chunk(image, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out)
+
+
+def back(values, shape, xs, xe, vs, org, tbin, toff, tofp, table, out, n_slabs):
     """Adjoint of :func:`forward`: ``out += A^T values`` (flat image, zeroed by the caller).
 
-    ``partial`` (T - 1, numel), zeroed: the private images of threads 1..T-1; LOR block 0 goes
-    straight into ``out``; the partial images are added to ``out`` at the end.
+    No global scatter and no private images: ``n_slabs`` threads each own a slab of x planes of
+    ``out`` and add every LOR's samples that fall into it, in the same (locality) order. Each
+    voxel therefore receives its terms in the same order whatever the number of threads: the
+    result is identical (bit for bit) for any thread count.
     """
-    strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
-    n = xs.shape[0]
-    n_blocks = partial.shape[0] + 1
-    for t in prange(n_blocks):
-        lo = t * n // n_blocks
-        hi = (t + 1) * n // n_blocks
-        if t == 0:
-            _back_block(values, order, lo, hi, shape, strides, xs, xe, vs, org, centre, tofp, table, out)
-        else:
-            _back_block(values, order, lo, hi, shape, strides, xs, xe, vs, org, centre, tofp, table, partial[t - 1])
-    if n_blocks > 1:
-        for k in prange(out.shape[0]):
-            s = out[k]
-            for t in range(n_blocks - 1):
-                s += partial[t, k]
-            out[k] = s
+    strides = _strides(shape)
+    n_slabs = max(1, min(int(n_slabs), int(shape[0])))
+    for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
+        _back_chunk(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, n_slabs, out)
 
 
 @njit(parallel=True, **_JIT)
-def _locality_keys(shape, xs, xe, vs, org):
-    n = xs.shape[0]
-    keys = np.empty(n, np.int64)
-    n_pos = (max(shape[0], shape[1], shape[2]) + 4 * _POSITION_BIN_VOXELS) // _POSITION_BIN_VOXELS + 1
-    for i in prange(n):
-        q = np.empty(3)
-        d = np.empty(3)
-        for ax in range(3):
-            q[ax] = (0.5 * (xs[i, ax] + xe[i, ax]) - org[ax]) / vs[ax]
-            d[ax] = (xe[i, ax] - xs[i, ax]) / vs[ax]
-        p = 0
-        if abs(d[1]) > abs(d[0]):
-            p = 1
-        if abs(d[2]) > abs(d[p]):
-            p = 2
-        a, b = (1, 2) if p == 0 else ((0, 2) if p == 1 else (0, 1))
-        key = p
-        t = (0.5 * (shape[p] - 1) - q[p]) / d[p] if d[p] != 0.0 else 0.0  # crossing of the central plane
-        for ax in (a, b):
-            slope = d[ax] / d[p] if d[p] != 0.0 else 0.0
-            key = key * _SLOPE_BINS + min(max(int((slope + 1.0) * 0.5 * _SLOPE_BINS), 0), _SLOPE_BINS - 1)
-        for ax in (a, b):
-            pos = (q[ax] + t * d[ax]) / _POSITION_BIN_VOXELS + 2.0
-            key = key * n_pos + min(max(int(pos), 0), n_pos - 1)
-        keys[i] = key
-    return keys
+def _count_samples(shape, xs, xe, vs, org, tbin, toff, tofp):
+    strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
+    total = 0
+    for i in prange(xs.shape[0]):
+        total += _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp)[0]
+    return total
 
 
-def locality_order(shape, xs, xe, vs, org) -> np.ndarray:
-    """A processing order of the LORs that keeps consecutive LORs near each other in the image.
-
-    LORs are grouped by principal axis, coarse direction (``_SLOPE_BINS`` bins per transverse
-    slope) and the position where they cross the image's central plane (bins of
-    ``_POSITION_BIN_VOXELS`` voxels): consecutive LORs then reuse cached image lines, which
-    halved the time of the memory-latency-bound loops on the BENCHMARKS.md workload. The
-    results do not depend on the order (up to the order of floating-point additions in the back
-    projection).
-    """
-    return np.argsort(_locality_keys(shape, xs, xe, vs, org), kind="stable")
+def sample_count(shape, xs, xe, vs, org, tbin, toff, tofp, table=None) -> int:
+    """Number of Joseph samples (planes visited) of all LORs: each reads (forward) or writes
+    (back) 4 voxels. Same arguments as :func:`forward` (``table`` unused)."""
+    return int(_count_samples(np.asarray(shape, np.int64), xs, xe, vs, org, tbin, toff, tofp))

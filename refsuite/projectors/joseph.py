@@ -25,8 +25,9 @@ What is specific here (and why):
   (``|s - s_k| <= n sigma + w/2``), which is exact since the kernel vanishes there.
 * **Two implementations** (``backend=``). On CPU float32/float64 tensors the default is a compiled,
   multi-threaded numba kernel (:mod:`~refsuite.projectors._joseph_numba`): the same arithmetic one
-  LOR at a time, LORs processed in an order that keeps consecutive LORs close in the image, the
-  back projection into one private image per thread summed at the end. It is a
+  LOR at a time, LORs streamed in batches (memory O(batch)) in an order that keeps consecutive
+  LORs close in the image, the back projection split by slabs of x planes, one per thread (no
+  private images, the same result for any thread count). It is a
   ``torch.autograd.Function`` differentiable with respect to the image / the values (its backward
   is the other kernel); gradients with respect to the end points take the torch path. The torch
   path (any device; the reference the kernel is tested against) groups LORs by principal axis,
@@ -76,6 +77,11 @@ def _triple(name: str, value, *, positive: bool) -> tuple[float, float, float]:
     return tuple(float(v) for v in arr)
 
 
+def _row_blocks(n: int, size: int = 1 << 13):
+    """Slices of ``size`` rows: checks on blocks keep temporaries O(block), not O(n_lor)."""
+    return [slice(lo, lo + size) for lo in range(0, n, size)]
+
+
 def _check_points(xstart, xend) -> None:
     for name, x in (("xstart", xstart), ("xend", xend)):
         if not isinstance(x, torch.Tensor):
@@ -85,7 +91,7 @@ def _check_points(xstart, xend) -> None:
     if xstart.shape != xend.shape:
         raise ValueError(f"xstart and xend must have the same shape, got {tuple(xstart.shape)} and {tuple(xend.shape)}")
     for name, x in (("xstart", xstart), ("xend", xend)):
-        if not bool(torch.isfinite(x).all()):
+        if not all(bool(torch.isfinite(x[rows]).all()) for rows in _row_blocks(x.shape[0])):
             raise ValueError(f"{name} must be finite (mm), found NaN or infinity")
 
 
@@ -103,9 +109,11 @@ def _check_tof(tof, tof_bin, tof_offset, n_lor: int) -> None:
             raise ValueError(f"{name} must be a torch.Tensor of shape ({n_lor},), got {getattr(t, 'shape', t)!r}")
     if tof_bin is not None:
         half = (tof.num_bins - 1) / 2.0
-        if torch.any(tof_bin.abs() > half + 1e-9):
-            bad = tof_bin[tof_bin.abs() > half + 1e-9][0].item()
-            raise ValueError(f"tof_bin must lie in [-{half}, {half}] (num_bins={tof.num_bins}), got {bad}")
+        for rows in _row_blocks(n_lor):
+            out = tof_bin[rows].abs() > half + 1e-9
+            if torch.any(out):
+                bad = tof_bin[rows][out][0].item()
+                raise ValueError(f"tof_bin must lie in [-{half}, {half}] (num_bins={tof.num_bins}), got {bad}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,16 +304,21 @@ def _unpad(padded: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------------
-def _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, dtype):
-    """Check the arguments; return ``(xs, xe, voxel_size, origin, centre)`` with the end points in
-    ``dtype`` and ``centre`` the signed TOF bin centres (mm, along ``xstart -> xend``) or None."""
+def _check_args(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, dtype):
+    """Check the arguments; return ``(xs, xe, voxel_size, origin)`` with the end points in ``dtype``."""
     _check_points(xstart, xend)
     _check_tof(tof, tof_bin, tof_offset, xstart.shape[0])
-    if torch.any(torch.all(xstart == xend, dim=1)):
+    if any(bool(torch.any(torch.all(xstart[rows] == xend[rows], dim=1))) for rows in _row_blocks(xstart.shape[0])):
         raise ValueError("xstart and xend must differ for every LOR (a zero-length LOR has no direction)")
     vs = _triple("voxel_size", voxel_size, positive=True)
     org = _triple("origin", origin, positive=False)
-    xs, xe = xstart.to(dtype), xend.to(dtype)
+    return xstart.to(dtype), xend.to(dtype), vs, org
+
+
+def _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, dtype):
+    """:func:`_check_args`, plus ``centre``: the signed TOF bin centres (mm, along ``xstart ->
+    xend``) or None."""
+    xs, xe, vs, org = _check_args(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, dtype)
     centre = None
     if tof is not None:
         k = tof_bin.to(dtype) if tof_bin is not None else torch.zeros(xs.shape[0], dtype=dtype, device=xs.device)
@@ -416,8 +429,9 @@ def joseph_forward(
         raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
     shape = tuple(int(s) for s in image.shape)
     if _use_kernel(backend, image, xstart, xend):
-        xs, xe, vs, org, centre = _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype)
-        return _cpu_kernel.kernel_forward(image, xs, xe, voxel_size=vs, origin=org, tof=tof, centre=centre)
+        xs, xe, vs, org = _check_args(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype)
+        return _cpu_kernel.kernel_forward(image, xs, xe, voxel_size=vs, origin=org, tof=tof, tof_bin=tof_bin,
+                                          tof_offset=tof_offset)
     need_grad = torch.is_grad_enabled() and (image.requires_grad or xstart.requires_grad or xend.requires_grad)
     with torch.set_grad_enabled(need_grad):
         groups = _setup(xstart, xend, shape, voxel_size, origin, tof, tof_bin, tof_offset, image.dtype)
@@ -466,8 +480,9 @@ def joseph_back(
         One value per LOR (e.g. a ratio of measured to expected counts).
     xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, chunk_samples, backend
         As in :func:`joseph_forward` (the kernel's backward with respect to ``values`` is the
-        forward kernel). The kernel adds each thread's block of LORs into a private image and
-        sums the images at the end: no shared scatter, deterministic for a given thread count.
+        forward kernel). In the kernel each thread owns a slab of x planes of the image and adds
+        every LOR's samples inside it: no shared scatter, no private images, and the same result
+        (bit for bit) for any thread count.
     image_shape : (3,) ints
         ``(nx, ny, nz)``.
 
@@ -486,9 +501,9 @@ def joseph_back(
     if chunk_samples < 1:
         raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
     if _use_kernel(backend, values, xstart, xend):
-        xs, xe, vs, org, centre = _validate(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, values.dtype)
+        xs, xe, vs, org = _check_args(xstart, xend, voxel_size, origin, tof, tof_bin, tof_offset, values.dtype)
         return _cpu_kernel.kernel_back(values, xs, xe, image_shape=shape, voxel_size=vs, origin=org, tof=tof,
-                                       centre=centre)
+                                       tof_bin=tof_bin, tof_offset=tof_offset)
     need_grad = torch.is_grad_enabled() and (values.requires_grad or xstart.requires_grad or xend.requires_grad)
     with torch.set_grad_enabled(need_grad):
         groups = _setup(xstart, xend, shape, voxel_size, origin, tof, tof_bin, tof_offset, values.dtype)
