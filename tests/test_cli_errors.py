@@ -337,8 +337,12 @@ def test_malformed_bytes_are_one_line(inputs, tmp_path_factory, name):
 
 
 # --------------------------------------------------------------------------- atomic writes
+# The writer takes Ctrl-C as an interactive process does, whatever this test run was started
+# from (a background job, nohup or CI runner may start it with SIGINT ignored, which the child
+# would inherit and refsuite rightly keeps ignoring).
 _WRITER = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from refsuite.io.atomic import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     tmp.write_bytes(b"half" * 1000)
