@@ -29,7 +29,7 @@ from typing import Iterable
 
 RECORDS = Path(__file__).with_name("seed_records.json")
 
-__all__ = ["MARGIN", "QUICK_WALL_TIME_NOTE", "RECORDS", "apply_seed_records", "condense", "false_alarm", "measured_text", "write_records"]
+__all__ = ["MARGIN", "QUICK_WALL_TIME_NOTE", "RECORDS", "apply_seed_records", "declare_run_time", "condense", "false_alarm", "measured_text", "write_records"]
 
 #: ``Tolerance(false_alarm=MARGIN)``: the bound is a margin with no analytic rate; the rate is
 #: the seed-sweep record, filled in by :func:`apply_seed_records` when the study has run
@@ -43,6 +43,16 @@ MARGIN = "a margin (no analytic rate): measured over seeds"
 QUICK_WALL_TIME_NOTE = ("wall time grows with the machine's load (a report run next to other jobs exceeded the "
                         "quick budget with a correct implementation), so quick mode shows it; the benchmarks judge "
                         "speed (CPU time, ratios in one run) and the full plan its wall-time budget")
+
+
+def declare_run_time(section, tolerance, *, quick: bool) -> None:
+    """Declare a study's "run time" (wall-time budget): judged in full plans, shown in quick mode
+    (:data:`QUICK_WALL_TIME_NOTE`)."""
+    if quick:
+        section.declare("run time", tolerance, judged=False, judged_in="the full plan (on a machine of its own)",
+                        note=QUICK_WALL_TIME_NOTE)
+    else:
+        section.declare("run time", tolerance)
 
 
 def _distance(check: dict) -> tuple[float, float] | None:

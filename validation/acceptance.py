@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
-from validation._seed_records import MARGIN, QUICK_WALL_TIME_NOTE
+from validation._seed_records import MARGIN, declare_run_time
 
 NAME = "acceptance"
 TITLE = "Acceptance testing after a hardware change: the shipped demonstration (built-in MC, thull_sim)"
@@ -96,11 +96,7 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
     run_time = Tolerance(900.0 if ctx.quick else 7200.0, Comparison.AT_MOST, unit="s",
                          justification="quick: CI on 2 cores (scans written once and reused); full: 2 h",
                          false_alarm="depends on machine load, not on the seed (wall time)")
-    if ctx.quick:
-        section.declare("run time", run_time, judged=False, judged_in="the full plan (on a machine of its own)",
-                        note=QUICK_WALL_TIME_NOTE)
-    else:
-        section.declare("run time", run_time)
+    declare_run_time(section, run_time, quick=ctx.quick)
 
     t0 = time.perf_counter()
     tmp = None

@@ -36,7 +36,7 @@ import numpy as np
 
 from refsuite._threads import limited_threads
 from refsuite.report import Comparison, RunContext, Section, Table, Tolerance, figure_from_matplotlib
-from validation._seed_records import MARGIN, QUICK_WALL_TIME_NOTE
+from validation._seed_records import MARGIN, declare_run_time
 
 NAME = "alignment"
 TITLE = "Maximum-likelihood detector alignment (Thull et al.) on built-in MC point-source data"
@@ -161,11 +161,7 @@ def run(ctx: RunContext, *, inputs: StudyInputs = StudyInputs()) -> Section:
         600.0 if ctx.quick else 1800.0, Comparison.AT_MOST, unit="s",
         justification="budget on 2 CPU cores: quick <= 10 min, full (5e6 coincidences, 200 iterations) "
                       "<= 30 min", false_alarm="depends on machine load, not on the seed (wall time)")
-    if ctx.quick:
-        section.declare("run time", run_time, judged=False, judged_in="the full plan (on a machine of its own)",
-                        note=QUICK_WALL_TIME_NOTE)
-    else:
-        section.declare("run time", run_time)
+    declare_run_time(section, run_time, quick=ctx.quick)
 
     blueprint, truth, src, solver_src, events, eff, shell, n_dead = _simulate(ctx, inp)
     n_shell = shell.n_events
