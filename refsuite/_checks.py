@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_float_array", "check_finite", "check_positive", "check_in_range", "check_choice"]
+__all__ = ["as_float_array", "check_finite", "check_positive", "check_in_range", "check_choice",
+           "validation_lines"]
 
 
 def _show(value: Any) -> str:
@@ -82,3 +83,19 @@ def check_choice(name: str, value: Any, allowed: tuple) -> Any:
 
 def _num(x: float) -> str:
     return "inf" if math.isinf(x) and x > 0 else "-inf" if math.isinf(x) else f"{x:g}"
+
+
+def validation_lines(exc) -> list[str]:
+    """One ``field.path: message (got value)`` line per error of a pydantic ``ValidationError``.
+
+    Shared by the scenario and acceptance-plan schemas so that a bad file is reported the same
+    way everywhere: the dotted field, pydantic's reason without its documentation link, the value.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return lines

@@ -23,6 +23,7 @@ from typing import Annotated, Literal, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from refsuite._checks import validation_lines
 from refsuite.geometry.spec import ScannerSpec
 
 __all__ = [
@@ -61,8 +62,10 @@ class MisalignmentSpec(_Model):
     """Gaussian block misalignment (:func:`refsuite.geometry.perturb`); clear blocks unless ``allow_overlaps``."""
 
     seed: int
-    sigma_t_mm: float = Field(ge=0.0)
-    sigma_r_deg: float = Field(ge=0.0)
+    #: translation sigma, mm; at most 100 mm (the studies use <= 1 mm; a larger value moves blocks
+    #: out of any scanner and is a unit mistake, e.g. um for mm)
+    sigma_t_mm: float = Field(ge=0.0, le=100.0)
+    sigma_r_deg: float = Field(ge=0.0, le=90.0)  #: rotation sigma, degrees (at most 90)
     groups: bool = False  #: share the noise within the scanner's groups (rings, half-rings)
     #: draw without perturb's clearance rule and accept blocks pushed into each other (GATE rejects
     #: such a geometry; the built-in MC then counts a shared volume for both blocks)
@@ -71,7 +74,7 @@ class MisalignmentSpec(_Model):
 
 class PointsSpec(_Model):
     kind: Literal["points"]
-    n_sources: int = Field(10, ge=1)
+    n_sources: int = Field(10, ge=1, le=1_000_000)  #: at most 1e6 (the arrays are per source)
     seed: Optional[int] = None  #: random positions (PointSources.random) when ``centres_mm`` is absent
     centres_mm: Optional[list[tuple[float, float, float]]] = None
     fov_radius_mm: float = Field(60.0, gt=0)
@@ -161,7 +164,9 @@ PhantomSpec = Annotated[Union[PointsSpec, TubeSpec, ShellSpec, LineSpec, HotRodS
 
 class SourceSpec(_Model):
     particle: Particle = Particle.BACK_TO_BACK
-    acollinearity_fwhm_deg: float = Field(0.0, ge=0.0)  #: back_to_back only (GATE: accolinearity_fwhm)
+    #: FWHM of the deviation from 180 degrees, degrees; back_to_back only (GATE: accolinearity_fwhm).
+    #: Water gives about 0.5 degrees (ICRU); at most 10 (a larger value is a unit mistake, not a positron)
+    acollinearity_fwhm_deg: float = Field(0.0, ge=0.0, le=10.0)
 
 
 class AcquisitionSpec(_Model):
@@ -401,7 +406,7 @@ def scenario_from_dict(d: dict, *, source: str = "<dict>", base_dir=None) -> Sce
     try:
         return Scenario.model_validate({**d, "base_dir": None if base_dir is None else str(base_dir)})
     except ValidationError as exc:
-        raise ScenarioError(f"{source}: invalid scenario:\n{exc}") from None
+        raise ScenarioError(f"{source}: invalid scenario: " + "; ".join(validation_lines(exc))) from None
 
 
 def load_scenario(path) -> Scenario:

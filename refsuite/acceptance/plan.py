@@ -39,6 +39,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from refsuite._checks import validation_lines
 from refsuite.geometry.spec import ScannerSpec
 from refsuite.timing.listmode_skew import ChannelGranularity
 
@@ -201,12 +202,7 @@ class AcceptancePlan(_Model):
 
 
 def _format(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(plan)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}" + (f" (got {err['input']!r})" if err["type"] == "literal_error" else ""))
-    return f"invalid acceptance plan {source}:\n" + "\n".join(lines)
+    return f"invalid acceptance plan {source}:\n" + "\n".join("  " + line for line in validation_lines(exc))
 
 
 def plan_from_dict(d: dict, *, source: str = "<dict>", base_dir=None) -> AcceptancePlan:
