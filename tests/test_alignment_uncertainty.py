@@ -22,7 +22,8 @@ def _problem(n_events=60, seed=3):
     T = lambda x, dt=torch.float64: torch.as_tensor(np.array(x), dtype=dt)  # noqa: E731
     n_all = bp.n_blocks * bp.n_crystals
     problem = Problem(lut_centres=T(bp.crystals.centres), lut_half=T(bp.crystals.half_sizes), eff=T(np.ones(n_all)),
-                      ev_cr=T(sup[:, :2], torch.long), ev_tof=None, ev_cand=T(sup[:, 2:3], torch.long),
+                      ev_cr=T(sup[:, :2], torch.long), ev_tof=None, ev_cand_ptr=torch.arange(len(sup) + 1),
+                      ev_cand=torch.as_tensor(sup[:, 2], dtype=torch.int32),
                       ev_att=T(np.ones(len(sup))), sup=T(sup, torch.long), sup_att=T(np.ones(len(sup))),
                       sup_weight=T(np.ones(len(sup))), centres=T(centre), sigmas=T([0.5]), activities=T([1.0]),
                       tof=None, n_samples=4, depth_mu=bp.mu_per_mm, inverse_square=True, length_ref=150.0)
@@ -38,7 +39,7 @@ def test_event_scores_sum_to_the_gradient_of_the_pose_model():
     trans = torch.zeros_like(rot, requires_grad=True)
     gen = torch.Generator().manual_seed(11)
     cr = problem.ev_cr
-    mu = _expected(problem, cr, problem.ev_cand, None, poses.poses(rot, trans), gen)
+    mu = _expected(problem, cr, torch.arange(problem.n_events), problem.ev_cand.long(), None, poses.poses(rot, trans), gen)
     torch.log(mu).sum().backward()
     expected = np.concatenate([rot.grad.numpy(), trans.grad.numpy()], 1)
     gen = torch.Generator().manual_seed(11)

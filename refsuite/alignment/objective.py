@@ -48,7 +48,9 @@ class Problem:
 
     Attributes (torch): ``lut_centres``/``lut_half`` (M, 3) mm; ``eff`` (N*M,) efficiencies;
     ``ev_cr`` (n_ev, 2) global crystal indices (block * M + cr) of singles 1 and 2; ``ev_tof``
-    (n_ev,) signed TOF bins or None; ``ev_cand`` (n_ev, K) candidate blobs (-1: none);
+    (n_ev,) signed TOF bins or None; ``ev_cand_ptr`` (n_ev + 1,) and ``ev_cand`` (int32) the
+    candidate blobs of each event, nearest first, as a ragged array (event ``i``'s are
+    ``ev_cand[ev_cand_ptr[i]:ev_cand_ptr[i + 1]]``, :func:`~refsuite.alignment.support.event_candidates`);
     ``ev_att`` (n_ev,); ``sup`` (n_sup, 3) support entries (cr1, cr2, blob); ``sup_att``;
     ``sup_weight`` (n_sup,) inverse inclusion probability of each support entry; blob ``centres``,
     ``sigmas``, ``activities``; ``tof`` (TOFParameters or None); ``n_samples``; ``depth_mu``
@@ -100,23 +102,20 @@ def _line_integrals(problem, xs, xe, blob, tof_bin):
                                activities=problem.activities[blob], paired=True, **kw)
 
 
-def _expected(problem, cr, blob, tof_bin, poses, gen, deltas=(None, None)):
-    """Mean over sampled lines of the (TOF-)line integral for rows (cr pair, blob candidates).
+def _expected(problem, cr, row, blob, tof_bin, poses, gen, deltas=(None, None)):
+    """Mean over sampled lines of the (TOF-)line integral for (line, blob) rows, summed per line.
 
-    ``cr`` (n, 2), ``blob`` (n, K) with -1 for none; returns (n,) summed over candidates,
-    without efficiencies and attenuation. ``deltas``: per-row pose changes of the two blocks
-    (see :func:`_points`).
+    ``cr`` (n, 2) crystal pairs of the lines; ``row`` (R,) the line of each (line, blob) row and
+    ``blob`` (R,) its blob, rows of one line adjacent; returns (n,) without efficiencies and
+    attenuation. ``deltas``: per-line pose changes of the two blocks (see :func:`_points`).
     """
-    n, k_c = blob.shape
+    n = cr.shape[0]
     s = problem.n_samples
     a = _points(problem, cr[:, 0], poses, gen, deltas[0])
     b = _points(problem, cr[:, 1], poses, gen, deltas[1])
-    valid = blob >= 0
-    row, col = torch.nonzero(valid, as_tuple=True)
-    bl = blob[row, col]
     xs = a[row].reshape(-1, 3)
     xe = b[row].reshape(-1, 3)
-    bl_s = bl.repeat_interleave(s)
+    bl_s = blob.repeat_interleave(s)
     tb = None if tof_bin is None else tof_bin[row].repeat_interleave(s)
     li = _line_integrals(problem, xs, xe, bl_s, tb)
     if problem.inverse_square:
@@ -125,12 +124,22 @@ def _expected(problem, cr, blob, tof_bin, poses, gen, deltas=(None, None)):
     return torch.zeros(n, dtype=li.dtype, device=li.device).index_add(0, row, li)
 
 
+def _candidate_rows(problem, idx):
+    """(row, blob) of events ``idx``: each event's candidate blobs from the ragged array, in order."""
+    start = problem.ev_cand_ptr[idx]
+    count = problem.ev_cand_ptr[idx + 1] - start
+    row = torch.repeat_interleave(torch.arange(idx.shape[0], device=idx.device), count)
+    first = torch.cumsum(count, 0) - count  # position of each event's first row
+    pos = torch.repeat_interleave(start - first, count) + torch.arange(row.shape[0], device=idx.device)
+    return row, problem.ev_cand[pos].long()
+
+
 def event_expectations(problem, idx, poses, gen, deltas=(None, None)):
     """Expected counts (up to the global scale) of events ``idx``: line integrals times
     efficiencies and attenuation, (n,). ``deltas``: per-row pose changes (see :func:`_points`)."""
     cr = problem.ev_cr[idx]
     tb = None if problem.ev_tof is None else problem.ev_tof[idx]
-    mu = _expected(problem, cr, problem.ev_cand[idx], tb, poses, gen, deltas)
+    mu = _expected(problem, cr, *_candidate_rows(problem, idx), tb, poses, gen, deltas)
     return mu * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[idx]
 
 
@@ -138,7 +147,7 @@ def support_expectations(problem, idx, poses, gen):
     """Non-TOF expected counts of support entries ``idx``, weighted by their inverse inclusion
     probability (n,): summed over all entries they estimate the normalisation."""
     sup = problem.sup[idx]
-    mu = _expected(problem, sup[:, :2], sup[:, 2:3], None, poses, gen)
+    mu = _expected(problem, sup[:, :2], torch.arange(sup.shape[0], device=sup.device), sup[:, 2], None, poses, gen)
     return mu * problem.eff[sup[:, 0]] * problem.eff[sup[:, 1]] * problem.sup_att[idx] * problem.sup_weight[idx]
 
 

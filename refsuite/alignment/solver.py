@@ -310,8 +310,8 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     # ---- static problem: candidates of every event, support of the normalisation
     cc = blueprint.crystal_centres().reshape(-1, 3)
     a, b = cc[ev_cr[:, 0]], cc[ev_cr[:, 1]]
-    cand = event_candidates(a, b, model.centres, support_radius_mm)
-    has = (cand >= 0).any(1)
+    cand_ptr, cand = event_candidates(a, b, model.centres, support_radius_mm)
+    has = np.diff(cand_ptr) > 0
     if has.mean() < 0.5:
         raise ValueError(f"only {100 * has.mean():.1f} % of the events pass within {support_radius_mm} mm of the "
                          "phantom on the blueprint: wrong phantom, or a misplacement larger than the support radius")
@@ -331,7 +331,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     problem = Problem(
         lut_centres=T(blueprint.crystals.centres), lut_half=T(blueprint.crystals.half_sizes),
         eff=T(eff.reshape(-1)), ev_cr=T(ev_cr, torch.long), ev_tof=None if ev_tof is None else T(ev_tof),
-        ev_cand=T(cand, torch.long), ev_att=T(att_ev), sup=T(sup, torch.long), sup_att=T(att_sup),
+        ev_cand_ptr=T(cand_ptr, torch.long), ev_cand=torch.from_numpy(cand).to(dev), ev_att=T(att_ev), sup=T(sup, torch.long), sup_att=T(att_sup),
         sup_weight=T(sup_w), centres=T(model.centres), sigmas=T(model.sigmas), activities=T(model.activities),
         tof=tof_par, n_samples=int(n_samples), depth_mu=blueprint.mu_per_mm if depth_sampling else 0.0,
         inverse_square=bool(pair_sensitivity), length_ref=2.0 * r_fov)

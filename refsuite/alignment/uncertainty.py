@@ -105,7 +105,7 @@ def _event_chunk(problem, chunk: int) -> int:
     """Events per chunk: ``chunk``, fewer when events have many candidate blobs (a tube: ~60 per
     event on ``thull_sim``), so that a chunk holds at most ~``4 chunk`` (event, blob) rows; point
     sources (<= 4 candidates per event on average) keep ``chunk`` and hence their random stream."""
-    mean_k = float((problem.ev_cand >= 0).sum()) / max(1, problem.n_events)
+    mean_k = float(problem.ev_cand.shape[0]) / max(1, problem.n_events)
     return int(chunk) if mean_k <= 4 else max(1, int(4 * chunk / mean_k))
 
 
