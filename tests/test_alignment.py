@@ -178,6 +178,32 @@ def test_cli_align(small, tmp_path):
     assert rc == 2 and not (tmp_path / "x.json").exists()
 
 
+def test_cli_align_refuses_unusable_inputs_before_the_set_up(small, tmp_path, capsys):
+    """No coincidences, no CTR for the TOF likelihood, a checkpoint cut short by a kill or of another
+    kind: one line naming the file or flag, exit 2, before the candidates and support are built."""
+    from refsuite.io import save_listmode
+
+    bp, _, src, ev = small
+    bp.save(tmp_path / "bp.json")
+    src.save(tmp_path / "ph.json")
+    save_listmode(tmp_path / "ev.npz", ev)
+    save_listmode(tmp_path / "none.npz", ev.take(np.zeros(0, int)))
+    no_ctr = ev.take(np.arange(ev.n_events))
+    no_ctr.attrs.pop("ctr_ps", None)
+    save_listmode(tmp_path / "noctr.npz", no_ctr)
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 cut short")
+    base = ["align", "--scanner", str(tmp_path / "bp.json"), "--phantom", str(tmp_path / "ph.json"), "--out",
+            str(tmp_path / "x.json"), "--n-iter", "2", "--no-progress"]
+    for extra, names in ((["--events", str(tmp_path / "none.npz")], "none.npz: no coincidences"),
+                         (["--events", str(tmp_path / "noctr.npz")], "pass --ctr-ps"),
+                         (["--events", str(tmp_path / "ev.npz"), "--resume", "--checkpoint", str(tmp_path / "cut.pt")],
+                          "--checkpoint")):
+        assert _cli(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert names in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_cli_align_reads_gate9_as_gate10(small, tmp_path, write_gate9):
     """The same coincidences as a GATE 9 tree (s, MeV, globalPos*) and as a GATE 10 tree align to the same
     scanner; crystal ids assigned from the interaction points on the blueprint (--crystal-ids assign; a GATE 9

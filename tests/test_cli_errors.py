@@ -87,6 +87,7 @@ def inputs(tmp_path_factory):
     bad = {k: v.copy() for k, v in events.items()}
     bad["time_ps"][:5] = np.nan  # five coincidences without any triggered channel
     np.savez(d / "nan_events.npz", **bad)
+    np.savez(d / "five.npz", **{k: v[:5] for k, v in events.items()})  # too few for any channel pair
     # pvc: datasets, a model trained at 4.8 mm, images
     _fake_pvc_dataset(d / "ds", 2)
     _fake_pvc_dataset(d / "ds_part", 3, drop_last=True)
@@ -118,6 +119,7 @@ def inputs(tmp_path_factory):
     nan = pet.copy()
     nan[3, 3, 3] = np.nan
     _nifti(d / "nan.nii.gz", nan, 2.0)
+    _nifti(d / "zero.nii.gz", np.zeros((16, 16, 16)), 2.0)
     ct = np.full((16, 16, 16), -1000.0)
     ct[3:13, 3:13, 3:13] = 40.0
     ct[7:9, 7:9, :] = 700.0
@@ -186,6 +188,11 @@ CASES = [
      "--json"),
     ("timing-eval-json-parent-file", ["timing", "evaluate", I + "/model.json", I + "/events.npz", "--json",
                                       I + "/afile/x.json"], "--json"),
+    ("timing-cal-no-pairs", ["timing", "calibrate", I + "/five.npz", "--out", O + "/m.json"], "five.npz"),
+    ("timing-cal-cuda", ["timing", "calibrate", I + "/events.npz", "--out", O + "/m.json", "--device", "cuda:5"],
+     "--device"),
+    ("timing-eval-range-empty", ["timing", "evaluate", I + "/model.json", I + "/events.npz", "--central-range-mm",
+                                 "1000", "2000"], "--central-range-mm"),
     ("timing-eval-range", ["timing", "evaluate", I + "/model.json", I + "/events.npz", "--central-range-mm", "5",
                            "-5"], "--central-range-mm"),
     # pvc
@@ -226,6 +233,8 @@ CASES = [
     ("pvc-correct-iy-iter-0", [*IY, "--fwhm-mm", "8", "--iterations", "0"], "--iterations"),
     ("pvc-correct-iy-fwhm-neg", [*IY, "--fwhm-mm", "-8"], "--fwhm-mm"),
     ("pvc-eval-incomplete", ["pvc", "evaluate", "--data", I + "/ds_part", "--model", I + "/m.pt"], "ds_part"),
+    ("pvc-correct-iy-fwhm-huge", [*IY, "--fwhm-mm", "1e9"], "--fwhm-mm"),
+    ("pvc-eval-key-truth", ["pvc", "evaluate", "--data", I + "/ds", "--model", I + "/m.pt", "--key", "truth"], "--key"),
     ("pvc-eval-key", ["pvc", "evaluate", "--data", I + "/ds", "--model", I + "/m.pt", "--key", "nope"], "--key"),
     # register
     ("reg-iterations-0", [*REG, *REG_OUT, "--iterations", "0"], "--iterations"),
@@ -244,6 +253,8 @@ CASES = [
     ("reg-ct-not-hu", [*REG[:5], "--fixed-ct", I + "/fixed.nii.gz", *REG_OUT], "--fixed-ct"),
     ("reg-uniform-nan", [*REG[:5], "--uniform-weight", "nan", *REG_OUT], "--uniform-weight"),
     ("reg-no-weight", [*REG[:5], *REG_OUT], "--fixed-ct"),
+    ("reg-fixed-constant", ["register", "--fixed", I + "/zero.nii.gz", *REG[3:], *REG_OUT], "zero.nii.gz"),
+    ("reg-levels-repeat", [*REG, *REG_OUT, "--iterations", "1,1,1,1,1,1,1"], "--iterations"),
     # acceptance
     ("acc-demo-seed", ["acceptance", "--write-demo", O + "/demo", "--seed", "-1"], "--seed"),
     ("acc-demo-file", ["acceptance", "--write-demo", I + "/afile"], "--write-demo"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from refsuite.cli import main
 from refsuite.geometry import Scanner, preset
@@ -62,3 +63,21 @@ def test_simulate_command_reports_bad_input(tmp_path, capsys):
     assert main(["simulate", "--n-decays", "10", "--phantom", "nope.json", "--out", str(tmp_path / "x.root")]) == 2
     assert "nope.json" in capsys.readouterr().err
     assert not (tmp_path / "x.root").exists()
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--acollinearity-deg", "200"], "acollinearity_fwhm_deg"),
+    (["--sigma-t-mm", "1e9"], "sigma_t_mm"),
+    (["--n-sources", "1000000000"], "n_sources"),
+    (["--energy-resolution", "5"], "energy_resolution"),
+    (["--n-decays", "1e13", "--chunk-size", "1000000000000"], "--chunk-size"),
+])
+def test_simulate_refuses_nonsense_before_any_work(tmp_path, capsys, flags, names):
+    """Values the scenario schema bounds (a unit mistake, not physics) and a vectorised pass that
+    would not fit in memory: one line naming the field or flag, exit 2, nothing written."""
+    argv = ["simulate", "--binning", "4mm", "--n-decays", "2e3", *flags, "--no-progress", "--out", str(tmp_path / "x.root")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert names in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+

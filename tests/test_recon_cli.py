@@ -97,9 +97,32 @@ def test_recon_errors_are_one_line(run, tmp_path, capsys):
         (["recon", str(d / "run.scanner.json"), "--scanner", scanner, "--out", str(tmp_path / "x.nii")],
          "cannot be read as coincidences"),
         (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path)], "is a directory"),
+        (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path / "x.nii"), "--iterations", "100000000"],
+         "--iterations 100000000: expected at most 1000"),
+        (["recon", str(out), "--scanner", scanner, "--out", str(tmp_path / "x.nii"), "--voxel", "1e-4", "--shape",
+          "8", "8", "8"], "--voxel 0.0001: expected at least 0.01 mm"),
     ]
     for argv, msg in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert not any(p.name.startswith("x.") for p in tmp_path.iterdir())
+
+
+def test_recon_refuses_an_image_no_line_crosses(run, tmp_path, capsys):
+    """Interaction points in another frame (here 1 m off along x, as from a file in other units or
+    another scanner's frame) with --lor-placement line: no line crosses the image; one line, exit 2."""
+    from refsuite.io import read_events, save_listmode
+
+    d, out = run
+    ev = read_events(out)
+    for k in ("PostPosition_X1", "PostPosition_X2"):
+        ev[k] = np.asarray(ev[k]) + 1000.0
+    save_listmode(tmp_path / "far.npz", ev)
+    argv = ["recon", str(tmp_path / "far.npz"), "--scanner", str(d / "run.scanner.json"), "--lor-placement", "line",
+            "--out", str(tmp_path / "x.nii"), *GRID]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is crossed by none of the" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.nii").exists()
+

@@ -151,8 +151,6 @@ def _study(ctx: RunContext, sizes: Sizes, *, perturb_test=None, executor=None) -
         "least-squares skew calibration removes the first-order skews; XGBoost models (tree_method=hist) learn "
         "the higher-order residuals with the implicit and explicit label definitions of Naunheim et al. (2025)."))
     _declare(section, sizes)
-    train_kw = {"n_estimators": sizes.n_estimators, "learning_rate": sizes.learning_rate, "max_bin": sizes.max_bin,
-                "n_jobs": sizes.n_jobs, "device": ctx.device, "seed": ctx.seed}
     seed = ctx.seed
 
     # analytic calibration on its own acquisition (7 axial positions, 50 mm apart)

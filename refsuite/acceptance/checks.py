@@ -337,7 +337,7 @@ def check_sensitivity(offsets_mm, counts, exposure, scanner, spec, *, source_len
                   f"for {cmp.dof} dof (p = {cmp.p_value:.3g})"),
         Criterion("smallest detectable deviation", 100.0 * float(cmp.min_detectable_deviation.max()), 100.0 * tol,
                   "%", f"<= {spec.max_shape_deviation.text}", bool(cmp.conclusive),
-                  f"z_max x the standard error of the shape deviation at the weakest point: above the tolerance "
+                  "z_max x the standard error of the shape deviation at the weakest point: above the tolerance "
                   "the sweep is too short to test it"),
     ]
     offenders = [{"offset_mm": float(o), "deviation_percent": float(100 * d), "z": float(z)}

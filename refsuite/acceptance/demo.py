@@ -232,11 +232,6 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     blueprint = preset("thull_sim", binning=sizes.binning)
     if not 0 <= defects.dead_crystal < blueprint.n_crystals:
         raise ValueError(f"dead_crystal must be in [0, {blueprint.n_crystals - 1}], got {defects.dead_crystal}")
-    blueprint.save(out / "blueprint.json")
-    points = calibration_points()
-    points.save(out / "points_phantom.json")
-    timing_src = PointSources(np.asarray(TIMING_SOURCES_MM, float))
-    timing_src.save(out / "timing_phantom.json")
     n_ch = int(channel_map(blueprint).max()) + 1
     skews = rng.normal(0.0, 100.0, n_ch)  # the accepted electronics' own skews, ps
 
@@ -265,7 +260,10 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     done = out / "demo.json"
     if done.is_file() and json.loads(done.read_text()) == manifest and all(p.is_file() for p in plans.values()):
         return plans  # written before with the same parameters (every file is renamed into place when complete)
-    jobs = []
+    blueprint.save(out / "blueprint.json")
+    calibration_points().save(out / "points_phantom.json")
+    PointSources(np.asarray(TIMING_SOURCES_MM, float)).save(out / "timing_phantom.json")
+    jobs, plan_texts = [], {}
     for k, (name, scanner, sk, dead) in enumerate([("baseline", blueprint, skews, None), ("a", blueprint, skews, None),
                                                    ("b", swapped, skews_b, (d.dead_block, d.dead_crystal))]):
         folder = out / name
@@ -283,7 +281,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
                  "block_rotations_rad": rot.tolist() if name == "b" else None,
                  "block_translations_mm": shift.tolist() if name == "b" else None}
         atomic_write_text(folder / "truth.json", json.dumps(truth, indent=1))
-        atomic_write_text(plans[name], _plan_text(f"thull_sim-{name}", desc[name], plan_checks, sweep, ext))
+        plan_texts[name] = _plan_text(f"thull_sim-{name}", desc[name], plan_checks, sweep, ext)
     # largest scans first, so that the workers finish together
     jobs.sort(key=lambda j: -j[2])
     ex = executor or current_executor()
@@ -295,5 +293,7 @@ def write_demo(out_dir, *, sizes: DemoSizes = QUICK, seed: int = 2026, defects: 
     finally:
         if ex is not executor:
             ex.close()  # a cluster started here; nothing for the in-process or surrounding one
+    for name, text in plan_texts.items():  # plans last: a killed run leaves no plan of missing scans
+        atomic_write_text(plans[name], text)
     atomic_write_text(done, json.dumps(manifest))
     return plans

@@ -43,7 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--n-iter", type=positive_int, default=200, help="Adam iterations (default 200)")
     p.add_argument("--batch-size", type=count, default=1_000_000, help="bins per iteration (default 1e6)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default OUT + .ckpt.pt)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint if it exists (same data and options); a fresh start otherwise")
     p.add_argument("--device", type=device, default=None, help="torch device (default cuda when available)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -82,21 +83,35 @@ def _cmd_align(args: argparse.Namespace) -> int:
     from .efficiency import fan_sum_efficiencies
     from .solver import AlignmentDiverged, TOFMode, align
 
+    from .solver import load_checkpoint
+
     petsird_fmt = _check(args)
     require_device(args.device)
+    out = Path(args.out)
+    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt.pt")
+    if args.resume and ckpt.exists():
+        try:
+            load_checkpoint(ckpt)
+        except ValueError as exc:
+            raise UsageError("--checkpoint " + str(exc).removeprefix("checkpoint ")) from None
+    elif args.resume:
+        print(f"refsuite align: no checkpoint at {ckpt}: starting from the blueprint", file=sys.stderr)
     with reading(args.scanner, "--scanner", "a blueprint scanner .json (Scanner.save)"):
         blueprint = Scanner.load(args.scanner)
     with reading(args.phantom, "--phantom", "a phantom .json (Phantom.save)"):
         phantom = load_phantom(args.phantom)
     with reading(args.events, "--events", "coincidences (GATE 9/10 ROOT, refsuite .npz or PETSIRD)"):
         events = read_events(args.events, blueprint, crystal_ids=args.crystal_ids)
+    if events.n_events == 0:
+        raise UsageError(f"--events {args.events}: no coincidences")
+    if not args.no_tof and args.ctr_ps is None and "ctr_ps" not in getattr(events, "attrs", {}):
+        raise UsageError(f"--events {args.events}: the file records no CTR (attribute ctr_ps) for the TOF "
+                         "likelihood; pass --ctr-ps PS (CTR FWHM) or --no-tof")
     eff = None
     if args.efficiency_events:
         with reading(args.efficiency_events, "--efficiency-events", "a shell acquisition (ROOT, .npz or PETSIRD)"):
             shell = read_events(args.efficiency_events, blueprint, crystal_ids=args.crystal_ids)
         eff = fan_sum_efficiencies(shell, blueprint)
-    out = Path(args.out)
-    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt.pt")
     try:  # the solver's own argument checks (e.g. a phantom outside the FOV) run before any iteration
         res = align(events, blueprint, phantom, efficiencies=eff, tof=TOFMode.NONE if args.no_tof else TOFMode.FROM_EVENTS,
                     ctr_ps=args.ctr_ps, groups=True if args.groups else None, n_iter=args.n_iter,

@@ -357,7 +357,7 @@ def align(events, blueprint: Scanner, phantom, *, efficiencies=None, tof=TOFMode
     resumed_final = None  # the polished solution and its information, once a run has completed
     ckpt = None if checkpoint is None else Path(checkpoint)
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)  # no pickled code runs on load
+        state = load_checkpoint(ckpt, dev)
         if state.get("fingerprint") != fp:
             raise ValueError(f"checkpoint {ckpt} belongs to other data or options; remove it or resume=False")
         with torch.no_grad():
@@ -476,6 +476,20 @@ def _result(blueprint, poses, rot, trans, history, timing, info):
 #: blobs); repeated alignments on one blueprint and phantom (acceptance baselines) reuse them
 _SUPPORT_CACHE: dict = {}
 _SUPPORT_CACHE_SIZE = 2
+
+
+def load_checkpoint(path, device="cpu") -> dict:
+    """The state saved in an alignment checkpoint ``path``; ValueError naming the file if it is not one
+    (truncated by a killed run, another kind of file). Loaded with ``weights_only=True``: no
+    pickled code runs."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError, OSError...)
+        raise ValueError(f"checkpoint {path}: not a readable alignment checkpoint ({type(exc).__name__}); "
+                         "remove it to start afresh") from None
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise ValueError(f"checkpoint {path}: not an alignment checkpoint (no fingerprint); remove it to start afresh")
+    return state
 
 
 def _support(blueprint, centres, radius_mm, max_per_blob, rng):

@@ -245,6 +245,13 @@ def _check_model_grid(model, zooms, path) -> None:
                          f"resample_to_output(img, voxel_sizes={model.voxel_mm:g}))")
 
 
+def _check_fwhm(fwhm_mm, extent_mm) -> None:
+    """Refuse a PSF wider than the image (its Gaussian kernel would not fit in memory and the
+    correction means nothing); ``None``: estimated from the data."""
+    if fwhm_mm is not None and fwhm_mm > float(max(extent_mm)):
+        raise UsageError(f"--fwhm-mm {fwhm_mm:g}: expected at most the image's extent, {float(max(extent_mm)):g} mm")
+
+
 def _correct(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -275,6 +282,7 @@ def _correct(args: argparse.Namespace) -> int:
         if labels.shape != data.shape or not np.allclose(lab.affine, img.affine, atol=1e-4):
             raise UsageError(f"--labels must match the image grid: shape {labels.shape} vs {data.shape}, "
                              f"affine equal: {np.allclose(lab.affine, img.affine, atol=1e-4)}")
+        _check_fwhm(args.fwhm_mm, np.asarray(data.shape) * np.asarray(zooms))
         out = iterative_yang(data, np.rint(labels).astype(np.int64), fwhm_mm=args.fwhm_mm,
                              voxel_size_mm=zooms, n_iter=args.iterations)
     write_nifti(args.output, from_zyx(out), affine=img.affine)
@@ -291,8 +299,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     require_device(args.device)
     data = _load_dataset(args.data)
-    if args.key not in data:
-        images = sorted(k for k in data if k.startswith(("RR", "noRR")))
+    images = sorted(k for k in data if k.startswith(("RR", "noRR")))
+    if args.key not in images:  # truth and mask are arrays of the dataset too, but not acquisitions
         raise UsageError(f"--key {args.key!r}: not an image of the dataset; it has {', '.join(images)}")
     model = _load_model(args.model, args.device)
     voxel = float(data["voxel_mm"])
@@ -300,6 +308,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--model {args.model!r}: trained at {model.voxel_mm:g} mm voxels, the dataset has "
                          f"{voxel:g} mm")
     nf_key = args.key[:-2] + "_nf" if args.key.endswith("_n") else args.key
+    _check_fwhm(args.fwhm_mm, np.asarray(data["truth"].shape[1:]) * voxel)
     fwhm = args.fwhm_mm if args.fwhm_mm is not None else matched_filter_fwhm(
         data[nf_key], data["truth"], voxel_size_mm=voxel)
     rows = {"none": [], "IY-PVC": [], "DL-PVC": []}

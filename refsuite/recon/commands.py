@@ -32,11 +32,11 @@ def register(subparsers) -> None:
                                                     "`refsuite simulate` writes OUT.scanner.json)")
     p.add_argument("--out", required=True, help="output image .nii or .nii.gz")
     p.add_argument("--npy", action="store_true", help="also write the image array (nx, ny, nz) as OUT stem + .npy")
-    p.add_argument("--voxel", type=positive_float, default=2.0, help="cubic voxel size, mm (default 2)")
+    p.add_argument("--voxel", type=positive_float, default=2.0, help="cubic voxel size, mm (default 2; at least 0.01)")
     p.add_argument("--shape", type=positive_int, nargs=3, default=None, metavar=("NX", "NY", "NZ"),
                    help="image shape (default: the square inscribed in the bore times the crystals' axial extent, "
                         "at --voxel); centred on the axis at the axial centre of the crystals")
-    p.add_argument("--iterations", type=positive_int, default=3, help="OSEM iterations (default 3)")
+    p.add_argument("--iterations", type=positive_int, default=3, help="OSEM iterations (default 3, at most 1000)")
     p.add_argument("--subsets", type=positive_int, default=6, help="angular subsets (default 6)")
     p.add_argument("--crystal-ids", choices=("keep", "assign"), default="keep",
                    help="keep the file's crystal ids (assigned on the scanner only where it has none; default) "
@@ -84,6 +84,12 @@ def _check(args) -> int:
         output_file(_npy_path(args.out), "--npy")
     if args.sensitivity_lines > 1e10:
         raise UsageError(f"--sensitivity-lines must be an integer in [1, 1e10], got {args.sensitivity_lines}")
+    if args.voxel < 0.01:
+        raise UsageError(f"--voxel {args.voxel:g}: expected at least 0.01 mm (a PET image resolves millimetres; "
+                         "is the value in mm?)")
+    if args.iterations > 1000:
+        raise UsageError(f"--iterations {args.iterations}: expected at most 1000 (OSEM converges in tens; "
+                         "more only amplifies noise)")
     require_device(args.device)
     return int(args.sensitivity_lines)
 
@@ -116,8 +122,33 @@ def _check_events(events, scanner, args) -> None:
                              "points (PostPosition_*, mm)")
 
 
+def _check_coverage(events, scanner, shape, origin, voxel, placement) -> None:
+    """Refuse an image box that none of the lines crosses (e.g. --voxel 1e-4 mm: a silent zero image)."""
+    import numpy as np
+
+    from refsuite._cli_errors import UsageError
+    from refsuite.events import LORPlacement, lor_endpoints
+
+    a, b = lor_endpoints(events, scanner, placement=LORPlacement.LINE if placement == "line" else
+                         LORPlacement.CRYSTAL_CENTRES)
+    lo = np.asarray(origin) - voxel / 2
+    hi = lo + np.asarray(shape) * voxel
+    d = b - a
+    with np.errstate(divide="ignore", invalid="ignore"):  # slab test; a line parallel to a slab: +-inf
+        t1, t2 = (lo - a) / d, (hi - a) / d
+    t_in = np.maximum(np.nanmax(np.minimum(t1, t2), axis=1), 0.0)  # the segment between the end points
+    t_out = np.minimum(np.nanmin(np.maximum(t1, t2), axis=1), 1.0)
+    if not np.any(t_in < t_out):
+        raise UsageError(f"--voxel/--shape: the image box {np.round(hi - lo, 4).tolist()} mm at "
+                         f"{np.round(lo, 2).tolist()} mm is crossed by none of the {len(a)} coincidences' lines")
+
+
 def _cmd_recon(args: argparse.Namespace) -> int:
     import os
+
+    from refsuite._cli_errors import UsageError, reading
+
+    lines = _check(args)  # before the heavy imports: a bad flag is refused at once
 
     import numpy as np
 
@@ -127,10 +158,6 @@ def _cmd_recon(args: argparse.Namespace) -> int:
     from refsuite.io.nifti import write_nifti
 
     from .scanner import lm_osem
-
-    from refsuite._cli_errors import UsageError, reading
-
-    lines = _check(args)
     with reading(args.scanner, "--scanner", "a refsuite scanner .json (Scanner.save)"):
         scanner = Scanner.load(args.scanner)
     try:
@@ -143,6 +170,7 @@ def _cmd_recon(args: argparse.Namespace) -> int:
         _check_events(events, scanner, args)
     if events.n_events == 0:
         raise UsageError(f"EVENTS {args.events!r}: holds no coincidences (nothing to reconstruct)")
+    _check_coverage(events, scanner, shape, origin, float(args.voxel), args.lor_placement)
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm

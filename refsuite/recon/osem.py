@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from refsuite.devices import torch_device

@@ -88,6 +88,19 @@ def _check_outputs(args) -> None:
     require_device(args.device)
 
 
+def _check_levels(iterations, shape) -> None:
+    """One step count per pyramid level; refuse a level whose grid repeats the one before it (the
+    pyramid stops halving at 4 voxels per axis, so such a level adds nothing)."""
+    from refsuite.registration.optimize import _pyramid_shape
+
+    grids = [_pyramid_shape(shape, level) for level in range(len(iterations))]
+    n_new = 1 + sum(grids[k] != grids[k - 1] for k in range(1, len(grids)))
+    if n_new < len(grids):
+        raise UsageError(f"--iterations {','.join(map(str, iterations))}: {len(iterations)} levels; a "
+                         f"{' x '.join(map(str, shape))} grid has {n_new} distinct pyramid levels (each halves it, "
+                         "down to 4 voxels per axis), so give at most that many step counts")
+
+
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -100,6 +113,11 @@ def _run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     fixed, fa = _load(args.fixed, "--fixed")
     moving, ma = _load(args.moving, "--moving")
+    for flag, path, vol in (("--fixed", args.fixed, fixed), ("--moving", args.moving, moving)):
+        if float(vol.max()) == float(vol.min()):
+            raise UsageError(f"{flag} {str(path)!r}: every voxel is {float(vol.min()):g}; a constant image has "
+                             "nothing to register")
+    _check_levels(args.iterations, fixed.shape)
     if args.out_ddf_itk is not None:
         try:
             check_itk_grid(fa, f"--fixed {str(args.fixed)!r}")

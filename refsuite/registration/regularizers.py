@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from monai.losses.deform import spatial_gradient, spatial_gradient_squared
 
+from .transforms import monai_quiet
+
 __all__ = ["weighted_diffusion", "weighted_bending_energy"]
 
 
@@ -77,14 +79,15 @@ def _weighted_energy(ddf, weight, spacing, *, order: int) -> torch.Tensor:
     scale = torch.tensor(sp, dtype=ddf.dtype, device=ddf.device).view(1, 3, 1, 1, 1)
     u = ddf * scale
     density = torch.zeros((), dtype=ddf.dtype, device=ddf.device)
-    if order == 1:
-        for j in range(3):
-            density = density + (spatial_gradient(u, j + 2) / sp[j]) ** 2
-    else:
-        for j in range(3):
-            density = density + (spatial_gradient_squared(u, j + 2, j + 2) / sp[j] ** 2) ** 2
-            for k in range(j + 1, 3):
-                density = density + 2.0 * (spatial_gradient_squared(u, j + 2, k + 2) / (sp[j] * sp[k])) ** 2
+    with monai_quiet():
+        if order == 1:
+            for j in range(3):
+                density = density + (spatial_gradient(u, j + 2) / sp[j]) ** 2
+        else:
+            for j in range(3):
+                density = density + (spatial_gradient_squared(u, j + 2, j + 2) / sp[j] ** 2) ** 2
+                for k in range(j + 1, 3):
+                    density = density + 2.0 * (spatial_gradient_squared(u, j + 2, k + 2) / (sp[j] * sp[k])) ** 2
     # density: (B, 3, D-2, H-2, W-2); the mean over all of it is MONAI's "mean" reduction
     return torch.mean(w * density)
 

@@ -12,6 +12,9 @@ A stationary velocity field is integrated to a diffeomorphic DDF by scaling and 
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +38,16 @@ def as_volume_tensor(name: str, image, *, device="cpu", dtype=torch.float32) -> 
     return t
 
 
+@contextlib.contextmanager
+def monai_quiet():
+    """Silence two MONAI warnings users cannot act on: its list indexing (a torch deprecation,
+    same result in the torch we pin) and Warp's note that it uses torch's native grid_sample."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+        warnings.filterwarnings("ignore", message="monai.networks.blocks.Warp: Using PyTorch native grid_sample")
+        yield
+
+
 def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:
     """Warp ``image`` (B, C, D, H, W) by ``ddf`` (B, 3, D, H, W), voxel units: ``image(x + ddf(x))``.
 
@@ -44,7 +57,8 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear") -> t
         raise ValueError(
             f"image {tuple(image.shape)} and ddf {tuple(ddf.shape)} must share batch size and spatial shape"
         )
-    return Warp(mode=mode, padding_mode="border")(image, ddf)
+    with monai_quiet():
+        return Warp(mode=mode, padding_mode="border")(image, ddf)
 
 
 def warp_labels(labels, ddf: torch.Tensor) -> np.ndarray:

@@ -8,10 +8,11 @@ is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from refsuite._cli_errors import (
-    UsageError, check_memory, count, device, finite_float, input_file, nonnegative_int, output_file, positive_float,
-    positive_int, reading,
+    UsageError, check_memory, count, device, finite_float, input_file, nonnegative_int, one_line, output_file,
+    positive_float, positive_int, reading, require_device,
 )
 from refsuite.execution import add_execution_flags, check_execution, executor_from_args
 
@@ -95,6 +96,15 @@ def _load_events(path, flag: str):
     return events
 
 
+@contextlib.contextmanager
+def _about(flag: str, path):
+    """A ValueError of the library on these events becomes one line naming the file (exit 2)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise UsageError(f"{flag} {path}: {one_line(exc, 500)}") from None
+
+
 def _load_model(path, flag: str = "MODEL"):
     from refsuite import timing as T
 
@@ -146,10 +156,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     from refsuite import timing as T
 
     check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
+    require_device(args.device)
     output_file(args.out, "--out", suffixes=(".json", ".ubj"))
     events = _load_events(args.events, "EVENTS")
     skew_events = _load_events(args.skew_events, "--skew-events") if args.skew_events else None
-    with executor_from_args(args) as ex:
+    with executor_from_args(args) as ex, _about("EVENTS", args.events):
         model = T.calibrate(events, kind=args.kind, max_depth=args.max_depth, skew_method=args.skew_method,
                             skew_events=skew_events, n_estimators=args.n_estimators,
                             learning_rate=args.learning_rate, device=args.device, seed=args.seed, executor=ex)
@@ -163,6 +174,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     from refsuite import timing as T
 
+    require_device(args.device)
     output_file(args.out, "--out", suffixes=(".npz",))
     model = _load_model(args.model)
     events = _load_events(args.events, "EVENTS")
@@ -179,6 +191,7 @@ def _apply(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from refsuite import timing as T
 
+    require_device(args.device)
     if args.json:
         output_file(args.json, "--json")
     if args.central_range_mm is not None and not args.central_range_mm[0] < args.central_range_mm[1]:
@@ -189,7 +202,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         model = _load_model(args.model)
     events = _load_events(args.events, "EVENTS")
-    ev = T.evaluate_timing(model, events, central_range_mm=args.central_range_mm, gate=False, device=args.device)
+    if args.central_range_mm is not None:
+        import numpy as np
+
+        lo, hi = args.central_range_mm
+        z = np.unique(np.asarray(events["source_mm"]))
+        inside = int(((z >= lo) & (z <= hi)).sum())
+        if inside < 3:
+            raise UsageError(f"--central-range-mm {lo:g} {hi:g}: holds {inside} of the {z.size} source positions of "
+                             f"{args.events} ({z.min():g} ... {z.max():g} mm); the linearity fit needs >= 3")
+    with _about("EVENTS", args.events):
+        ev = T.evaluate_timing(model, events, central_range_mm=args.central_range_mm, gate=False, device=args.device)
     lin, ctr = ev.linearity, ev.ctr
     print(f"model: {ev.kind}; levels passed: {ev.passed}")
     print(f"weighted MAE {ev.mae['weighted_mae_ps']:.1f} ps (dummy {ev.mae['weighted_dummy_mae_ps']:.1f} ps)")
