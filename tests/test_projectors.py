@@ -275,7 +275,14 @@ def test_parallelproj_adapter_capability():
         with pytest.raises(ImportError, match="conda-forge"):
             pa.parallelproj_forward(img, xs.float(), xe.float(), **kw)
         pytest.skip("parallelproj not importable: the adapter raises a clear error (checked)")
-    # LORs crossing the whole image through its side faces: both projectors agree
+    # The two differ only in the outer half voxel of the image (between the outermost voxel centres
+    # and the box): we hold the edge value there (exact clipping to the box, joseph.py's docstring),
+    # parallelproj interpolates against zero padding (one LOR of this set passing through that
+    # margin differs by 2.6 %). With a zero border the conventions coincide and so must the values.
+    img[[0, -1], :, :] = 0
+    img[:, [0, -1], :] = 0
+    img[:, :, [0, -1]] = 0
     ours = joseph_forward(img, xs.float(), xe.float(), **kw)
     theirs = pa.parallelproj_forward(img, xs.float(), xe.float(), **kw)
-    torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=1e-3)
+    assert float(theirs.min()) > 0  # every LOR crosses the interior
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
