@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from refsuite._cli_errors import CliParser, UsageError, one_line
+from refsuite._cli_errors import CliParser, UsageError, device, one_line
 from refsuite.execution import add_execution_flags
 
 __all__ = ["main", "build_parser"]
@@ -109,7 +109,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="run only this study (repeat or comma-separate) and merge it into the report in DIR")
     seed = rep.add_mutually_exclusive_group()
     seed.add_argument("--seed", type=int, default=12345, help="random seed of every simulation, >= 0 (default 12345)")
-    rep.add_argument("--device", default="cpu", help="torch device for solvers: cpu, cuda or cuda:N (default cpu)")
+    rep.add_argument("--device", type=device, default="cpu", help="torch device for solvers: cpu, cuda or cuda:N (default cpu)")
     rep.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
     rep.add_argument("--results-md", metavar="FILE", default=None,
                      help="also write DIR/results.md to FILE, e.g. docs/results.md (what `make report` does)")
