@@ -35,7 +35,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from validation import _runner as r
 
     try:  # every flag is checked before any study runs (a cluster is started or reached last)
-        only = r.select_studies(args.only, list(r.discover_studies()), name="--only")
         seeds = None if args.seeds is None else r.parse_seeds(args.seeds, name="--seeds")
         if seeds is not None and args.results_md is not None:
             raise ValueError("--results-md is for a report of one seed; a --seeds sweep writes DIR/seeds.md")
@@ -45,6 +44,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.results_md is not None:
             r.check_output_file(args.results_md, name="--results-md")
         check_execution(args.workers, args.scheduler, names=("--workers", "--scheduler"))
+        only = r.select_studies(args.only, list(r.discover_studies()), name="--only")  # imports the studies: last
         ctx = RunContext(mode=Mode.FULL if args.full else Mode.QUICK, seed=args.seed, device=args.device)
         with Executor(workers=args.workers, scheduler=args.scheduler, names=("--workers", "--scheduler")) as ex:
             if seeds is not None:
