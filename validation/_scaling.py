@@ -4,9 +4,10 @@
 PVC dataset in-process (0) and on local clusters of 1, 2 and 4 workers (docs/studies/pvc.md);
 ``--study timing`` trains and evaluates the timing study's model grid at the quick sizes, one
 model per task (docs/studies/timing.md). Every run's results are compared with the first run's
-(bitwise: the PVC arrays, or every number of each model's evaluation) and one JSON line is
-printed per run: cluster start time, wall time, CPU seconds of the processes that ran the tasks,
-the parallelism the run obtained (CPU / wall) and the machine's load averages before and after.
+(bitwise: the PVC arrays, or every number of each model's evaluation; null for the first run,
+the reference) and one JSON line is printed per run: cluster start time, wall time, CPU seconds
+of the processes that ran the tasks, the parallelism the run obtained (CPU / wall) and the
+machine's load averages before and after.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def _run_pvc(args, workers: list[int]) -> None:
             folder = os.path.join(tmp, f"w{w}")
             row = measure(w, SHAPES[args.config], args.cases, args.chunk_size, args.seed, folder)
             data = load_dataset(folder)
-            row["bitwise_equal_to_first"] = ref is None or all(np.array_equal(ref[k], data[k]) for k in ref)
+            row["bitwise_equal_to_first"] = None if ref is None else all(np.array_equal(ref[k], data[k]) for k in ref)
             ref = ref if ref is not None else data
             shutil.rmtree(folder)
             print(json.dumps(row), flush=True)
@@ -127,7 +128,7 @@ def _run_timing(args, workers: list[int]) -> None:
     ref = None
     for w in workers:
         row, evs = measure_timing(w, jobs)
-        same = compare_evaluations(ref if ref is not None else evs, evs)
+        same = {"bitwise_equal": None, "max_abs_diff": None} if ref is None else compare_evaluations(ref, evs)
         row["bitwise_equal_to_first"], row["max_abs_diff_to_first"] = same["bitwise_equal"], same["max_abs_diff"]
         ref = ref if ref is not None else evs
         print(json.dumps(row), flush=True)
