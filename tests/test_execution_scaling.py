@@ -1,4 +1,8 @@
-"""validation._scaling's timing rows: every number of every model's evaluation compared, bitwise."""
+"""validation._scaling's timing rows: every number of every model's evaluation compared, bitwise.
+
+The same comparison between in-process and a 2-worker cluster is in tests/test_execution.py (it
+uses that file's cluster, started once).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,28 @@ import pytest
 from validation import _scaling
 from validation import timing as study
 
-_TINY = study.Sizes(n_train=3000, n_test_per_position=200, n_test_iso=1500, n_calib_per_position=800, depths=(3,),
-                    steps_mm=(100.0,), grids=(1,), n_estimators=10, learning_rate=0.3, max_bin=32, n_jobs=1)
+TINY = study.Sizes(n_train=3000, n_test_per_position=200, n_test_iso=1500, n_calib_per_position=800, depths=(3,),
+                   steps_mm=(100.0,), grids=(1,), n_estimators=10, learning_rate=0.3, max_bin=32, n_jobs=1)
 
 
-@pytest.mark.slow
-def test_timing_rows_in_process_and_on_two_workers_are_bitwise_equal():
-    pytest.importorskip("distributed")
-    jobs = _scaling.timing_jobs(_TINY, seed=3, n_models=2)
+def test_timing_rows_are_reproducible_and_a_one_ulp_change_is_seen():
+    jobs = _scaling.timing_jobs(TINY, seed=3, n_models=2)
     assert [j.key for j in jobs] == ["timing-implicit-100mm-d3", "timing-explicit-100mm-d3"]
-    here_row, here = _scaling.measure_timing(0, jobs)
-    there_row, there = _scaling.measure_timing(2, jobs)
-    assert here_row["models"] == there_row["models"] == 2 and there_row["workers"] == 2
-    assert here_row["wall_s"] > 0 and there_row["cpu_s"] > 0 and there_row["start_s"] > 0
-    assert len(_scaling.evaluation_numbers(here[0])) > 20  # MAE, linearity, CTR fits and the corrected times
-    assert _scaling.compare_evaluations(here, there) == {"bitwise_equal": True, "max_abs_diff": 0.0}
-    # one ulp in one model's corrected times is seen
-    bumped = there[1].corrected_ps.copy()
+    row, first = _scaling.measure_timing(0, jobs)
+    assert row["workers"] == 0 and row["models"] == 2 and row["wall_s"] > 0 and row["cpu_s"] > 0
+    assert row["start_s"] < 1.0  # in-process: no cluster to start
+    _, again = _scaling.measure_timing(0, jobs)
+    assert len(_scaling.evaluation_numbers(first[0])) > 20  # MAE, linearity, CTR fits and the corrected times
+    assert _scaling.compare_evaluations(first, again) == {"bitwise_equal": True, "max_abs_diff": 0.0}
+    bumped = again[1].corrected_ps.copy()
     bumped[5] = np.nextafter(bumped[5], np.inf)
-    there[1].corrected_ps = bumped
-    same = _scaling.compare_evaluations(here, there)
+    again[1].corrected_ps = bumped
+    same = _scaling.compare_evaluations(first, again)
     assert same["bitwise_equal"] is False and 0 < same["max_abs_diff"] < 1e-9
-    assert _scaling.compare_evaluations(here, there[:1])["bitwise_equal"] is False
+    again[1].linearity["slope"] += 1e-12  # a scalar of a dictionary is seen too
+    again[1].corrected_ps = first[1].corrected_ps
+    assert _scaling.compare_evaluations(first, again)["bitwise_equal"] is False
+    assert _scaling.compare_evaluations(first, again[:1])["bitwise_equal"] is False
 
 
 @pytest.mark.parametrize("argv", [["--workers", "1,x"], ["--workers", "-1"], ["--study", "timing", "--models", "0"]])
