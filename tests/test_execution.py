@@ -216,6 +216,18 @@ def test_timing_model_grid_on_the_cluster_equals_in_process(cluster):
     assert [t.rows for t in here.tables] == [t.rows for t in there.tables]
 
 
+def test_timing_scaling_evaluations_on_the_cluster_are_bitwise_equal(cluster):
+    from test_execution_scaling import TINY
+
+    from validation import _scaling
+    from validation import timing as study
+
+    jobs = _scaling.timing_jobs(TINY, seed=3, n_models=2)
+    here, there = ([ev for _, ev in study._train_and_evaluate(jobs, ex, progress=False)] for ex in (None, cluster))
+    # every number of both models' evaluations, the corrected time differences included
+    assert _scaling.compare_evaluations(here, there) == {"bitwise_equal": True, "max_abs_diff": 0.0}
+
+
 def test_a_large_timing_model_trains_with_xgboost_dask(cluster):
     pytest.importorskip("xgboost.dask")
     from refsuite import timing as T
