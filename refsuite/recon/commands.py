@@ -123,22 +123,21 @@ def _check_events(events, scanner, args) -> None:
 
 
 def _check_coverage(events, scanner, shape, origin, voxel, placement) -> None:
-    """Refuse an image box that none of the lines crosses (e.g. --voxel 1e-4 mm: a silent zero image)."""
+    """Refuse an image box that none of the lines crosses (e.g. points in another frame with
+    ``--lor-placement line``: a silent zero image)."""
     import numpy as np
+    import torch
 
     from refsuite._cli_errors import UsageError
     from refsuite.events import LORPlacement, lor_endpoints
+    from refsuite.projectors import clip_segment_to_box
 
     a, b = lor_endpoints(events, scanner, placement=LORPlacement.LINE if placement == "line" else
                          LORPlacement.CRYSTAL_CENTRES)
     lo = np.asarray(origin) - voxel / 2
     hi = lo + np.asarray(shape) * voxel
-    d = b - a
-    with np.errstate(divide="ignore", invalid="ignore"):  # slab test; a line parallel to a slab: +-inf
-        t1, t2 = (lo - a) / d, (hi - a) / d
-    t_in = np.maximum(np.nanmax(np.minimum(t1, t2), axis=1), 0.0)  # the segment between the end points
-    t_out = np.minimum(np.nanmin(np.maximum(t1, t2), axis=1), 1.0)
-    if not np.any(t_in < t_out):
+    t_in, t_out = clip_segment_to_box(*(torch.as_tensor(x, dtype=torch.float64) for x in (a, b, lo, hi)))
+    if not bool((t_out > t_in).any()):
         raise UsageError(f"--voxel/--shape: the image box {np.round(hi - lo, 4).tolist()} mm at "
                          f"{np.round(lo, 2).tolist()} mm is crossed by none of the {len(a)} coincidences' lines")
 
