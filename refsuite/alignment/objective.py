@@ -40,7 +40,7 @@ import torch
 from refsuite.geometry import euler_to_matrix
 from refsuite.projectors import blob_line_integrals
 
-__all__ = ["Problem", "batch_nll", "event_expectations", "support_expectations"]
+__all__ = ["Problem", "batch_nll", "event_expectations", "event_pose_jacobians", "support_expectations"]
 
 
 class Problem:
@@ -102,13 +102,38 @@ def _line_integrals(problem, xs, xe, blob, tof_bin):
                                activities=problem.activities[blob], paired=True, **kw)
 
 
+def _kernel_module(problem, poses, deltas):
+    """:mod:`._kernel` when it can compute :func:`_expected` (CPU tensors, numba importable, no
+    per-row pose changes, ``problem.backend`` not ``"torch"``), else None."""
+    global _KERNEL
+    if getattr(problem, "backend", "auto") == "torch" or deltas[0] is not None or deltas[1] is not None \
+            or poses[0].device.type != "cpu" or poses[0].dtype not in (torch.float32, torch.float64):
+        return None
+    if _KERNEL is None:
+        try:
+            from . import _kernel
+        except ImportError:  # numba missing: the torch path
+            _KERNEL = False
+        else:
+            _KERNEL = _kernel
+    return _KERNEL or None
+
+
+_KERNEL = None
+
+
 def _expected(problem, cr, row, blob, tof_bin, poses, gen, deltas=(None, None)):
     """Mean over sampled lines of the (TOF-)line integral for (line, blob) rows, summed per line.
 
     ``cr`` (n, 2) crystal pairs of the lines; ``row`` (R,) the line of each (line, blob) row and
     ``blob`` (R,) its blob, rows of one line adjacent; returns (n,) without efficiencies and
     attenuation. ``deltas``: per-line pose changes of the two blocks (see :func:`_points`).
+    On the CPU the fused kernel of :mod:`._kernel` computes it from the same random draws (values
+    and pose gradients equal to this torch path to rounding); otherwise the torch path below.
     """
+    kernel = _kernel_module(problem, poses, deltas)
+    if kernel is not None:
+        return kernel.expected_counts(problem, cr, row, blob, tof_bin, poses, *_uniforms(problem, cr.shape[0], poses, gen))
     n = cr.shape[0]
     s = problem.n_samples
     a = _points(problem, cr[:, 0], poses, gen, deltas[0])
@@ -122,6 +147,13 @@ def _expected(problem, cr, row, blob, tof_bin, poses, gen, deltas=(None, None)):
         li = li * (problem.length_ref**2 / ((xe - xs) ** 2).sum(1))
     li = li.reshape(-1, s).mean(1)
     return torch.zeros(n, dtype=li.dtype, device=li.device).index_add(0, row, li)
+
+
+def _uniforms(problem, n, poses, gen):
+    """The uniforms (n, S, 3) of :func:`_points` for the two crystals of n lines, drawn in its order."""
+    shape = (n, problem.n_samples, 3)
+    return (torch.rand(shape, generator=gen, dtype=poses[0].dtype, device=poses[0].device),
+            torch.rand(shape, generator=gen, dtype=poses[0].dtype, device=poses[0].device))
 
 
 def _candidate_rows(problem, idx):
@@ -141,6 +173,23 @@ def event_expectations(problem, idx, poses, gen, deltas=(None, None)):
     tb = None if problem.ev_tof is None else problem.ev_tof[idx]
     mu = _expected(problem, cr, *_candidate_rows(problem, idx), tb, poses, gen, deltas)
     return mu * problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[idx]
+
+
+def event_pose_jacobians(problem, idx, poses, gen):
+    """Expected counts of events ``idx`` (as :func:`event_expectations`) and their gradients with
+    respect to the position and axes of each event's two blocks, from the fused kernel:
+    ``(mu (n,), jac (n, 2, 12))`` float64 numpy (layout of
+    :func:`refsuite.alignment._kernel.expected_with_jacobian`); None where the kernel cannot run
+    (then :func:`event_expectations` with per-row pose changes gives the same by autograd)."""
+    kernel = _kernel_module(problem, poses, (None, None))
+    if kernel is None:
+        return None
+    cr = problem.ev_cr[idx]
+    tb = None if problem.ev_tof is None else problem.ev_tof[idx]
+    mu, jac = kernel.expected_with_jacobian(problem, cr, *_candidate_rows(problem, idx), tb, poses,
+                                            *_uniforms(problem, cr.shape[0], poses, gen))
+    f = (problem.eff[cr[:, 0]] * problem.eff[cr[:, 1]] * problem.ev_att[idx]).double().numpy()
+    return mu * f, jac * f[:, None, None]
 
 
 def support_expectations(problem, idx, poses, gen):

@@ -90,15 +90,46 @@ def event_scores(problem, poses, idx, *, gen, floor: float):
     about the block's current local axes, then its global translation (mm), the order of
     :class:`PoseUncertainty`.
     """
-    from .objective import event_expectations
+    from .objective import event_expectations, event_pose_jacobians
 
     pos, axes = (p.detach() for p in poses)
+    fast = event_pose_jacobians(problem, idx, (pos, axes), gen)
+    if fast is not None:  # the fused kernel's pose gradients, the same scores without autograd
+        return _scores_from_jacobians(*fast, problem.ev_cr[idx].cpu().numpy() // problem.lut_centres.shape[0],
+                                      axes.double().cpu().numpy(), floor)
     d1 = torch.zeros((idx.numel(), _N_PAR), dtype=pos.dtype, device=pos.device, requires_grad=True)
     d2 = torch.zeros_like(d1, requires_grad=True)
     mu = event_expectations(problem, idx, (pos, axes), gen, deltas=(d1, d2))
     # each event's mu depends on its own rows of d1, d2 only: the gradient of the sum is per event
     torch.log(mu + floor).sum().backward()
     return d1.grad.double().cpu().numpy(), d2.grad.double().cpu().numpy()
+
+
+def _euler_generators() -> np.ndarray:
+    """(3, 3, 3): ``D[k] = d euler_to_matrix(delta) / d delta_k`` at ``delta = 0``."""
+    from refsuite.geometry import euler_to_matrix
+
+    jac = torch.autograd.functional.jacobian(lambda d: euler_to_matrix(d[None])[0], torch.zeros(3, dtype=torch.float64))
+    return jac.permute(2, 0, 1).numpy()
+
+
+def _scores_from_jacobians(mu, jac, blocks, axes, floor):
+    """Per-event scores (two (n, 6) arrays, as :func:`event_scores`) from the expected counts
+    ``mu`` (n,) and their gradients ``jac`` (n, 2, 12) with respect to the position ``P`` and the
+    axis rows ``A`` of each event's blocks ``blocks`` (n, 2); ``axes`` (N, 3, 3) the current axes.
+
+    The pose change of :func:`~refsuite.alignment.objective._points` moves ``P`` by ``t`` and
+    ``A`` to ``E(r)^T A``, so ``d mu / d t = d mu / d P`` and
+    ``d mu / d r_k = sum_(q,c) (D_k^T A)_(qc) (d mu / d A)_(qc)`` with ``D_k`` of :func:`_euler_generators`.
+    """
+    d = _euler_generators()
+    out = []
+    for e in range(2):
+        a = axes[blocks[:, e]]
+        ja = jac[:, e, 3:].reshape(-1, 3, 3)
+        rot = np.einsum("nrc,kqr,nqc->nk", ja, d, a)
+        out.append(np.concatenate([rot, jac[:, e, :3]], 1) / (mu + floor)[:, None])
+    return out[0], out[1]
 
 
 def _event_chunk(problem, chunk: int) -> int:

@@ -15,21 +15,17 @@ pays the JIT compilation (seconds).
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from refsuite._threads import numba_threads
+
 __all__ = ["numba_available", "load_kernels", "kernel_forward", "kernel_back", "KERNEL_DTYPES"]
 
 #: dtypes the compiled kernels handle (others take the torch path).
 KERNEL_DTYPES = (torch.float32, torch.float64)
-
-#: Serialises kernel launches (numba's workqueue threading layer is not re-entrant; the kernels
-#: release the GIL, so Python threads could otherwise launch two at once).
-_LAUNCH = threading.Lock()
 
 _MODULE = None
 _IMPORT_ERROR: Exception | None = None
@@ -57,21 +53,6 @@ def numba_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-@contextmanager
-def _numba_threads():
-    """Run numba parallel loops with torch's thread count (capped at numba's maximum), one launch
-    at a time."""
-    import numba
-
-    with _LAUNCH:
-        old = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        try:
-            yield numba.get_num_threads()
-        finally:
-            numba.set_num_threads(old)
 
 
 @dataclass(frozen=True)
@@ -109,7 +90,7 @@ def _forward_np(image: torch.Tensor, g: _Geometry) -> torch.Tensor:
     k = load_kernels()
     img = image.detach().contiguous()
     out = np.empty(g.xs.shape[0], dtype=img.numpy().dtype)
-    with _numba_threads():
+    with numba_threads():
         k.forward(img.numpy().reshape(-1), np.asarray(img.shape, np.int64), *g.args(), out)
     return torch.from_numpy(out)
 
@@ -118,7 +99,7 @@ def _back_np(values: torch.Tensor, g: _Geometry, shape) -> torch.Tensor:
     k = load_kernels()
     v = values.detach().contiguous().numpy()
     out = np.zeros(int(np.prod(shape)), dtype=v.dtype)
-    with _numba_threads() as n_threads:  # one slab of x planes per thread
+    with numba_threads() as n_threads:  # one slab of x planes per thread
         k.back(v, np.asarray(shape, np.int64), *g.args(), out, n_threads)
     return torch.from_numpy(out.reshape(shape))
 

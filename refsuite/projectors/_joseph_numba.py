@@ -23,18 +23,14 @@ torch functions. ``tofp`` and ``table`` pack the TOF constants (see :func:`tof_c
 from __future__ import annotations
 
 import math
-import os
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-# numba's own thread pool, not OpenMP: OpenMP worker threads left spinning by a numba launch
-# slowed the torch path (same libgomp as torch) 10-20x on the shared 2-core machine. The
-# workqueue layer is not re-entrant, so _cpu_kernel serialises launches with a lock. An explicit
-# NUMBA_THREADING_LAYER is respected.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from refsuite._threads import use_numba_workqueue
+
+use_numba_workqueue()  # see refsuite._threads; _cpu_kernel serialises the launches
 
 __all__ = ["forward", "back", "tof_constants", "sample_count"]
 

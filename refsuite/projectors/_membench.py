@@ -24,7 +24,9 @@ import time
 import numpy as np
 from numba import njit, prange
 
-from ._cpu_kernel import _numba_threads, load_kernels
+from refsuite._threads import numba_threads
+
+from ._cpu_kernel import load_kernels
 
 __all__ = ["gather_scatter_seconds", "voxel_touches"]
 
@@ -87,7 +89,7 @@ def gather_scatter_seconds(image_shape, n_touches: int, *, mode: str = "sequenti
     image = np.zeros(int(np.prod(image_shape)), np.float32)
     n_pairs = int(n_touches) // 2
     out = {}
-    with _numba_threads() as n_threads:
+    with numba_threads() as n_threads:
         _replay(image, 16, mode == "random", False, n_threads)  # compile or load from the cache
         _replay(image, 16, mode == "random", True, n_threads)
         for key, scatter in (("gather_s", False), ("scatter_s", True)):
