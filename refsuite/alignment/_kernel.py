@@ -206,8 +206,7 @@ class _Expected(torch.autograd.Function):
     gradient is needed; the backward pass only weights and sums them per block."""
 
     @staticmethod
-    def forward(ctx, pos, axes, args):
-        grad = any(ctx.needs_input_grad[:2])
+    def forward(ctx, pos, axes, args, grad):
         n = args[0].shape[0]
         out = np.empty(n)
         jac = np.empty((n, 2, 12) if grad else (1, 2, 12))
@@ -222,7 +221,7 @@ class _Expected(torch.autograd.Function):
         with numba_threads():
             _scatter(ctx.cr, ctx.m, ctx.jac, _np(gout), part)
         g = torch.from_numpy(part.sum(0)).to(gout.dtype)
-        return g[:, :3], g[:, 3:].reshape(-1, 3, 3), None
+        return g[:, :3], g[:, 3:].reshape(-1, 3, 3), None, None
 
 
 def _args(problem, cr, row, blob, tof_bin, ua, ub):
@@ -248,7 +247,8 @@ def expected_counts(problem, cr, row, blob, tof_bin, poses, ua, ub):
     """The kernel's form of ``objective._expected`` (same arguments, the uniforms ``ua``, ``ub``
     (n, S, 3) of the two crystals drawn by the caller): (n,) in the poses' dtype, differentiable
     in the poses (positions (N, 3), axes (N, 3, 3))."""
-    return _Expected.apply(*poses, _args(problem, cr, row, blob, tof_bin, ua, ub))
+    grad = torch.is_grad_enabled() and (poses[0].requires_grad or poses[1].requires_grad)
+    return _Expected.apply(*poses, _args(problem, cr, row, blob, tof_bin, ua, ub), grad)
 
 
 def expected_with_jacobian(problem, cr, row, blob, tof_bin, poses, ua, ub):
