@@ -62,12 +62,11 @@ class StudyInputs:
     hot_rod: dict | None = None  # sizes of the hot-rod runs (:data:`_HOT_ROD_QUICK` keys); None: by mode
 
 
-# quick: ~1.1e5 coincidences, 50k bins per batch (~2.5 min on a shared 2-core machine)
+# quick: ~1.1e5 coincidences, 50k bins per batch
 _QUICK = dict(n_decays=1_000_000, n_shell_decays=10_000_000, n_iter=200, batch_size=50_000, with_no_tof=False,
               with_no_doi=False, with_tube=False)
-# full: measured for the TOF run (seed 12345, 5.0e6 coincidences, one other 1-thread job running):
-# 485 s in all (setup 23 s, 1.83 s per iteration, polish and uncertainty ~95 s), errors 10.6 / 27.8 /
-# 18.1 um and 0.082 / 0.107 / 0.071 deg; under 4-5x load 5.2 s per iteration at this batch, 12.9 s at 1e6
+# full: the paper's scale (~5e6 coincidences, 200 iterations); its measured errors, times and memory are in
+# docs/studies/alignment.md ("Full plan")
 _FULL = dict(n_decays=45_000_000, n_shell_decays=60_000_000, n_iter=200, batch_size=500_000, with_no_tof=True,
              with_no_doi=True, with_tube=True)
 #: readout without DOI for the coarse run (Thull et al., Table 1: planar binnings are worse)
