@@ -207,11 +207,7 @@ class _Expected(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pos, axes, args, grad):
-        n = args[0].shape[0]
-        out = np.empty(n)
-        jac = np.empty((n, 2, 12) if grad else (1, 2, 12))
-        with numba_threads():
-            _forward(*args[:13], _np(pos), _np(axes), *args[13:], grad, out, jac)
+        out, jac = _run(args, pos, axes, grad)
         ctx.cr, ctx.m, ctx.jac, ctx.n_blocks = args[0], args[13], jac, pos.shape[0]
         return torch.from_numpy(out).to(pos.dtype)
 
@@ -222,6 +218,16 @@ class _Expected(torch.autograd.Function):
             _scatter(ctx.cr, ctx.m, ctx.jac, _np(gout), part)
         g = torch.from_numpy(part.sum(0)).to(gout.dtype)
         return g[:, :3], g[:, 3:].reshape(-1, 3, 3), None, None
+
+
+def _run(args, pos, axes, grad):
+    """``(values (n,), jac)`` of :func:`_forward` on ``args`` (:func:`_args`) at the poses; ``jac``
+    (n, 2, 12) with ``grad``, else a (1, 2, 12) dummy."""
+    n = args[0].shape[0]
+    out, jac = np.empty(n), np.empty((n, 2, 12) if grad else (1, 2, 12))
+    with numba_threads():
+        _forward(*args[:13], _np(pos), _np(axes), *args[13:], grad, out, jac)
+    return out, jac
 
 
 def _args(problem, cr, row, blob, tof_bin, ua, ub):
@@ -255,9 +261,4 @@ def expected_with_jacobian(problem, cr, row, blob, tof_bin, poses, ua, ub):
     """As :func:`expected_counts`, not differentiable, with each line's pose gradient:
     ``(values (n,), jac (n, 2, 12))`` float64 numpy, ``jac[i, e]`` for the block of end point ``e``
     (single 1, 2) = ``[dF/dP (3), dF/dA[0] (3), dF/dA[1] (3), dF/dA[2] (3)]`` (position, axis rows)."""
-    args = _args(problem, cr, row, blob, tof_bin, ua, ub)
-    n = cr.shape[0]
-    out, jac = np.empty(n), np.empty((n, 2, 12))
-    with numba_threads():
-        _forward(*args[:13], _np(poses[0]), _np(poses[1]), *args[13:], True, out, jac)
-    return out, jac
+    return _run(_args(problem, cr, row, blob, tof_bin, ua, ub), *poses, True)

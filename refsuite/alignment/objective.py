@@ -32,6 +32,7 @@ Both sums are estimated on random batches: events for the second, entries of the
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -54,7 +55,9 @@ class Problem:
     ``ev_att`` (n_ev,); ``sup`` (n_sup, 3) support entries (cr1, cr2, blob); ``sup_att``;
     ``sup_weight`` (n_sup,) inverse inclusion probability of each support entry; blob ``centres``,
     ``sigmas``, ``activities``; ``tof`` (TOFParameters or None); ``n_samples``; ``depth_mu``
-    (1/mm, 0: uniform depth sampling); ``inverse_square`` (bool) and ``length_ref`` (mm).
+    (1/mm, 0: uniform depth sampling); ``inverse_square`` (bool) and ``length_ref`` (mm);
+    optional ``backend``: ``"auto"`` (default, the fused CPU kernel where it applies) or
+    ``"torch"`` (always the torch path).
     """
 
     def __init__(self, **kw):
@@ -102,24 +105,23 @@ def _line_integrals(problem, xs, xe, blob, tof_bin):
                                activities=problem.activities[blob], paired=True, **kw)
 
 
+@functools.cache
+def _load_kernel():
+    """:mod:`._kernel`, imported on first use; None when numba is missing (the torch path)."""
+    try:
+        from . import _kernel
+    except ImportError:
+        return None
+    return _kernel
+
+
 def _kernel_module(problem, poses, deltas):
     """:mod:`._kernel` when it can compute :func:`_expected` (CPU tensors, numba importable, no
     per-row pose changes, ``problem.backend`` not ``"torch"``), else None."""
-    global _KERNEL
     if getattr(problem, "backend", "auto") == "torch" or deltas[0] is not None or deltas[1] is not None \
             or poses[0].device.type != "cpu" or poses[0].dtype not in (torch.float32, torch.float64):
         return None
-    if _KERNEL is None:
-        try:
-            from . import _kernel
-        except ImportError:  # numba missing: the torch path
-            _KERNEL = False
-        else:
-            _KERNEL = _kernel
-    return _KERNEL or None
-
-
-_KERNEL = None
+    return _load_kernel()
 
 
 def _expected(problem, cr, row, blob, tof_bin, poses, gen, deltas=(None, None)):

@@ -22,6 +22,7 @@ of runs on an unchanged scanner.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -105,6 +106,7 @@ def event_scores(problem, poses, idx, *, gen, floor: float):
     return d1.grad.double().cpu().numpy(), d2.grad.double().cpu().numpy()
 
 
+@functools.cache
 def _euler_generators() -> np.ndarray:
     """(3, 3, 3): ``D[k] = d euler_to_matrix(delta) / d delta_k`` at ``delta = 0``."""
     from refsuite.geometry import euler_to_matrix

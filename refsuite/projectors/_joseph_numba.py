@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from refsuite._threads import use_numba_workqueue
 
-use_numba_workqueue()  # see refsuite._threads; _cpu_kernel serialises the launches
+use_numba_workqueue()  # launches go through refsuite._threads.numba_threads (one at a time)
 
 __all__ = ["forward", "back", "tof_constants", "sample_count"]
 
