@@ -343,9 +343,32 @@ def _forward_chunk(image, shape, strides, order, m, xs, xe, vs, org, tbin, toff,
             out[i] = acc
 
 
+@njit(inline="always", **_JIT)
+def _add_samples(v, plan, j0, j1, x0, x1, tofp, table, ks, xi, steps, ws, out):
+    """Add ``v`` times samples ``[j0, j1)`` of a LOR into the voxels with x index in ``[x0, x1)``."""
+    _lor_samples(plan, j0, j1, tofp, table, ks, xi, steps, ws)
+    if plan[19] == 0:  # principal axis x: the four corners lie in plane xi
+        for s in range(j1 - j0):
+            k, da, db, ix = ks[s], steps[s, 0], steps[s, 1], xi[s]
+            if ix >= x0 and ix < x1:
+                out[k] += v * ws[s, 0]
+                out[k + da] += v * ws[s, 1]
+                out[k + db] += v * ws[s, 2]
+                out[k + da + db] += v * ws[s, 3]
+    else:  # x is axis a: corners at xi and, unless at the last plane (weight 0 there), xi + 1
+        for s in range(j1 - j0):
+            k, da, db, ix = ks[s], steps[s, 0], steps[s, 1], xi[s]
+            if ix >= x0 and ix < x1:
+                out[k] += v * ws[s, 0]
+                out[k + db] += v * ws[s, 2]
+            if da != 0 and ix + 1 >= x0 and ix + 1 < x1:
+                out[k + da] += v * ws[s, 1]
+                out[k + da + db] += v * ws[s, 3]
+
+
 @njit(**_JIT)
-def _back_slab(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, x0, x1, out):
-    """Add the chunk's LORs into the voxels with x index in ``[x0, x1)`` of ``out`` (in order)."""
+def _back_batch(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out):
+    """One thread: add the batch's LORs into ``out`` in order, each planned as it comes."""
     size = max(shape[0], shape[1], shape[2]) + 1
     ks = np.empty(size, np.int64)
     xi = np.empty(size, np.int64)
@@ -354,42 +377,108 @@ def _back_slab(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, to
     for r in range(m):
         i = order[r]
         v = values[i]
-        if v == 0.0:
-            continue
-        plan = _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp)
-        j0, j1 = _slab_samples(plan, x0, x1, shape[0])
-        if j1 <= j0:
-            continue
-        _lor_samples(plan, j0, j1, tofp, table, ks, xi, steps, ws)
-        if plan[19] == 0:  # principal axis x: the four corners lie in plane xi
-            for s in range(j1 - j0):
-                k, da, db, ix = ks[s], steps[s, 0], steps[s, 1], xi[s]
-                if ix >= x0 and ix < x1:
-                    out[k] += v * ws[s, 0]
-                    out[k + da] += v * ws[s, 1]
-                    out[k + db] += v * ws[s, 2]
-                    out[k + da + db] += v * ws[s, 3]
-        else:  # x is axis a: corners at xi and, unless at the last plane (weight 0 there), xi + 1
-            for s in range(j1 - j0):
-                k, da, db, ix = ks[s], steps[s, 0], steps[s, 1], xi[s]
-                if ix >= x0 and ix < x1:
-                    out[k] += v * ws[s, 0]
-                    out[k + db] += v * ws[s, 2]
-                if da != 0 and ix + 1 >= x0 and ix + 1 < x1:
-                    out[k + da] += v * ws[s, 1]
-                    out[k + da + db] += v * ws[s, 3]
+        if v != 0.0:
+            plan = _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp)
+            _add_samples(v, plan, 0, plan[0], 0, shape[0], tofp, table, ks, xi, steps, ws, out)
 
 
 @njit(parallel=True, **_JIT)
-def _back_chunk(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, n_slabs, out):
-    for t in prange(n_slabs):
-        _back_slab(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table,
-                   t * shape[0] // n_slabs, (t + 1) * shape[0] // n_slabs, out)
+def _plan_part(values, shape, strides, order, r0, r1, xs, xe, vs, org, tbin, toff, tofp, plans_i, plans_f):
+    """Plans of the LORs ``order[r0:r1]`` (in parallel), stored compactly at ``r - r0``:
+    ``plans_i = (count, first, p)`` (count 0 for a zero value) and ``plans_f`` the 12 floats of
+    :func:`_setup`'s plan; the strides and sizes follow from ``p`` (:func:`_plan_at`)."""
+    for r in prange(r0, r1):
+        i = order[r]
+        s = r - r0
+        if values[i] == 0.0:
+            plans_i[s, 0] = 0
+            continue
+        plan = _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp)
+        plans_i[s, 0] = plan[0]
+        plans_i[s, 1] = plan[1]
+        plans_i[s, 2] = plan[19]
+        (plans_f[s, 0], plans_f[s, 1], plans_f[s, 2], plans_f[s, 3], plans_f[s, 4], plans_f[s, 5], plans_f[s, 6],
+         plans_f[s, 7], plans_f[s, 8], plans_f[s, 9], plans_f[s, 10], plans_f[s, 11]) = plan[7:19]
+
+
+@njit(inline="always", **_JIT)
+def _plan_at(s, plans_i, plans_f, shape, strides):
+    """The plan tuple of :func:`_setup` from its compact form (:func:`_plan_part`), bit for bit."""
+    p = np.int64(plans_i[s, 2])
+    a, b = (1, 2) if p == 0 else ((0, 2) if p == 1 else (0, 1))
+    f = plans_f[s]
+    return (np.int64(plans_i[s, 0]), np.int64(plans_i[s, 1]), strides[p], shape[a], strides[a], shape[b], strides[b],
+            f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], p)
+
+
+@njit(**_JIT)
+def _split_part(m, plans_i, plans_f, shape, strides, density, bounds):
+    """``bounds`` (n_slabs + 1): x planes that split the part's samples into slabs of about equal
+    count. A LOR's samples are spread evenly over the x indices it crosses (exact when x is its
+    principal axis), accumulated as a difference array ``density`` (n_x + 1)."""
+    n_x = shape[0]
+    density[:] = 0.0
+    for s in range(m):
+        count = plans_i[s, 0]
+        if count == 0:
+            continue
+        plan = _plan_at(s, plans_i, plans_f, shape, strides)
+        if plan[19] == 0:
+            lo, hi = plan[1], plan[1] + count - 1
+        else:
+            qa0 = min(max(plan[7] + plan[13] * plan[8], 0.0), n_x - 1.0)
+            qa1 = min(max(plan[7] + plan[15] * plan[8], 0.0), n_x - 1.0)
+            lo, hi = int(min(qa0, qa1)), int(max(qa0, qa1))
+        w = count / (hi - lo + 1.0)
+        density[lo] += w
+        density[hi + 1] -= w
+    level = total = 0.0
+    for x in range(n_x):  # difference array -> samples per x plane, and their total
+        level += density[x]
+        density[x] = level
+        total += level
+    n_slabs = bounds.shape[0] - 1
+    bounds[0] = 0
+    acc, t = 0.0, 1
+    for x in range(n_x):
+        acc += density[x]
+        while t < n_slabs and acc >= total * t / n_slabs:
+            bounds[t] = x + 1
+            t += 1
+    while t < n_slabs:
+        bounds[t] = n_x
+        t += 1
+    bounds[n_slabs] = n_x
+
+
+@njit(parallel=True, **_JIT)
+def _back_part(values, shape, strides, order, r0, r1, tofp, table, plans_i, plans_f, bounds, out):
+    """Slab ``t`` of ``bounds`` per thread: add the part's LORs, in order, into its x planes."""
+    size = max(shape[0], shape[1], shape[2]) + 1
+    for t in prange(bounds.shape[0] - 1):
+        x0, x1 = bounds[t], bounds[t + 1]
+        if x1 <= x0:
+            continue
+        ks = np.empty(size, np.int64)
+        xi = np.empty(size, np.int64)
+        steps = np.empty((size, 2), np.int64)
+        ws = np.empty((size, 4))
+        for r in range(r0, r1):
+            s = r - r0
+            if plans_i[s, 0] == 0:
+                continue
+            plan = _plan_at(s, plans_i, plans_f, shape, strides)
+            j0, j1 = _slab_samples(plan, x0, x1, shape[0])
+            if j1 > j0:
+                _add_samples(values[order[r]], plan, j0, j1, x0, x1, tofp, table, ks, xi, steps, ws, out)
 
 
 #: LORs per batch (at least; at most :data:`MAX_SCANS` batches): memory is O(batch), not O(n_lor).
 CHUNK = 1 << 16
 MAX_SCANS = 32
+#: LORs per part of the multi-threaded back projection (plans shared by the slab threads:
+#: 108 B per LOR, 0.9 MB).
+PART = 8192
 #: Smallest image (voxels) for which the LORs are sorted by locality: a smaller image stays in
 #: the L2/L3 caches and the sort's scans cost more than they gain (measured on the BENCHMARKS.md
 #: workload: 128x128x32 15 % faster unsorted, 200^3 1.4x faster sorted).
@@ -460,15 +549,30 @@ def forward(image, shape, xs, xe, vs, org, tbin, toff, tofp, table, out):
 def back(values, shape, xs, xe, vs, org, tbin, toff, tofp, table, out, n_slabs):
     """Adjoint of :func:`forward`: ``out += A^T values`` (flat image, zeroed by the caller).
 
-    No global scatter and no private images: ``n_slabs`` threads each own a slab of x planes of
-    ``out`` and add every LOR's samples that fall into it, in the same (locality) order. Each
-    voxel therefore receives its terms in the same order whatever the number of threads: the
-    result is identical (bit for bit) for any thread count.
+    No global scatter and no private images. One slab: the LORs are planned and added one by
+    one. ``n_slabs`` > 1 threads: each batch is cut into parts of :data:`PART` LORs; the plans of
+    a part are computed once, in parallel (:func:`_plan_part`, O(PART) memory), the x planes are
+    split into ``n_slabs`` slabs of about equal sample count for that part (:func:`_split_part`),
+    and each thread adds the part's LORs, in order, into its own slab. Each voxel therefore
+    receives its terms in the same order whatever the number of slabs and wherever the splits
+    fall: the result is identical (bit for bit) for any thread count.
     """
     strides = _strides(shape)
     n_slabs = max(1, min(int(n_slabs), int(shape[0])))
+    if n_slabs == 1:
+        for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
+            _back_batch(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out)
+        return
+    plans_i = np.empty((PART, 3), np.int32)
+    plans_f = np.empty((PART, 12))
+    density = np.empty(int(shape[0]) + 1)
+    bounds = np.empty(n_slabs + 1, np.int64)
     for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
-        _back_chunk(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, n_slabs, out)
+        for r0 in range(0, m, PART):
+            r1 = min(m, r0 + PART)
+            _plan_part(values, shape, strides, order, r0, r1, xs, xe, vs, org, tbin, toff, tofp, plans_i, plans_f)
+            _split_part(r1 - r0, plans_i, plans_f, shape, strides, density, bounds)
+            _back_part(values, shape, strides, order, r0, r1, tofp, table, plans_i, plans_f, bounds, out)
 
 
 @njit(parallel=True, **_JIT)
