@@ -477,8 +477,8 @@ def _back_part(values, shape, strides, order, r0, r1, tofp, table, plans_i, plan
 CHUNK = 1 << 16
 MAX_SCANS = 32
 #: LORs per part of the multi-threaded back projection (plans shared by the slab threads:
-#: 108 B per LOR, 0.9 MB).
-PART = 8192
+#: 108 B per LOR, 0.44 MB).
+PART = 4096
 #: Smallest image (voxels) for which the LORs are sorted by locality: a smaller image stays in
 #: the L2/L3 caches and the sort's scans cost more than they gain (measured on the BENCHMARKS.md
 #: workload: 128x128x32 15 % faster unsorted, 200^3 1.4x faster sorted).
@@ -510,10 +510,10 @@ def _batches(shape, xs, xe, vs, org, n_parts):
     n_pos, n_keys = _n_keys(tuple(int(s) for s in shape))
     key_args = (shape, xs, xe, 1.0 / vs, org, SLOPE_BINS, POSITION_BIN_VOXELS, n_pos)
     bounds = np.linspace(0, n, n_parts + 1).astype(np.int64)
-    counts = np.empty((n_parts, n_keys), np.int64)
+    counts = np.empty((n_parts, n_keys), np.int32)  # < 2**31 LORs per call
     _histogram(*key_args, bounds, counts)
     total = counts.sum(axis=0)
-    offsets = np.zeros((n_parts, n_keys), np.int64)
+    offsets = np.zeros((n_parts, n_keys), np.int32)
     k0 = 0
     while k0 < n_keys:
         k1, size = k0, 0
