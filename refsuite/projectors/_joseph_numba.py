@@ -101,6 +101,17 @@ def _centre(i, tbin, toff, tofp):
     return c * tofp[8]
 
 
+@njit(inline="always", **_JIT)
+def _ends(first, last, lo, hi, qs_p, scale):
+    """Plane offsets and slab weights (mm) ``(dm_f, w_f, dm_l, w_l)`` of the first and last
+    samples: the partial slabs of the clipped segment ``[lo, hi]`` (principal voxel units)."""
+    dm_f = 0.5 * (max(first - 0.5, lo) + min(first + 0.5, hi)) - qs_p
+    w_f = max(min(first + 0.5, hi) - max(first - 0.5, lo), 0.0) * scale
+    dm_l = 0.5 * (max(last - 0.5, lo) + min(last + 0.5, hi)) - qs_p
+    w_l = max(min(last + 0.5, hi) - max(last - 0.5, lo), 0.0) * scale
+    return dm_f, w_f, dm_l, w_l
+
+
 @njit(**_JIT)
 def _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp):
     """Per-LOR sampling plan (the torch path's ``_lor_parameters`` for one LOR).
@@ -108,7 +119,8 @@ def _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp):
     Clipping in world coordinates exactly as ``_box.clip_segment_to_box``. Returns ``count``
     (0: no sample), the first plane, the principal stride ``sp``, the transverse sizes/strides
     ``(n_a, sa, n_b, sb)``, the line ``q_a = qs_a + dm ra`` (same for b), ``qs_p``, ``scale`` (mm
-    per plane), the two end samples ``(dm, w)``, the TOF ``gamma, delta`` and the principal axis.
+    per plane), the two end samples ``(dm, w)``, the TOF ``gamma, delta``, the principal axis and
+    the clipped segment ``[lo, hi]`` along it (principal voxel units).
     """
     t_in, t_out = 0.0, 1.0
     for ax in range(3):
@@ -145,16 +157,13 @@ def _setup(i, xs, xe, shape, strides, vs, org, tbin, toff, tofp):
     else:
         dp = 1.0
     scale = length / abs(dp)
-    dm_f = 0.5 * (max(first - 0.5, lo) + min(first + 0.5, hi)) - qs[p]
-    w_f = max(min(first + 0.5, hi) - max(first - 0.5, lo), 0.0) * scale
-    dm_l = 0.5 * (max(last - 0.5, lo) + min(last + 0.5, hi)) - qs[p]
-    w_l = max(min(last + 0.5, hi) - max(last - 0.5, lo), 0.0) * scale
+    dm_f, w_f, dm_l, w_l = _ends(first, last, lo, hi, qs[p], scale)
     gamma = delta = 0.0
     if tofp[0] != 0.0:
         gamma = (c + 0.5 * length) / tofp[2]
         delta = -length / (dp * tofp[2])
     return (count, int(first), strides[p], shape[a], strides[a], shape[b], strides[b], qs[a], d[a] / dp,
-            qs[b], d[b] / dp, qs[p], scale, dm_f, w_f, dm_l, w_l, gamma, delta, p)
+            qs[b], d[b] / dp, qs[p], scale, dm_f, w_f, dm_l, w_l, gamma, delta, p, lo, hi)
 
 
 @njit(inline="always", **_JIT)
@@ -201,7 +210,7 @@ def _lor_samples(plan, j0, j1, tofp, table, ks, xi, steps, ws):
     at once (the projector is bound by memory latency).
     """
     (count, first, sp, n_a, sa, n_b, sb, qs_a, ra, qs_b, rb, qs_p, scale, dm_f, w_f, dm_l, w_l,
-     gamma, delta, p) = plan
+     gamma, delta, p, _lo, _hi) = plan
     use_tof = tofp[0] != 0.0
     for j in range(j0, j1):
         dm, w = _end_sample(j, plan)
@@ -277,6 +286,13 @@ def _locality_key(i, shape, xs, xe, ivs, org, n_slope, pos_bin, n_pos):
         pos = ((0.5 * (xs[i, ax] + xe[i, ax]) - org[ax]) * ivs[ax] + t * d[ax]) / pos_bin + 2.0
         key = key * n_pos + min(max(int(pos), 0), n_pos - 1)
     return key
+
+
+@njit(**_JIT)
+def _fill_range(order, c0, m):
+    """``order[:m] = c0, c0 + 1, ...`` in place (no temporary of the batch's size)."""
+    for r in range(m):
+        order[r] = c0 + r
 
 
 def _n_keys(shape) -> tuple[int, int]:
@@ -385,8 +401,9 @@ def _back_batch(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, t
 @njit(parallel=True, **_JIT)
 def _plan_part(values, shape, strides, order, r0, r1, xs, xe, vs, org, tbin, toff, tofp, plans_i, plans_f):
     """Plans of the LORs ``order[r0:r1]`` (in parallel), stored compactly at ``r - r0``:
-    ``plans_i = (count, first, p)`` (count 0 for a zero value) and ``plans_f`` the 12 floats of
-    :func:`_setup`'s plan; the strides and sizes follow from ``p`` (:func:`_plan_at`)."""
+    ``plans_i = (count, first, p)`` (count 0 for a zero value) and ``plans_f = (qs_a, ra, qs_b,
+    rb, qs_p, scale, lo, hi[, gamma, delta])`` (the TOF pair only when ``plans_f`` has 10
+    columns); the rest of :func:`_setup`'s plan follows from these (:func:`_plan_at`)."""
     for r in prange(r0, r1):
         i = order[r]
         s = r - r0
@@ -397,18 +414,26 @@ def _plan_part(values, shape, strides, order, r0, r1, xs, xe, vs, org, tbin, tof
         plans_i[s, 0] = plan[0]
         plans_i[s, 1] = plan[1]
         plans_i[s, 2] = plan[19]
-        (plans_f[s, 0], plans_f[s, 1], plans_f[s, 2], plans_f[s, 3], plans_f[s, 4], plans_f[s, 5], plans_f[s, 6],
-         plans_f[s, 7], plans_f[s, 8], plans_f[s, 9], plans_f[s, 10], plans_f[s, 11]) = plan[7:19]
+        (plans_f[s, 0], plans_f[s, 1], plans_f[s, 2], plans_f[s, 3], plans_f[s, 4], plans_f[s, 5]) = plan[7:13]
+        plans_f[s, 6] = plan[20]
+        plans_f[s, 7] = plan[21]
+        if plans_f.shape[1] > 8:
+            plans_f[s, 8] = plan[17]
+            plans_f[s, 9] = plan[18]
 
 
 @njit(inline="always", **_JIT)
 def _plan_at(s, plans_i, plans_f, shape, strides):
-    """The plan tuple of :func:`_setup` from its compact form (:func:`_plan_part`), bit for bit."""
+    """The plan tuple of :func:`_setup` from its compact form (:func:`_plan_part`): the end
+    samples are recomputed from ``lo, hi`` by :func:`_ends`, so it is the same bit for bit."""
     p = np.int64(plans_i[s, 2])
     a, b = (1, 2) if p == 0 else ((0, 2) if p == 1 else (0, 1))
     f = plans_f[s]
-    return (np.int64(plans_i[s, 0]), np.int64(plans_i[s, 1]), strides[p], shape[a], strides[a], shape[b], strides[b],
-            f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], p)
+    count, first = np.int64(plans_i[s, 0]), np.int64(plans_i[s, 1])
+    dm_f, w_f, dm_l, w_l = _ends(float(first), float(first + count - 1), f[6], f[7], f[4], f[5])
+    gamma, delta = (f[8], f[9]) if plans_f.shape[1] > 8 else (0.0, 0.0)
+    return (count, first, strides[p], shape[a], strides[a], shape[b], strides[b],
+            f[0], f[1], f[2], f[3], f[4], f[5], dm_f, w_f, dm_l, w_l, gamma, delta, p, f[6], f[7])
 
 
 @njit(**_JIT)
@@ -476,8 +501,11 @@ def _back_part(values, shape, strides, order, r0, r1, tofp, table, plans_i, plan
 #: LORs per batch (at least; at most :data:`MAX_SCANS` batches): memory is O(batch), not O(n_lor).
 CHUNK = 1 << 16
 MAX_SCANS = 32
+#: LORs per batch in input order (small images): no scans to amortise, so only the launches
+#: (~85 us each with numba's workqueue here) bound it from below.
+INPUT_ORDER_BATCH = 1 << 14
 #: LORs per part of the multi-threaded back projection (plans shared by the slab threads:
-#: 108 B per LOR, 0.44 MB).
+#: 76 B per LOR, 92 B with TOF: 0.30-0.36 MB).
 PART = 4096
 #: Smallest image (voxels) for which the LORs are sorted by locality: a smaller image stays in
 #: the L2/L3 caches and the sort's scans cost more than they gain (measured on the BENCHMARKS.md
@@ -493,26 +521,28 @@ def _batches(shape, xs, xe, vs, org, n_parts):
     scans, ``n_parts`` threads) and comes out sorted by key. So the LORs are processed in the
     order of a global stable sort by key, without an O(n) permutation array (a global sort was
     1.4x faster than sorting fixed chunks of 65536 LORs on the BENCHMARKS.md workload:
-    consecutive LORs reuse cached image lines). Images below :data:`SORT_MIN_VOXELS`: batches in
-    input order.
+    consecutive LORs reuse cached image lines). Images below :data:`SORT_MIN_VOXELS`: batches of
+    :data:`INPUT_ORDER_BATCH` LORs in input order.
     """
     n = xs.shape[0]
     if n >= 2**31:
         raise ValueError(f"at most 2**31 - 1 LORs per call, got {n}")
     cap = max(1, min(n, max(CHUNK, -(-n // MAX_SCANS))))
-    order = np.empty(cap, np.int32)
     if int(np.prod(shape)) < SORT_MIN_VOXELS:  # the image stays in the caches: input order
+        cap = max(1, min(n, INPUT_ORDER_BATCH))
+        order = np.empty(cap, np.int32)
         for c0 in range(0, n, cap):
             m = min(cap, n - c0)
-            order[:m] = np.arange(c0, c0 + m, dtype=np.int32)
+            _fill_range(order, c0, m)
             yield order, m
         return
+    order = np.empty(cap, np.int32)
     n_pos, n_keys = _n_keys(tuple(int(s) for s in shape))
     key_args = (shape, xs, xe, 1.0 / vs, org, SLOPE_BINS, POSITION_BIN_VOXELS, n_pos)
     bounds = np.linspace(0, n, n_parts + 1).astype(np.int64)
     counts = np.empty((n_parts, n_keys), np.int32)  # < 2**31 LORs per call
     _histogram(*key_args, bounds, counts)
-    total = counts.sum(axis=0)
+    total = counts.sum(axis=0, dtype=np.int32)
     offsets = np.zeros((n_parts, n_keys), np.int32)
     k0 = 0
     while k0 < n_keys:
@@ -551,7 +581,7 @@ def back(values, shape, xs, xe, vs, org, tbin, toff, tofp, table, out, n_slabs):
 
     No global scatter and no private images. One slab: the LORs are planned and added one by
     one. ``n_slabs`` > 1 threads: each batch is cut into parts of :data:`PART` LORs; the plans of
-    a part are computed once, in parallel (:func:`_plan_part`, O(PART) memory), the x planes are
+    a part are computed once, in parallel (:func:`_plan_part`, 76-92 B per LOR), the x planes are
     split into ``n_slabs`` slabs of about equal sample count for that part (:func:`_split_part`),
     and each thread adds the part's LORs, in order, into its own slab. Each voxel therefore
     receives its terms in the same order whatever the number of slabs and wherever the splits
@@ -564,7 +594,7 @@ def back(values, shape, xs, xe, vs, org, tbin, toff, tofp, table, out, n_slabs):
             _back_batch(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out)
         return
     plans_i = np.empty((PART, 3), np.int32)
-    plans_f = np.empty((PART, 12))
+    plans_f = np.empty((PART, 10 if tofp[0] != 0.0 else 8))
     density = np.empty(int(shape[0]) + 1)
     bounds = np.empty(n_slabs + 1, np.int64)
     for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
