@@ -106,6 +106,7 @@ def test_cli_correct_keeps_affine_and_rejects_mismatch(tmp_path):
 
 def test_cli_simulate_train_evaluate_correct(tmp_path, capsys):
     import nibabel as nib
+    from scipy.ndimage import correlate1d
 
     assert main(["pvc", "simulate", "--out", str(tmp_path / "ds"), "--cases", "2", "--quick", "--chunk-size", "2",
                  "--seed", "3"]) == 0
@@ -125,5 +126,31 @@ def test_cli_simulate_train_evaluate_correct(tmp_path, capsys):
                  str(tmp_path / "m.pt")]) == 0
     out = np.asarray(nib.load(tmp_path / "dl.nii").dataobj)
     assert out.shape == image.shape and out.sum() == pytest.approx(image.sum(), rel=1e-5)
+    # the same image on 2.4 mm voxels (each voxel split in 8): refused, or corrected on the model's 4.8 mm grid
+    fine = image.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    fine_affine = np.diag([2.4, 2.4, 2.4, 1.0])
+    fine_affine[:3, 3] = -1.2  # the fine voxels' centres inside the coarse voxels
+    nib.save(nib.Nifti1Image(fine, fine_affine), tmp_path / "fine.nii")
+    capsys.readouterr()
+    assert main(["pvc", "correct", str(tmp_path / "fine.nii"), str(tmp_path / "f.nii"), "--model",
+                 str(tmp_path / "m.pt")]) == 2
+    assert "--resample" in capsys.readouterr().err and not (tmp_path / "f.nii").exists()
+    assert main(["pvc", "correct", str(tmp_path / "fine.nii"), str(tmp_path / "f.nii"), "--model",
+                 str(tmp_path / "m.pt"), "--resample"]) == 0
+    assert "resampled IN from 2.4 x 2.4 x 2.4 mm to the model's 4.8 mm" in capsys.readouterr().out
+    f = nib.load(tmp_path / "f.nii")
+    assert f.shape == fine.shape and np.allclose(f.affine, fine_affine)
+    f = np.asarray(f.dataobj)
+    assert f.sum() / 8 == pytest.approx(out.sum(), rel=0.03)  # activity kept (2.4^3 = 4.8^3 / 8)
+    coarse = f.reshape(out.shape[0], 2, out.shape[1], 2, out.shape[2], 2).mean((1, 3, 5))
+    # The 2x2x2 blocks of the fine grid are the model's voxels, so the network saw the native image
+    # and returned the native correction; trilinear upsampling puts each fine voxel a quarter of a
+    # voxel from its block's centre (weights 3/4, 1/4), so a block's mean is the native output
+    # filtered by (1/8, 3/4, 1/8) along each axis (edges held).
+    expected = out.astype(float)
+    for axis in range(3):
+        expected = correlate1d(expected, [0.125, 0.75, 0.125], axis=axis, mode="nearest")
+    assert np.abs(coarse - expected).sum() / out.sum() < 1e-4
+    assert np.abs(coarse - expected[::-1]).sum() / out.sum() > 0.1  # a flipped axis would show
     assert main(["pvc", "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "x.pt"),
                  "--inputs", "nope", "--epochs", "1", "--features", "2,4"]) == 2

@@ -43,7 +43,7 @@ from .atomic import atomic_path
 
 __all__ = ["NiftiVolume", "grid_affine", "zyx_affine", "spacing_of", "read_nifti", "volume_image", "ddf_image",
            "itk_displacement_image", "check_itk_grid", "save_images", "write_nifti", "as_zyx", "from_zyx", "same_grid",
-           "resample_to_reference", "displacement_mm", "NIFTI_SUFFIXES", "NIFTI_INTENT_VECTOR", "RAS_TO_LPS"]
+           "resample_to_reference", "regrid", "displacement_mm", "NIFTI_SUFFIXES", "NIFTI_INTENT_VECTOR", "RAS_TO_LPS"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Sign flip of a RAS+ vector to LPS+ (and back): ``diag(-1, -1, 1)``.
@@ -306,14 +306,36 @@ def same_grid(shape_a, affine_a, shape_b, affine_b, *, atol_mm: float = 1e-3) ->
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=atol_mm)
 
 
-def resample_to_reference(data, affine, ref_shape, ref_affine, *, order: int = 1, cval: float = 0.0) -> np.ndarray:
+def resample_to_reference(data, affine, ref_shape, ref_affine, *, order: int = 1, cval: float = 0.0,
+                          mode: str = "constant") -> np.ndarray:
     """Resample ``data`` (on ``affine``) onto the grid ``(ref_shape, ref_affine)`` (trilinear for ``order=1``).
 
     Reference voxel -> world -> source voxel: ``inv(affine) @ ref_affine``; outside the
-    source grid the value is ``cval``.
+    source grid the value is ``cval`` (``mode="constant"``) or the nearest edge voxel's
+    (``mode="nearest"``, :func:`scipy.ndimage.affine_transform`).
     """
     from scipy.ndimage import affine_transform
 
     m = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(ref_affine, float)
     return affine_transform(np.asarray(data, np.float32), m[:3, :3], offset=m[:3, 3], output_shape=tuple(ref_shape),
-                            order=order, mode="constant", cval=cval).astype(np.float32)
+                            order=order, mode=mode, cval=cval).astype(np.float32)
+
+
+def regrid(shape, affine, voxel_size: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape, affine)`` of a grid of ``voxel_size`` mm voxels along the same axes covering the
+    same field of view (the same centre; extent ``n' voxel_size`` as close as whole voxels allow
+    to ``n spacing``).
+
+    Per axis, with ``s = voxel_size / spacing`` (old voxels per new voxel): ``n' = max(1,
+    round(n / s))`` voxels whose centres lie at old voxel coordinates ``(n - 1) / 2 + (i' - (n' -
+    1) / 2) s``. When ``n / s`` is whole the field-of-view edges coincide (e.g. 2x2x2 blocks of
+    the old voxels are the new ones); old voxels beyond the new centres are extrapolated by the
+    resampling (``mode="nearest"`` of :func:`resample_to_reference`).
+    """
+    n = np.asarray(shape, float)
+    s = float(voxel_size) / spacing_of(affine)
+    n_new = np.maximum(np.rint(n / s).astype(int), 1)
+    m = np.eye(4)
+    m[:3, :3] = np.diag(s)
+    m[:3, 3] = (n - 1.0) / 2.0 - (n_new - 1.0) / 2.0 * s
+    return tuple(int(v) for v in n_new), np.asarray(affine, float) @ m

@@ -63,7 +63,7 @@ def register(subparsers) -> None:
     c = sub.add_parser("correct", help="correct a NIfTI SPECT image (affine kept)",
                        description="Correct a SPECT image (activity concentration >= 0, in the unit the model was "
                                    "trained on). --method dl refuses an image whose voxel size differs from the "
-                                   "model's (resample it first).")
+                                   "model's unless --resample is given.")
     c.add_argument("image", metavar="IN.nii[.gz]")
     c.add_argument("output", metavar="OUT.nii[.gz]")
     c.add_argument("--method", choices=["dl", "iy"], default="dl")
@@ -72,6 +72,10 @@ def register(subparsers) -> None:
     c.add_argument("--labels", metavar="LABELS.nii[.gz]", help="region labels for --method iy")
     c.add_argument("--fwhm-mm", type=positive_float, help="PSF FWHM for --method iy (mm)")
     c.add_argument("--iterations", type=positive_int, default=10, help="IY-PVC iterations (>= 1)")
+    c.add_argument("--resample", action="store_true",
+                   help="--method dl: when the image's voxel size is not the model's, resample it (trilinear) onto "
+                        "the model's voxel size over the same field of view, correct, and resample the result back "
+                        "onto the image's grid (else an error)")
     c.add_argument("--device", type=device, default="cpu")
     c.set_defaults(func=_correct)
 
@@ -232,17 +236,50 @@ def _check_activity(data, path, flag: str) -> None:
         raise UsageError(f"{flag} {str(path)!r}: the image is all zero; expected a positive total activity")
 
 
-def _check_model_grid(model, zooms, path) -> None:
+def _model_grid(model, zooms, path, resample: bool) -> bool:
+    """Whether the image must be resampled to the model's voxel size; refuses a mismatch without
+    ``--resample``."""
     import numpy as np
 
     if model.voxel_mm is None:
         raise UsageError("--model: the file records no voxel size (written before refsuite stored it); retrain it "
                          "with 'refsuite pvc train' so that images can be checked against it")
-    if not np.allclose(zooms, model.voxel_mm, rtol=0.01):
+    if np.allclose(zooms, model.voxel_mm, rtol=0.01):
+        return False
+    if not resample:
         size = " x ".join(f"{z:g}" for z in zooms[::-1])
         raise UsageError(f"IN {str(path)!r}: voxel size {size} mm, the model was trained at {model.voxel_mm:g} mm; "
-                         f"resample the image to {model.voxel_mm:g} mm voxels first (e.g. nibabel.processing."
-                         f"resample_to_output(img, voxel_sizes={model.voxel_mm:g}))")
+                         f"pass --resample to correct it on {model.voxel_mm:g} mm voxels and resample the result "
+                         "back (trilinear), or resample the image yourself")
+    return True
+
+
+def _correct_dl(args, img, data, zooms):
+    """DL-PVC of ``data`` (nz, ny, nx) on the model's voxel size (resampled there and back with
+    ``--resample``, said on stdout)."""
+    from ..io.nifti import as_zyx, from_zyx, regrid, resample_to_reference
+    from . import correct
+
+    model = _load_model(args.model, args.device)
+    resample = _model_grid(model, zooms, args.image, args.resample)
+    shape = data.shape  # (nz, ny, nx) of the image the network sees
+    if resample:
+        shape_m, affine_m = regrid(img.data.shape, img.affine, model.voxel_mm)
+        shape = shape_m[::-1]
+    if args.patch is not None and (args.patch % model.multiple or args.patch > max(shape) + model.multiple):
+        raise UsageError(f"--patch {args.patch}: expected a multiple of {model.multiple} of at most "
+                         f"{-(-max(shape) // model.multiple) * model.multiple} (the image is "
+                         f"{' x '.join(map(str, shape[::-1]))} voxels{' on the model grid' if resample else ''})")
+    if resample:
+        data = as_zyx(resample_to_reference(from_zyx(data), img.affine, shape_m, affine_m, mode="nearest"),
+                      zooms)[0].astype(float)
+        print(f"resampled IN from {' x '.join(f'{z:g}' for z in zooms[::-1])} mm to the model's {model.voxel_mm:g} mm "
+              f"voxels ({' x '.join(map(str, shape_m))}), trilinear; the result is resampled back onto IN's grid")
+    out = correct(data, model, patch=args.patch, device=args.device)
+    if resample:
+        out = as_zyx(resample_to_reference(from_zyx(out), affine_m, img.data.shape, img.affine, mode="nearest"),
+                     zooms)[0]
+    return out, getattr(model, "image_unit", None)
 
 
 def _check_fwhm(fwhm_mm, extent_mm) -> None:
@@ -265,16 +302,9 @@ def _correct(args: argparse.Namespace) -> int:
         raise UsageError("--labels and --fwhm-mm are required for --method iy")
     img, data, zooms = _read_nifti(args.image, "IN")
     _check_activity(data, args.image, "IN")
+    unit = None
     if args.method == "dl":
-        from . import correct
-
-        model = _load_model(args.model, args.device)
-        _check_model_grid(model, zooms, args.image)
-        if args.patch is not None and (args.patch % model.multiple or args.patch > max(data.shape) + model.multiple):
-            raise UsageError(f"--patch {args.patch}: expected a multiple of {model.multiple} of at most "
-                             f"{-(-max(data.shape) // model.multiple) * model.multiple} (the image is "
-                             f"{' x '.join(map(str, data.shape[::-1]))} voxels)")
-        out = correct(data, model, patch=args.patch, device=args.device)
+        out, unit = _correct_dl(args, img, data, zooms)
     else:
         from . import iterative_yang
 
@@ -286,7 +316,6 @@ def _correct(args: argparse.Namespace) -> int:
         out = iterative_yang(data, np.rint(labels).astype(np.int64), fwhm_mm=args.fwhm_mm,
                              voxel_size_mm=zooms, n_iter=args.iterations)
     write_nifti(args.output, from_zyx(out), affine=img.affine)
-    unit = getattr(locals().get("model"), "image_unit", None)
     print(f"corrected: {args.output}" + (f" (in the input's unit; model trained on {unit} images)" if unit else ""))
     return 0
 
