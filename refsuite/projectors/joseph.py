@@ -119,12 +119,11 @@ def _check_tof(tof, tof_bin, tof_offset, n_lor: int) -> None:
         if not isinstance(t, torch.Tensor) or t.shape != (n_lor,):
             raise ValueError(f"{name} must be a torch.Tensor of shape ({n_lor},), got {getattr(t, 'shape', t)!r}")
     if tof_bin is not None:
-        half = (tof.num_bins - 1) / 2.0
-        for rows in _row_blocks(n_lor):
-            out = tof_bin[rows].abs() > half + 1e-9
-            if torch.any(out):
-                bad = tof_bin[rows][out][0].item()
-                raise ValueError(f"tof_bin must lie in [-{half}, {half}] (num_bins={tof.num_bins}), got {bad}")
+        lim = (tof.num_bins - 1) / 2.0 + 1e-9
+        if not _all_blocks((tof_bin,), lambda a: (np.abs(a) <= lim).all(), lambda a: (a.abs() <= lim).all()):
+            bad = next(float(b[~(b.abs() <= lim)][0]) for b in (tof_bin[rows] for rows in _row_blocks(n_lor))
+                       if not bool((b.abs() <= lim).all()))  # NaN included
+            raise ValueError(f"tof_bin must lie in [-{lim:g}, {lim:g}] (num_bins={tof.num_bins}), got {bad}")
 
 
 # --------------------------------------------------------------------------------------------
