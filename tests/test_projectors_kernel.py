@@ -161,10 +161,10 @@ def test_kernel_adjointness_float32_with_two_threads(monkeypatch, sort):
     for bit to one thread's (each thread owns a slab of x planes and adds the LORs in the same
     order), also for more slabs than threads, with the slab bounds moving from part to part of
     the LORs (parts of 777 LORs here) and LORs of value 0 skipped."""
-    from refsuite.projectors import _joseph_numba
+    from refsuite.projectors import _joseph_numba, _locality
     from refsuite.projectors.workloads import BENCHMARK_TOF, benchmark_image_geometry, cylinder_lors
 
-    monkeypatch.setattr(_joseph_numba, "SORT_MIN_VOXELS", 0 if sort else 10**12)
+    monkeypatch.setattr(_locality, "SORT_MIN_VOXELS", 0 if sort else 10**12)
     monkeypatch.setattr(_joseph_numba, "PART", 777)
 
     shape, vs, origin = benchmark_image_geometry(30, 6.0)
@@ -193,7 +193,7 @@ def test_kernel_adjointness_float32_with_two_threads(monkeypatch, sort):
 def test_kernel_batches_stream_in_global_locality_order(monkeypatch, use_tof):
     """Tiny batches (many groups, and bins holding more LORs than a batch) give the same
     projections, bit for bit, as one batch: the LORs are processed in the same global order."""
-    from refsuite.projectors import _joseph_numba
+    from refsuite.projectors import _locality
     from refsuite.projectors.workloads import BENCHMARK_TOF, benchmark_image_geometry, cylinder_lors
 
     shape, vs, origin = benchmark_image_geometry(20, 8.0)
@@ -201,13 +201,13 @@ def test_kernel_batches_stream_in_global_locality_order(monkeypatch, use_tof):
     kw = dict(voxel_size=vs, origin=origin, backend="numba", **(dict(tof=BENCHMARK_TOF, tof_bin=tb) if use_tof else {}))
     img = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     y = torch.rand(xs.shape[0], generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(_joseph_numba, "SORT_MIN_VOXELS", 0)  # sort even this small image
+    monkeypatch.setattr(_locality, "SORT_MIN_VOXELS", 0)  # sort even this small image
     whole = joseph_forward(img, xs, xe, **kw), joseph_back(y, xs, xe, image_shape=shape, **kw)
     batches = []
-    real = _joseph_numba._collect
-    monkeypatch.setattr(_joseph_numba, "_collect", lambda *a: batches.append(real(*a)) or batches[-1])
-    monkeypatch.setattr(_joseph_numba, "CHUNK", 7)
-    monkeypatch.setattr(_joseph_numba, "MAX_SCANS", 10**9)
+    real = _locality._collect
+    monkeypatch.setattr(_locality, "_collect", lambda *a: batches.append(real(*a)) or batches[-1])
+    monkeypatch.setattr(_locality, "CHUNK", 7)
+    monkeypatch.setattr(_locality, "MAX_SCANS", 10**9)
     with limited_threads(2):
         small = joseph_forward(img, xs, xe, **kw), joseph_back(y, xs, xe, image_shape=shape, **kw)
     assert len(batches) > 2 * 3000 // 7 and max(batches) == 7 and sum(batches) == 2 * 3000  # every LOR once

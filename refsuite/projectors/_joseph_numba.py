@@ -6,15 +6,16 @@ the principal axis, exact partial end slabs, bilinear interpolation holding the 
 renormalised truncated-Gaussian TOF kernel), evaluated one LOR at a time: no per-sample arrays.
 Geometry and accumulation are in float64; the image is read and written in its own dtype.
 
-Memory is O(chunk) beyond the inputs and outputs: the LORs are streamed in chunks of
-:data:`CHUNK`, each sorted by a locality key (direction and position) in preallocated buffers,
-and the TOF bin centres are computed on the fly from the bin indices and offsets.
+Memory is O(batch) beyond the inputs and outputs: the LORs are streamed in batches of a
+locality order (direction and position, :mod:`refsuite.projectors._locality`), and the TOF bin
+centres are computed on the fly from the bin indices and offsets.
 
-Forward projection is parallel over blocks of a chunk's LORs. Back projection has no global
+Forward projection is parallel over blocks of a batch's LORs. Back projection has no global
 scatter and no private images: each thread owns a slab of x planes of the output and adds, for
-every LOR of the chunk in the same order, the samples that write into its slab (the sample range
-is computed, the writes are checked one by one). The result is therefore identical, bit for bit,
-for any number of threads.
+every LOR of the batch in the same order, the samples that write into its slab (the sample range
+is computed, the writes are checked one by one); the LORs' plans are computed once per part of a
+batch and shared, and the slabs are re-split per part at equal sample counts. The result is
+therefore identical, bit for bit, for any number of threads.
 
 Plain numpy in, numpy out; :mod:`refsuite.projectors._cpu_kernel` wraps these as differentiable
 torch functions. ``tofp`` and ``table`` pack the TOF constants (see :func:`tof_constants`).
@@ -30,17 +31,14 @@ from numba import njit, prange
 
 from refsuite._threads import use_numba_workqueue
 
+from ._locality import batches
+
 use_numba_workqueue()  # launches go through refsuite._threads.numba_threads (one at a time)
 
 __all__ = ["forward", "back", "tof_constants", "sample_count"]
 
 #: Intervals of the erf table of :func:`tof_constants` (64 kB: stays in the L1/L2 cache).
 _ERF_INTERVALS = 2048
-
-#: Bins per transverse slope (``d_a / d_p`` in [-1, 1]) and size (voxels) of the position bins
-#: of :func:`locality_order` (measured best of a few on the BENCHMARKS.md workload).
-SLOPE_BINS = 4
-POSITION_BIN_VOXELS = 16
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -255,88 +253,6 @@ def _slab_samples(plan, x0, x1, n_x):
     return int(j0), int(j1)
 
 
-@njit(inline="always", **_JIT)
-def _principal(i, xs, xe, ivs):
-    """Principal axis of LOR ``i`` (first largest ``|d|`` in voxel units, as :func:`_setup`) and
-    the direction ``d`` (voxel units)."""
-    d0 = (xe[i, 0] - xs[i, 0]) * ivs[0]
-    d1 = (xe[i, 1] - xs[i, 1]) * ivs[1]
-    d2 = (xe[i, 2] - xs[i, 2]) * ivs[2]
-    a0, a1 = abs(d0), abs(d1)
-    p = 2 if abs(d2) > max(a0, a1) else (1 if a1 > a0 else 0)
-    return p, d0, d1, d2
-
-
-@njit(inline="always", **_JIT)
-def _locality_key(i, shape, xs, xe, ivs, org, n_slope, pos_bin, n_pos):
-    """Bin of LOR ``i``: principal axis, coarse direction (``n_slope`` bins per transverse slope)
-    and where it crosses the image's central plane (bins of ``pos_bin`` voxels, ``n_pos`` per axis).
-    ``ivs``: inverse voxel sizes (1/mm)."""
-    p, d0, d1, d2 = _principal(i, xs, xe, ivs)
-    a, b = (1, 2) if p == 0 else ((0, 2) if p == 1 else (0, 1))
-    d = (d0, d1, d2)
-    dp = d[p]
-    inv = 1.0 / dp if dp != 0.0 else 0.0
-    # crossing of the central plane, from the midpoint
-    t = (0.5 * (shape[p] - 1) - ((0.5 * (xs[i, p] + xe[i, p]) - org[p]) * ivs[p])) * inv
-    key = p
-    for ax in (a, b):
-        key = key * n_slope + min(max(int((d[ax] * inv + 1.0) * 0.5 * n_slope), 0), n_slope - 1)
-    for ax in (a, b):
-        pos = ((0.5 * (xs[i, ax] + xe[i, ax]) - org[ax]) * ivs[ax] + t * d[ax]) / pos_bin + 2.0
-        key = key * n_pos + min(max(int(pos), 0), n_pos - 1)
-    return key
-
-
-@njit(**_JIT)
-def _fill_range(order, c0, m):
-    """``order[:m] = c0, c0 + 1, ...`` in place (no temporary of the batch's size)."""
-    for r in range(m):
-        order[r] = c0 + r
-
-
-def _n_keys(shape) -> tuple[int, int]:
-    """``(n_pos, n_keys)`` of :func:`_locality_key` for an image shape."""
-    n_pos = (max(shape) + 4 * POSITION_BIN_VOXELS) // POSITION_BIN_VOXELS + 1
-    return n_pos, 3 * SLOPE_BINS**2 * n_pos**2
-
-
-@njit(parallel=True, **_JIT)
-def _histogram(shape, xs, xe, vs, org, n_slope, pos_bin, n_pos, bounds, counts):
-    """``counts[t, key]``: the number of LORs of part ``t`` (``bounds[t] <= i < bounds[t + 1]``)
-    in each locality bin."""
-    counts[:] = 0
-    for t in prange(counts.shape[0]):
-        for i in range(bounds[t], bounds[t + 1]):
-            counts[t, _locality_key(i, shape, xs, xe, vs, org, n_slope, pos_bin, n_pos)] += 1
-
-
-@njit(parallel=True, **_JIT)
-def _collect(k0, k1, r_lo, cap, shape, xs, xe, vs, org, n_slope, pos_bin, n_pos, bounds, counts, offsets, order):
-    """``order[:m]``: the LORs with a key in ``[k0, k1)`` whose rank in that group (sorted by key,
-    then index) lies in ``[r_lo, r_lo + cap)``. Parts of the LOR range are scanned in parallel,
-    each from its own offsets, so the order does not depend on the number of parts. Returns ``m``."""
-    n_parts = counts.shape[0]
-    acc = 0
-    for k in range(k0, k1):
-        for t in range(n_parts):
-            offsets[t, k] = acc
-            acc += counts[t, k]
-    per_axis = n_slope * n_slope * n_pos * n_pos  # keys per principal axis (the leading part of the key)
-    p_lo, p_hi = k0 // per_axis, (k1 - 1) // per_axis
-    for t in prange(n_parts):
-        for i in range(bounds[t], bounds[t + 1]):
-            if p_lo == p_hi and _principal(i, xs, xe, vs)[0] != p_lo:  # quick reject by principal axis
-                continue
-            key = _locality_key(i, shape, xs, xe, vs, org, n_slope, pos_bin, n_pos)
-            if key >= k0 and key < k1:
-                r = offsets[t, key]
-                offsets[t, key] = r + 1
-                if r >= r_lo and r < r_lo + cap:
-                    order[r - r_lo] = i
-    return min(acc - r_lo, cap)
-
-
 @njit(parallel=True, **_JIT)
 def _forward_chunk(image, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out):
     n_blocks = min(m, 64)
@@ -498,67 +414,9 @@ def _back_part(values, shape, strides, order, r0, r1, tofp, table, plans_i, plan
                 _add_samples(values[order[r]], plan, j0, j1, x0, x1, tofp, table, ks, xi, steps, ws, out)
 
 
-#: LORs per batch (at least; at most :data:`MAX_SCANS` batches): memory is O(batch), not O(n_lor).
-CHUNK = 1 << 16
-MAX_SCANS = 32
-#: LORs per batch in input order (small images): no scans to amortise, so only the launches
-#: (~85 us each with numba's workqueue here) bound it from below.
-INPUT_ORDER_BATCH = 1 << 14
 #: LORs per part of the multi-threaded back projection (plans shared by the slab threads:
 #: 76 B per LOR, 92 B with TOF: 0.30-0.36 MB).
 PART = 4096
-#: Smallest image (voxels) for which the LORs are sorted by locality: a smaller image stays in
-#: the L2/L3 caches and the sort's scans cost more than they gain (measured on the BENCHMARKS.md
-#: workload: 128x128x32 15 % faster unsorted, 200^3 1.4x faster sorted).
-SORT_MIN_VOXELS = 1 << 21
-
-
-def _batches(shape, xs, xe, vs, org, n_parts):
-    """Yield ``(order, m)``: batches of at most ``cap`` LORs in locality order, O(cap) memory.
-
-    A histogram of the locality keys cuts the key range into groups of at most ``cap`` LORs; each
-    group is collected by a scan that recomputes the keys (a few ns per LOR, about ``n / cap``
-    scans, ``n_parts`` threads) and comes out sorted by key. So the LORs are processed in the
-    order of a global stable sort by key, without an O(n) permutation array (a global sort was
-    1.4x faster than sorting fixed chunks of 65536 LORs on the BENCHMARKS.md workload:
-    consecutive LORs reuse cached image lines). Images below :data:`SORT_MIN_VOXELS`: batches of
-    :data:`INPUT_ORDER_BATCH` LORs in input order.
-    """
-    n = xs.shape[0]
-    if n >= 2**31:
-        raise ValueError(f"at most 2**31 - 1 LORs per call, got {n}")
-    cap = max(1, min(n, max(CHUNK, -(-n // MAX_SCANS))))
-    if int(np.prod(shape)) < SORT_MIN_VOXELS:  # the image stays in the caches: input order
-        cap = max(1, min(n, INPUT_ORDER_BATCH))
-        order = np.empty(cap, np.int32)
-        for c0 in range(0, n, cap):
-            m = min(cap, n - c0)
-            _fill_range(order, c0, m)
-            yield order, m
-        return
-    order = np.empty(cap, np.int32)
-    n_pos, n_keys = _n_keys(tuple(int(s) for s in shape))
-    key_args = (shape, xs, xe, 1.0 / vs, org, SLOPE_BINS, POSITION_BIN_VOXELS, n_pos)
-    bounds = np.linspace(0, n, n_parts + 1).astype(np.int64)
-    counts = np.empty((n_parts, n_keys), np.int32)  # < 2**31 LORs per call
-    _histogram(*key_args, bounds, counts)
-    total = counts.sum(axis=0, dtype=np.int32)
-    offsets = np.zeros((n_parts, n_keys), np.int32)
-    k0 = 0
-    while k0 < n_keys:
-        k1, size = k0, 0
-        while k1 < n_keys and size + total[k1] <= cap:
-            size += total[k1]
-            k1 += 1
-        if k1 == k0:  # one bin holds more than cap LORs: several batches of it
-            k1 = k0 + 1
-            for r_lo in range(0, int(total[k0]), cap):
-                yield order, _collect(k0, k1, r_lo, cap, *key_args, bounds, counts, offsets, order)
-        elif size:
-            yield order, _collect(k0, k1, 0, cap, *key_args, bounds, counts, offsets, order)
-        k0 = k1
-
-
 def _strides(shape) -> np.ndarray:
     return np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
 
@@ -569,10 +427,10 @@ def forward(image, shape, xs, xe, vs, org, tbin, toff, tofp, table, out):
     ``image`` is the flat C-ordered ``(nx, ny, nz)`` image; ``shape`` int64 (3,); ``vs``/``org``
     float64 (3,), mm; ``xs``/``xe`` (n, 3) mm; ``tbin``/``toff`` (n,) TOF bin indices / offsets
     (mm) or length-1 dummies (see :func:`tof_constants`); ``out`` (n,) is overwritten. LORs are
-    processed in batches in locality order (see :func:`_batches`).
+    processed in batches in locality order (see :func:`~refsuite.projectors._locality.batches`).
     """
     strides = _strides(shape)
-    for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
+    for order, m in batches(shape, xs, xe, vs, org, numba.get_num_threads()):
         _forward_chunk(image, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out)
 
 
@@ -590,14 +448,14 @@ def back(values, shape, xs, xe, vs, org, tbin, toff, tofp, table, out, n_slabs):
     strides = _strides(shape)
     n_slabs = max(1, min(int(n_slabs), int(shape[0])))
     if n_slabs == 1:
-        for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
+        for order, m in batches(shape, xs, xe, vs, org, numba.get_num_threads()):
             _back_batch(values, shape, strides, order, m, xs, xe, vs, org, tbin, toff, tofp, table, out)
         return
     plans_i = np.empty((PART, 3), np.int32)
     plans_f = np.empty((PART, 10 if tofp[0] != 0.0 else 8))
     density = np.empty(int(shape[0]) + 1)
     bounds = np.empty(n_slabs + 1, np.int64)
-    for order, m in _batches(shape, xs, xe, vs, org, numba.get_num_threads()):
+    for order, m in batches(shape, xs, xe, vs, org, numba.get_num_threads()):
         for r0 in range(0, m, PART):
             r1 = min(m, r0 + PART)
             _plan_part(values, shape, strides, order, r0, r1, xs, xe, vs, org, tbin, toff, tofp, plans_i, plans_f)
